@@ -1,0 +1,78 @@
+/**
+ * The validated, frozen sidecar configuration (SPEC §5). Produced only by the config loader;
+ * durations are milliseconds, file paths are absolute (resolved against the config file's folder).
+ */
+import type { PortProtocol } from '../policy/types.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export type PortMode = 'enforce' | 'audit';
+
+export interface PortConfig {
+  /** Port name within the service (`http`). */
+  readonly name: string;
+  readonly service: string;
+  readonly protocol: PortProtocol;
+  readonly listen: HostPort;
+  readonly upstream: HostPort;
+  readonly mode: PortMode;
+  /** `service/port`, the label used in metrics, logs and 403 bodies. */
+  readonly key: string;
+  /** http: time to wait for the upstream's response head (SPEC default 30s). */
+  readonly upstreamTimeout: number;
+  /** Concurrent downstream connections accepted on this listener; beyond it new ones are refused. */
+  readonly maxConnections: number;
+  /** tcp: close a flow with no bytes either way for this long. http: keep-alive idle timeout. */
+  readonly idleTimeout: number;
+  /** http: the whole request head must arrive within this (slowloris guard). */
+  readonly headersTimeout: number;
+  /** http: largest accepted request head in bytes; beyond it 431. */
+  readonly maxHeaderSize: number;
+}
+
+export interface OutboundConfig {
+  readonly name: string;
+  readonly listen: HostPort;
+  readonly target: HostPort;
+  readonly serverId: string;
+  readonly allowNonLoopback: boolean;
+}
+
+export interface SidecarConfig {
+  /** Absolute path of the file this came from. */
+  readonly file: string;
+  readonly node: string;
+  readonly trustDomains: readonly string[];
+  readonly tls: {
+    readonly ca: string;
+    readonly cert: string;
+    readonly key: string;
+    /** Deadline for a client to finish the TLS handshake. */
+    readonly handshakeTimeout: number;
+  };
+  readonly authority: {
+    /** Exactly one of url and bundleFile is set. */
+    readonly url?: string;
+    readonly bundleFile?: string;
+    readonly signingPublicKey: string;
+    readonly cacheFile?: string;
+    readonly wait: number;
+    readonly reportInterval: number;
+    readonly maxStaleness: number;
+  };
+  readonly ports: readonly PortConfig[];
+  readonly outbound: readonly OutboundConfig[];
+  readonly admin: { readonly listen: HostPort };
+  readonly log: {
+    readonly level: 'debug' | 'info' | 'warn' | 'error';
+    /** Log one access line per allowed HTTP request too (denied ones and TCP flows are always logged). */
+    readonly accessLogAllowedHttp: boolean;
+  };
+  /** On SIGTERM: how long open requests and flows may finish before they are cut. */
+  readonly drainTimeout: number;
+  /** Warn when a license in use expires within this window (SPEC §3). */
+  readonly warnBefore: number;
+}
