@@ -18,7 +18,7 @@ export default tseslint.config(
         'error',
         { allowNumber: true, allowBoolean: true },
       ],
-      'no-console': ['error', { allow: [] }],
+      'no-console': 'error',
     },
   },
   {

@@ -1,0 +1,252 @@
+/**
+ * The authority's YAML config (SPEC §5) -> schema -> defaults -> cross-field checks -> a
+ * deep-frozen AuthorityConfig. The type lives here because only the authority and the CLI use it.
+ */
+import type { HostPort } from './types.js';
+import { formatDuration } from './duration.js';
+import { readYamlFile, type YamlDocument } from './yaml.js';
+import { LOG_LEVELS, writableFileProblem } from './sidecar.js';
+import {
+  INVALID,
+  arrayOf,
+  asRecord,
+  boolean,
+  createContext,
+  deepFreeze,
+  defaultInput,
+  duration,
+  filePath,
+  formatHostPort,
+  hostPort,
+  indexPath,
+  integer,
+  listenersClash,
+  map,
+  nonEmptyString,
+  object,
+  oneOf,
+  peek,
+  report,
+  required,
+  resolvePath,
+  section,
+  subjectPattern,
+  throwIfProblems,
+  trustDomain,
+  trustDomainOf,
+  withDefault,
+  type SchemaContext,
+} from './schema.js';
+
+const SECOND = 1_000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** The validated, frozen authority configuration. Durations in ms, paths absolute. */
+export interface AuthorityConfig {
+  /** Absolute path of the file this came from. */
+  readonly file: string;
+  /** The mTLS API listener (sidecars and admins). */
+  readonly listen: HostPort;
+  /** Only client identities of these trust domains are accepted. */
+  readonly trustDomains: readonly string[];
+  readonly tls: {
+    readonly ca: string;
+    readonly cert: string;
+    readonly key: string;
+    /** Deadline for a client to finish the TLS handshake. */
+    readonly handshakeTimeout: number;
+  };
+  /** Ed25519 private key (PKCS#8 PEM) that signs bundles. */
+  readonly signingKey: string;
+  readonly store: {
+    /** Absolute path of the SQLite database, or `:memory:` (tests, `dev`). */
+    readonly sqlite: string;
+  };
+  /** Subject patterns that may change services and licenses. */
+  readonly admins: readonly string[];
+  /** Subject patterns that may pull bundles and report usage. */
+  readonly sidecars: readonly string[];
+  /** Applied to a grant that does not say otherwise. */
+  readonly defaults: {
+    readonly ttl: number;
+    readonly maxLifetime: number;
+    readonly autoRenew: boolean;
+    /** Licenses expiring within this are counted in portlicense_authority_expiring_licenses. */
+    readonly warnBefore: number;
+  };
+  readonly admin: { readonly listen: HostPort };
+  readonly log: { readonly level: 'debug' | 'info' | 'warn' | 'error' };
+  readonly limits: {
+    /** Largest accepted request body; beyond it 413. */
+    readonly maxBodyBytes: number;
+    /** Longest long-poll hold a sidecar may ask for (`wait=`); longer asks are clamped. */
+    readonly maxWait: number;
+    /** Concurrent client connections (held long polls included); beyond it new ones are refused. */
+    readonly maxConnections: number;
+    /** The whole request head must arrive within this. */
+    readonly headersTimeout: number;
+  };
+  /** On SIGTERM: how long in-flight requests may finish before they are cut. */
+  readonly drainTimeout: number;
+}
+
+/** Defaults of SPEC §5 and of the limits; exported for docs and tests. */
+export const AUTHORITY_DEFAULTS = {
+  sqlite: 'data/authority.db',
+  ttl: 24 * HOUR,
+  maxLifetime: 30 * DAY,
+  autoRenew: true,
+  warnBefore: 72 * HOUR,
+  adminListen: { host: '127.0.0.1', port: 9902 },
+  logLevel: 'info',
+  handshakeTimeout: 10 * SECOND,
+  maxBodyBytes: 1024 * 1024,
+  maxWait: 60 * SECOND,
+  maxConnections: 10_000,
+  headersTimeout: 10 * SECOND,
+  drainTimeout: 15 * SECOND,
+} as const;
+
+const MEMORY = ':memory:';
+
+const subjects = (what: string): ReturnType<typeof arrayOf<string>> =>
+  arrayOf(subjectPattern(), {
+    minItems: 1,
+    minMessage: `must list at least one ${what} subject`,
+    unique: true,
+  });
+
+const lifetimeSchema = duration({ min: SECOND });
+
+const authoritySchema = object({
+  listen: required(hostPort({ allowPortZero: true })),
+  trustDomains: required(
+    arrayOf(trustDomain(), { minItems: 1, minMessage: 'must list at least one trust domain', unique: true }),
+  ),
+  tls: required(
+    object({
+      ca: required(filePath({ mustExist: true })),
+      cert: required(filePath({ mustExist: true })),
+      key: required(filePath({ mustExist: true })),
+      handshakeTimeout: withDefault(
+        duration({ min: 100, max: 5 * MINUTE }),
+        AUTHORITY_DEFAULTS.handshakeTimeout,
+      ),
+    }),
+  ),
+  signingKey: required(filePath({ mustExist: true })),
+  store: section(
+    object({
+      sqlite: defaultInput(
+        map(nonEmptyString(), (p, ctx) => (p === MEMORY ? p : resolvePath(p, ctx))),
+        AUTHORITY_DEFAULTS.sqlite,
+      ),
+    }),
+  ),
+  admins: required(subjects('admin')),
+  sidecars: required(subjects('sidecar')),
+  defaults: section(
+    object({
+      ttl: withDefault(lifetimeSchema, AUTHORITY_DEFAULTS.ttl),
+      maxLifetime: withDefault(lifetimeSchema, AUTHORITY_DEFAULTS.maxLifetime),
+      autoRenew: withDefault(boolean(), AUTHORITY_DEFAULTS.autoRenew),
+      warnBefore: withDefault(duration({ max: 365 * DAY }), AUTHORITY_DEFAULTS.warnBefore),
+    }),
+  ),
+  admin: section(
+    object({ listen: withDefault(hostPort({ allowPortZero: true }), AUTHORITY_DEFAULTS.adminListen) }),
+  ),
+  log: section(object({ level: withDefault(oneOf(LOG_LEVELS), AUTHORITY_DEFAULTS.logLevel) })),
+  limits: section(
+    object({
+      maxBodyBytes: withDefault(
+        integer({ min: 1024, max: 64 * 1024 * 1024 }),
+        AUTHORITY_DEFAULTS.maxBodyBytes,
+      ),
+      maxWait: withDefault(duration({ min: SECOND, max: 10 * MINUTE }), AUTHORITY_DEFAULTS.maxWait),
+      maxConnections: withDefault(integer({ min: 1, max: 1_000_000 }), AUTHORITY_DEFAULTS.maxConnections),
+      headersTimeout: withDefault(
+        duration({ min: 100, max: 10 * MINUTE }),
+        AUTHORITY_DEFAULTS.headersTimeout,
+      ),
+    }),
+  ),
+  drainTimeout: withDefault(duration({ max: HOUR }), AUTHORITY_DEFAULTS.drainTimeout),
+});
+
+/**
+ * Load, validate and freeze an authority config file.
+ * @throws ConfigError listing every problem as `file:line: path: message`.
+ */
+export function loadAuthorityConfig(file: string): AuthorityConfig {
+  return authorityConfigFrom(readYamlFile(file));
+}
+
+/** Validate an already-read YAML document as an authority config. */
+export function authorityConfigFrom(doc: YamlDocument): AuthorityConfig {
+  const ctx = createContext({ file: doc.file, dir: doc.dir, lineOf: doc.lineOf });
+  if (doc.value === null || doc.value === undefined) {
+    report(ctx, '', 'the file is empty; expected listen, trustDomains, tls, signingKey, admins and sidecars');
+    throwIfProblems(ctx);
+  }
+  const parsed = authoritySchema.parse(doc.value, '', ctx);
+  const raw = asRecord(doc.value);
+  if (raw) crossCheck(raw, ctx);
+  throwIfProblems(ctx);
+  if (parsed === INVALID) throw new Error('unreachable: invalid config without problems');
+  return deepFreeze({ file: doc.path, ...parsed });
+}
+
+function crossCheck(raw: Record<string, unknown>, ctx: SchemaContext): void {
+  // A pattern outside the trust domains could never match a client the TLS layer admits.
+  const domains = peek(arrayOf(trustDomain()), raw.trustDomains, ctx);
+  if (domains && domains.length > 0) {
+    for (const key of ['admins', 'sidecars'] as const) {
+      const list = raw[key];
+      if (!Array.isArray(list)) continue;
+      list.forEach((s, i) => {
+        const td = typeof s === 'string' ? trustDomainOf(s) : undefined;
+        if (td !== undefined && !domains.includes(td))
+          report(
+            ctx,
+            indexPath(key, i),
+            `trust domain "${td}" is not in trustDomains (${domains.join(', ')})`,
+          );
+      });
+    }
+  }
+
+  const defaults = asRecord(raw.defaults);
+  const ttl = defaults?.ttl == null ? AUTHORITY_DEFAULTS.ttl : peek(lifetimeSchema, defaults.ttl, ctx);
+  const maxLifetime =
+    defaults?.maxLifetime == null
+      ? AUTHORITY_DEFAULTS.maxLifetime
+      : peek(lifetimeSchema, defaults.maxLifetime, ctx);
+  if (ttl !== undefined && maxLifetime !== undefined && ttl > maxLifetime)
+    report(
+      ctx,
+      defaults?.ttl == null ? 'defaults.maxLifetime' : 'defaults.ttl',
+      `defaults.ttl (${formatDuration(ttl)}) must not exceed defaults.maxLifetime (${formatDuration(maxLifetime)})`,
+    );
+
+  const listen = peek(hostPort({ allowPortZero: true }), raw.listen, ctx);
+  const adminRaw = asRecord(raw.admin)?.listen;
+  const admin =
+    adminRaw === undefined || adminRaw === null
+      ? AUTHORITY_DEFAULTS.adminListen
+      : peek(hostPort({ allowPortZero: true }), adminRaw, ctx);
+  if (listen && admin && listenersClash(listen, admin))
+    report(
+      ctx,
+      adminRaw === undefined || adminRaw === null ? 'listen' : 'admin.listen',
+      `${formatHostPort(listen)} and admin.listen ${formatHostPort(admin)} clash: the API and the admin server need their own ports`,
+    );
+
+  const sqlite = asRecord(raw.store)?.sqlite ?? AUTHORITY_DEFAULTS.sqlite;
+  if (typeof sqlite === 'string' && sqlite.trim() !== '' && sqlite !== MEMORY) {
+    const problem = writableFileProblem(resolvePath(sqlite, ctx));
+    if (problem) report(ctx, 'store.sqlite', problem);
+  }
+}

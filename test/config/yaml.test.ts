@@ -1,0 +1,138 @@
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/errors.js';
+import { parseYamlText, readYamlFile } from '../../src/config/yaml.js';
+
+function problemsOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('parseYamlText', () => {
+  it('keeps the line of every key and list entry', () => {
+    const doc = parseYamlText(
+      [
+        'node: a',
+        'ports:',
+        '  - name: http',
+        '    listen: 1.2.3.4:5',
+        '  - { name: db }',
+        'admin:',
+        '  listen: x',
+      ].join('\n'),
+      'c.yaml',
+    );
+    expect(doc.value).toEqual({
+      node: 'a',
+      ports: [{ name: 'http', listen: '1.2.3.4:5' }, { name: 'db' }],
+      admin: { listen: 'x' },
+    });
+    expect(doc.lineOf('node')).toBe(1);
+    expect(doc.lineOf('ports')).toBe(2);
+    expect(doc.lineOf('ports[0]')).toBe(3);
+    expect(doc.lineOf('ports[0].listen')).toBe(4);
+    expect(doc.lineOf('ports[1].name')).toBe(5);
+    expect(doc.lineOf('admin.listen')).toBe(7);
+  });
+
+  it('falls back to the nearest ancestor, then 0', () => {
+    const doc = parseYamlText('a:\n  b: 1\n', 'c.yaml');
+    expect(doc.lineOf('a.missing')).toBe(1);
+    expect(doc.lineOf('a.b[3].c')).toBe(2);
+    expect(doc.lineOf('nothing.here')).toBe(0);
+    expect(doc.lineOf('')).toBe(0);
+  });
+
+  it('reads YAML 1.2 core: yes/no and dates stay strings', () => {
+    const doc = parseYamlText('a: yes\nb: 2026-11-28\nc: true\nd: 010\n', 'c.yaml');
+    expect(doc.value).toEqual({ a: 'yes', b: '2026-11-28', c: true, d: 10 });
+  });
+
+  it('reports a syntax error with its line', () => {
+    const err = problemsOf(() => parseYamlText('a: 1\nb: 2\nc: @x\n', 'bad.yaml'));
+    expect(err.problems).toEqual([
+      {
+        file: 'bad.yaml',
+        line: 3,
+        path: '',
+        message: 'YAML: Plain value cannot start with reserved character @',
+      },
+    ]);
+    expect(err.message).toBe('bad.yaml:3: YAML: Plain value cannot start with reserved character @');
+    expect(err.code).toBe('CONFIG_INVALID');
+    const indent = problemsOf(() => parseYamlText('node: a\nports:\n  - name: x\n   bad: y\n', 'i.yaml'));
+    expect(indent.problems[0]!.line).toBe(4);
+  });
+
+  it('reports tabs as indentation with the line', () => {
+    const err = problemsOf(() => parseYamlText('a:\n\tb: 1\n', 't.yaml'));
+    expect(err.message).toContain('t.yaml:2: YAML:');
+  });
+
+  it('reports duplicate keys with both lines', () => {
+    const err = problemsOf(() => parseYamlText('a: 1\nb:\n  c: 1\n  c: 2\na: 3\n', 'd.yaml'));
+    expect(err.message).toBe(
+      'd.yaml:4: b.c: duplicate key (first at line 3)\nd.yaml:5: a: duplicate key (first at line 1)',
+    );
+  });
+
+  it('rejects non-string keys and multiple documents', () => {
+    expect(problemsOf(() => parseYamlText('? [a]\n: 1\n', 'k.yaml')).message).toBe(
+      'k.yaml:1: keys must be plain strings',
+    );
+    expect(problemsOf(() => parseYamlText('a: 1\n---\nb: 2\n', 'm.yaml')).message).toBe(
+      'm.yaml:2: YAML: more than one document ("---") in one file',
+    );
+  });
+
+  it('rejects unknown tags', () => {
+    expect(problemsOf(() => parseYamlText('a: !secret x\n', 'tag.yaml')).message).toMatch(
+      /^tag\.yaml:1: YAML: .*!secret/,
+    );
+  });
+
+  it('resolves aliases into values', () => {
+    const doc = parseYamlText('a: &x { b: 1 }\nc: *x\n', 'alias.yaml');
+    expect(doc.value).toEqual({ a: { b: 1 }, c: { b: 1 } });
+  });
+
+  it('gives an empty document a null value', () => {
+    expect(parseYamlText('# nothing\n', 'e.yaml').value).toBeNull();
+  });
+});
+
+describe('readYamlFile', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pl-yaml-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('knows its absolute path and folder', () => {
+    const f = join(dir, 'x.yaml');
+    writeFileSync(f, 'a: 1\n');
+    const doc = readYamlFile(f);
+    expect(doc.path).toBe(f);
+    expect(doc.dir).toBe(dir);
+    expect(doc.file).toBe(f);
+  });
+
+  it('names a missing file and a folder as config errors', () => {
+    expect(problemsOf(() => readYamlFile(join(dir, 'nope.yaml'))).message).toBe(
+      `${join(dir, 'nope.yaml')}: cannot read config: file not found`,
+    );
+    mkdirSync(join(dir, 'sub'));
+    expect(problemsOf(() => readYamlFile(join(dir, 'sub'))).message).toMatch(
+      /cannot read config: is a directory/,
+    );
+  });
+});
