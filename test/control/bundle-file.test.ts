@@ -1,0 +1,278 @@
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
+import {
+  bundleRejectReason,
+  BundleFileSource,
+  type BundleFileSourceOptions,
+  type BundleLoadedEvent,
+  type BundleRejectedEvent,
+} from '../../src/control/bundle-file.js';
+import { PortlicenseError } from '../../src/errors.js';
+import { createLogger, MemorySink } from '../../src/log.js';
+import { signBundle } from '../../src/policy/bundle.js';
+import { buildSnapshot } from '../../src/policy/snapshot.js';
+import { PolicyStore } from '../../src/policy/store.js';
+import type { BundlePayload, SignedBundle } from '../../src/policy/types.js';
+
+const keys = generateKeyPairSync('ed25519');
+const foreign = generateKeyPairSync('ed25519');
+const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
+
+function payload(version: number, expiresAt = '2026-11-29T10:00:00Z'): BundlePayload {
+  return {
+    version,
+    issuedAt: '2026-11-28T10:00:00Z',
+    node: 'node-a',
+    services: ['orders'],
+    licenses: [
+      {
+        id: `lic_v${version}`,
+        subject: FRONTEND,
+        service: 'orders',
+        port: 'http',
+        notBefore: '2026-11-28T09:00:00Z',
+        expiresAt,
+      },
+    ],
+  };
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe('BundleFileSource', () => {
+  let dir: string;
+  let file: string;
+  let store: PolicyStore;
+  let clock: ManualClock;
+  let sink: MemorySink;
+  let loaded: BundleLoadedEvent[];
+  let rejected: BundleRejectedEvent[];
+  let swaps: number;
+  const sources: BundleFileSource[] = [];
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'portlicense-bundle-file-'));
+    file = join(dir, 'bundle.json');
+    store = new PolicyStore();
+    clock = new ManualClock('2026-11-28T10:30:00Z');
+    sink = new MemorySink();
+    loaded = [];
+    rejected = [];
+    swaps = 0;
+    store.onSwap(() => swaps++);
+  });
+
+  afterEach(() => {
+    for (const s of sources.splice(0)) s.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Writes like an atomic writer: a temp file renamed over the target. */
+  function writeAtomic(doc: SignedBundle | string): void {
+    const tmp = join(dir, `.bundle.json.${Math.random().toString(36).slice(2)}`);
+    writeFileSync(tmp, typeof doc === 'string' ? doc : JSON.stringify(doc, null, 2));
+    renameSync(tmp, file);
+  }
+
+  const signed = (version: number, key: KeyObject = keys.privateKey): SignedBundle =>
+    signBundle(payload(version), key);
+
+  function source(over: Partial<BundleFileSourceOptions> = {}): BundleFileSource {
+    const s = new BundleFileSource({
+      file,
+      publicKey: keys.publicKey,
+      store,
+      clock,
+      log: createLogger({ sink }),
+      onLoaded: (e) => loaded.push(e),
+      onRejected: (e) => rejected.push(e),
+      debounceMs: 20,
+      pollIntervalMs: 50,
+      ...over,
+    });
+    sources.push(s);
+    return s;
+  }
+
+  it('loads the file at start and swaps the store', async () => {
+    writeAtomic(signed(1));
+    const snap = await source().start();
+    expect(snap.version).toBe(1);
+    expect(store.current()).toBe(snap);
+    expect(typeof snap.decide('orders/http', FRONTEND, clock.now())).toBe('object');
+    expect(loaded).toEqual([{ file, version: 1, licenses: 1, at: clock.now(), changed: true }]);
+    expect(sink.lines).toContainEqual(
+      expect.objectContaining({ level: 'info', msg: 'bundle loaded', version: 1, bundleFile: file }),
+    );
+  });
+
+  it('a missing or bad file at start is an error naming the file', async () => {
+    let err = await source()
+      .start()
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PortlicenseError);
+    expect((err as PortlicenseError).code).toBe('FILE_UNREADABLE');
+    expect((err as PortlicenseError).message).toContain(file);
+
+    writeAtomic(signed(1, foreign.privateKey));
+    err = await source()
+      .start()
+      .catch((e: unknown) => e);
+    expect((err as PortlicenseError).code).toBe('BUNDLE_SIGNATURE');
+    expect((err as PortlicenseError).message).toContain(file);
+
+    writeAtomic('{not json');
+    err = await source()
+      .start()
+      .catch((e: unknown) => e);
+    expect((err as PortlicenseError).code).toBe('BUNDLE_INVALID');
+    expect(store.current().version).toBe(0);
+  });
+
+  it('after a failed start, watch() picks the file up once it is fixed', async () => {
+    writeAtomic(signed(1, foreign.privateKey));
+    const src = source();
+    const err = await src.start().catch((e: unknown) => e);
+    expect(bundleRejectReason(err)).toBe('signature');
+    src.watch();
+    src.watch();
+    writeAtomic(signed(1));
+    await waitFor(() => store.current().version === 1, 'version 1');
+    expect(bundleRejectReason(new PortlicenseError('FILE_UNREADABLE', 'x'))).toBe('unreadable');
+    expect(bundleRejectReason(new Error('x'))).toBe('invalid');
+  });
+
+  it('refuses at start a file older than the bundle already in force', async () => {
+    store.swap(buildSnapshot(payload(5)));
+    writeAtomic(signed(4));
+    const err = await source()
+      .start()
+      .catch((e: unknown) => e);
+    expect((err as PortlicenseError).code).toBe('BUNDLE_ROLLBACK');
+    expect(store.current().version).toBe(5);
+  });
+
+  it('picks up a newer bundle renamed over the file', async () => {
+    writeAtomic(signed(1));
+    await source().start();
+    writeAtomic(signed(2));
+    await waitFor(() => store.current().version === 2, 'version 2');
+    expect(loaded.map((e) => e.version)).toEqual([1, 2]);
+    expect(store.current().license('lic_v2')).toBeDefined();
+  });
+
+  it('picks up a bundle rewritten in place', async () => {
+    writeAtomic(signed(1));
+    await source().start();
+    writeFileSync(file, JSON.stringify(signed(2)));
+    await waitFor(() => store.current().version === 2, 'version 2');
+  });
+
+  it('rejects a tampered bundle, keeps the last good one and logs why', async () => {
+    writeAtomic(signed(1));
+    await source().start();
+    const tampered = signed(2);
+    tampered.payload.licenses[0]!.expiresAt = '2036-01-01T00:00:00Z';
+    writeAtomic(tampered);
+    await waitFor(() => rejected.length === 1, 'a rejection');
+    expect(rejected[0]).toMatchObject({ file, reason: 'signature', keptVersion: 1, at: clock.now() });
+    expect(rejected[0]!.error.code).toBe('BUNDLE_SIGNATURE');
+    expect(store.current().version).toBe(1);
+    expect(sink.lines).toContainEqual(
+      expect.objectContaining({
+        level: 'warn',
+        msg: 'bundle file rejected; keeping the last good bundle',
+        bundleFile: file,
+        reason: 'signature',
+        keptVersion: 1,
+      }),
+    );
+    // A good newer bundle afterwards still gets through.
+    writeAtomic(signed(3));
+    await waitFor(() => store.current().version === 3, 'version 3');
+  });
+
+  it('sorts every rejection by reason', async () => {
+    writeAtomic(signed(5));
+    const src = source();
+    await src.start();
+    const cases: [string | SignedBundle | null, BundleRejectedEvent['reason']][] = [
+      [signed(4), 'rollback'],
+      [signed(6, foreign.privateKey), 'signature'],
+      ['{"payload":', 'invalid'],
+      [null, 'unreadable'],
+    ];
+    for (const [doc, reason] of cases) {
+      if (doc === null) rmSync(file);
+      else writeAtomic(doc);
+      await src.check();
+      expect(rejected.at(-1)?.reason).toBe(reason);
+      expect(store.current().version).toBe(5);
+    }
+    expect(rejected).toHaveLength(4);
+    expect(swaps).toBe(1);
+  });
+
+  it('an equal version with identical content is a no-op; with different content it is refused', async () => {
+    writeAtomic(signed(3));
+    const src = source();
+    await src.start();
+    const before = store.current();
+    writeAtomic(JSON.stringify(signed(3))); // same payload, different formatting
+    await src.check();
+    expect(store.current()).toBe(before);
+    expect(loaded.at(-1)).toMatchObject({ version: 3, changed: false });
+    expect(rejected).toHaveLength(0);
+
+    writeAtomic(signBundle(payload(3, '2027-01-01T00:00:00Z'), keys.privateKey));
+    await src.check();
+    expect(rejected.at(-1)).toMatchObject({ reason: 'rollback', keptVersion: 3 });
+    expect(rejected.at(-1)!.error.message).toMatch(/already in force with different content/);
+    expect(store.current()).toBe(before);
+    expect(swaps).toBe(1);
+  });
+
+  it('the stat poll alone picks up changes when fs.watch is off', async () => {
+    writeAtomic(signed(1));
+    await source({ watch: false, pollIntervalMs: 20 }).start();
+    writeAtomic(signed(2));
+    await waitFor(() => store.current().version === 2, 'version 2 via polling');
+  });
+
+  it('survives a callback that throws', async () => {
+    writeAtomic(signed(1));
+    const src = source({
+      onLoaded: () => {
+        throw new Error('metrics down');
+      },
+    });
+    await src.start();
+    writeAtomic(signed(2));
+    await src.check();
+    expect(store.current().version).toBe(2);
+    expect(sink.lines).toContainEqual(
+      expect.objectContaining({ level: 'error', msg: 'bundle file callback failed' }),
+    );
+  });
+
+  it('does nothing once closed', async () => {
+    writeAtomic(signed(1));
+    const src = source();
+    await src.start();
+    src.close();
+    src.close();
+    writeAtomic(signed(2));
+    await src.check();
+    expect(store.current().version).toBe(1);
+  });
+});
