@@ -1,0 +1,180 @@
+/**
+ * The JSON of the sidecar's GET /status (read by `portlicense status`): ports, the bundle and its
+ * age, every license with its state, time left and last access, and the recent denials. Built
+ * from plain inputs at request time, so the CLI wires it without this module knowing the control
+ * plane or the listeners.
+ */
+import type { HostPort, PortMode } from '../config/types.js';
+import type { CompiledLicense, PortProtocol } from '../policy/types.js';
+import { formatHostPort, type Readiness } from './admin-server.js';
+import type { UsageEntry } from './types.js';
+import type { RecentDenial } from './usage.js';
+
+export interface StatusPortInput {
+  readonly service: string;
+  readonly name: string;
+  readonly protocol: PortProtocol;
+  /** The bound address, or the configured one. */
+  readonly listen: HostPort;
+  readonly mode: PortMode;
+  readonly activeConnections: number;
+}
+
+export interface StatusInput {
+  /** Epoch ms. */
+  now: number;
+  node: string;
+  ports: readonly StatusPortInput[];
+  /** The snapshot being enforced (version 0 before the first bundle). */
+  policy: {
+    readonly version: number;
+    readonly issuedAt: number;
+    readonly licenses: readonly CompiledLicense[];
+  };
+  sync: {
+    /** Epoch ms of the last successful sync (a 304 counts), or null. */
+    lastSuccess: number | null;
+    /** Where bundles come from: the authority URL or the bundle file. */
+    source?: string;
+    lastError?: string | null;
+  };
+  usage: {
+    lastAccess(licenseId: string): Readonly<UsageEntry> | undefined;
+    recentDenials(): RecentDenial[];
+  };
+  /** A license in use that expires within this many ms is flagged `expiringSoon`. */
+  warnBefore?: number;
+  ready?: Readiness;
+}
+
+export type LicenseState = 'pending' | 'active' | 'expired' | 'revoked';
+
+export interface LicenseStatus {
+  id: string;
+  subject: string;
+  service: string;
+  port: string;
+  methods: string[] | null;
+  paths: string[] | null;
+  notBefore: string;
+  expiresAt: string;
+  revokedAt: string | null;
+  state: LicenseState;
+  /** Seconds until expiresAt; 0 once expired or revoked. */
+  secondsLeft: number;
+  /** Used since start and expiring within warnBefore. */
+  expiringSoon: boolean;
+  lastAccess: { at: string; identity: string; origin: string; count: number } | null;
+}
+
+export interface SidecarStatus {
+  node: string;
+  time: string;
+  ready?: Readiness;
+  ports: Array<{
+    port: string;
+    service: string;
+    name: string;
+    protocol: PortProtocol;
+    listen: string;
+    mode: PortMode;
+    activeConnections: number;
+  }>;
+  bundle: {
+    /** 0 before the first bundle. */
+    version: number;
+    issuedAt: string | null;
+    ageSeconds: number | null;
+    lastSuccess: string | null;
+    lastSuccessAgeSeconds: number | null;
+    source: string | null;
+    lastError: string | null;
+  };
+  licenses: LicenseStatus[];
+  /** Newest first. */
+  recentDenials: Array<{ at: string; port: string; identity: string | null; origin: string; reason: string }>;
+}
+
+/** The state of a license at `now` (SPEC §5 `state`). */
+export function licenseState(l: CompiledLicense, now: number): LicenseState {
+  if (l.revokedAt !== null) return 'revoked';
+  if (now < l.notBefore) return 'pending';
+  if (now >= l.expiresAt) return 'expired';
+  return 'active';
+}
+
+export function buildStatus(input: StatusInput): SidecarStatus {
+  const { now, policy, sync, usage } = input;
+  const hasBundle = policy.version > 0;
+  const licenses = [...policy.licenses]
+    .sort(
+      (a, b) =>
+        cmp(a.service, b.service) || cmp(a.port, b.port) || cmp(a.subject, b.subject) || cmp(a.id, b.id),
+    )
+    .map((l) => licenseStatus(l, input));
+  return {
+    node: input.node,
+    time: iso(now),
+    ...(input.ready ? { ready: input.ready } : {}),
+    ports: input.ports.map((p) => ({
+      port: `${p.service}/${p.name}`,
+      service: p.service,
+      name: p.name,
+      protocol: p.protocol,
+      listen: formatHostPort(p.listen),
+      mode: p.mode,
+      activeConnections: p.activeConnections,
+    })),
+    bundle: {
+      version: policy.version,
+      issuedAt: hasBundle ? iso(policy.issuedAt) : null,
+      ageSeconds: hasBundle ? seconds(now - policy.issuedAt) : null,
+      lastSuccess: sync.lastSuccess === null ? null : iso(sync.lastSuccess),
+      lastSuccessAgeSeconds: sync.lastSuccess === null ? null : seconds(now - sync.lastSuccess),
+      source: sync.source ?? null,
+      lastError: sync.lastError ?? null,
+    },
+    licenses,
+    recentDenials: usage.recentDenials().map((d) => ({ ...d, at: iso(d.at) })),
+  };
+}
+
+function licenseStatus(l: CompiledLicense, input: StatusInput): LicenseStatus {
+  const { now } = input;
+  const state = licenseState(l, now);
+  const last = input.usage.lastAccess(l.id);
+  const secondsLeft = state === 'active' || state === 'pending' ? seconds(l.expiresAt - now) : 0;
+  return {
+    id: l.id,
+    subject: l.subject,
+    service: l.service,
+    port: l.port,
+    methods: l.methods ? [...l.methods] : null,
+    paths: l.paths ? l.paths.map((p) => p.pattern) : null,
+    notBefore: iso(l.notBefore),
+    expiresAt: iso(l.expiresAt),
+    revokedAt: l.revokedAt === null ? null : iso(l.revokedAt),
+    state,
+    secondsLeft,
+    expiringSoon:
+      state === 'active' &&
+      last !== undefined &&
+      input.warnBefore !== undefined &&
+      l.expiresAt - now <= input.warnBefore,
+    lastAccess: last
+      ? { at: iso(last.at), identity: last.identity, origin: last.origin, count: last.count }
+      : null,
+  };
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function seconds(ms: number): number {
+  return Math.max(0, Math.floor(ms / 1000));
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
