@@ -1,0 +1,369 @@
+/**
+ * The license lifecycle of SPEC §3: grant, manual and automatic renewal, revocation, declarative
+ * apply, usage ingestion, expiry bookkeeping. Every change is one store transaction with its audit
+ * entry and, when it alters any bundle, a bundle-version bump; listeners learn of the new version
+ * after the commit (long polls wake on it).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Clock } from '../clock.js';
+import type { AuthorityConfig } from '../config/authority.js';
+import type { DeclarativeFile, DeclarativeLicense, DeclarativeService } from '../config/declarative.js';
+import { formatDuration, formatTime } from '../config/duration.js';
+import type { Logger } from '../log.js';
+import { subjectMatches } from '../policy/spiffe.js';
+import { badRequest, conflict, notFound } from './api-error.js';
+import { hardExpiry, licenseState, type AuditInput, type LicenseRecord, type LicenseState, type ServiceRecord, type UsageRow } from './model.js';
+import type { AuthorityStore, LicenseFilter } from './store.js';
+
+/** Revoked licenses stay listed until they would have expired, expired ones this long (SPEC §4). */
+export const EXPIRED_RETENTION_MS = 24 * 3_600_000;
+
+export interface ApplyResult {
+  created: string[];
+  changed: string[];
+  unchanged: string[];
+}
+
+export interface UsageReportInput {
+  usage: UsageRow[];
+  denials: Array<{ identity: string | null; reason: string; count: number }>;
+}
+
+export type Defaults = AuthorityConfig['defaults'];
+
+export function newLicenseId(): string {
+  return 'lic_' + randomBytes(12).toString('hex');
+}
+
+export class Licensing {
+  private readonly listeners = new Set<(version: number) => void>();
+  /** Licenses already warned about (in use, expiring, cannot renew), so the warning is logged once. */
+  private readonly warned = new Set<string>();
+
+  constructor(
+    private readonly store: AuthorityStore,
+    private readonly defaults: Defaults,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+
+  /** Called with the new bundle version after every committed change that alters bundles. */
+  onChange(fn: (version: number) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  version(): number {
+    return this.store.bundleVersion();
+  }
+
+  /** Run a change; bump the version when `bumps` says so; notify after the commit. */
+  private change<T>(fn: () => { value: T; bumps: boolean }): T {
+    let bumped = false;
+    const value = this.store.transaction(() => {
+      const r = fn();
+      if (r.bumps) {
+        this.store.bumpBundleVersion();
+        bumped = true;
+      }
+      return r.value;
+    });
+    if (bumped) {
+      const v = this.store.bundleVersion();
+      for (const l of this.listeners) l(v);
+    }
+    return value;
+  }
+
+  private audit(e: Omit<AuditInput, 'at'>): void {
+    this.store.appendAudit({ at: this.clock.now(), ...e });
+  }
+
+  // --- services ---------------------------------------------------------------------------
+
+  putService(s: DeclarativeService, actor: string): 'created' | 'changed' | 'unchanged' {
+    return this.change(() => {
+      const outcome = this.putServiceTx(s, actor);
+      return { value: outcome, bumps: false };
+    });
+  }
+
+  private putServiceTx(s: DeclarativeService, actor: string): 'created' | 'changed' | 'unchanged' {
+    const existing = this.store.getService(s.name);
+    const ports = s.ports.map((p) => ({ name: p.name, protocol: p.protocol }));
+    if (existing && JSON.stringify(existing.ports) === JSON.stringify(ports)) return 'unchanged';
+    const rec: ServiceRecord = { name: s.name, ports, createdAt: existing?.createdAt ?? this.clock.now() };
+    this.store.putService(rec);
+    this.audit({
+      actor,
+      action: 'service',
+      licenseId: null,
+      subject: null,
+      service: s.name,
+      port: null,
+      reason: null,
+      detail: { ports, previous: existing?.ports ?? null },
+    });
+    return existing ? 'changed' : 'created';
+  }
+
+  listServices(): ServiceRecord[] {
+    return this.store.listServices();
+  }
+
+  // --- licenses ---------------------------------------------------------------------------
+
+  private checkPort(service: string, port: string): void {
+    const services = this.store.listServices();
+    const svc = services.find((s) => s.name === service);
+    if (!svc) {
+      const known = services.map((s) => s.name).join(', ') || 'none; register one with POST /v1/services or apply';
+      throw badRequest(`unknown service "${service}"; known services: ${known}`);
+    }
+    if (!svc.ports.some((p) => p.name === port)) {
+      throw badRequest(`service "${service}" has no port "${port}"; its ports: ${svc.ports.map((p) => p.name).join(', ')}`);
+    }
+  }
+
+  private build(spec: DeclarativeLicense, now: number): LicenseRecord {
+    const ttl = spec.ttl ?? this.defaults.ttl;
+    const maxLifetime = spec.maxLifetime ?? Math.max(this.defaults.maxLifetime, ttl);
+    const notBefore = spec.notBefore ?? now;
+    const createdAt = now;
+    const cap = createdAt + maxLifetime;
+    const expiresAt = spec.expiresAt ?? Math.min(Math.max(notBefore, now) + ttl, cap);
+    if (spec.expiresAt !== undefined && spec.expiresAt > cap)
+      throw badRequest(`expiresAt ${formatTime(spec.expiresAt)} is beyond createdAt + maxLifetime (${formatTime(cap)})`);
+    if (expiresAt <= now) throw badRequest(`expiresAt ${formatTime(expiresAt)} is not in the future`);
+    return {
+      id: newLicenseId(),
+      subject: spec.subject,
+      service: spec.service,
+      port: spec.port,
+      methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
+      paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
+      notBefore,
+      expiresAt,
+      createdAt,
+      ttl,
+      maxLifetime,
+      autoRenew: spec.autoRenew ?? this.defaults.autoRenew,
+      reason: spec.reason ?? null,
+      revokedAt: null,
+      revokeReason: null,
+      renewedAt: now,
+      expiryAudited: false,
+    };
+  }
+
+  grant(spec: DeclarativeLicense, actor: string): LicenseRecord {
+    this.checkPort(spec.service, spec.port);
+    return this.change(() => {
+      const l = this.build(spec, this.clock.now());
+      this.store.putLicense(l);
+      this.audit({ actor, action: 'grant', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason: l.reason, detail: { expiresAt: formatTime(l.expiresAt), ttl: formatDuration(l.ttl) } });
+      return { value: l, bumps: true };
+    });
+  }
+
+  get(id: string): LicenseRecord {
+    const l = this.store.getLicense(id);
+    if (!l) throw notFound(`no license "${id}"`);
+    return l;
+  }
+
+  list(filter: LicenseFilter & { state?: LicenseState } = {}): LicenseRecord[] {
+    const { state, ...rest } = filter;
+    const now = this.clock.now();
+    const all = this.store.listLicenses(rest);
+    return state === undefined ? all : all.filter((l) => licenseState(l, now) === state);
+  }
+
+  lastAccess(id: string): { last: UsageRow; total: number } | undefined {
+    return this.store.lastAccess(id);
+  }
+
+  /** Manual renewal: expiresAt = now + ttl, capped by maxLifetime; 409 when nothing can be added. */
+  renew(id: string, actor: string, opts: { ttl?: number; reason?: string } = {}): LicenseRecord {
+    return this.change(() => {
+      const l = this.get(id);
+      const now = this.clock.now();
+      if (l.revokedAt !== null) throw conflict(`license ${id} is revoked (${l.revokeReason ?? 'no reason given'}); grant a new one`);
+      const ttl = opts.ttl ?? l.ttl;
+      const cap = hardExpiry(l);
+      const target = Math.min(Math.max(now, l.notBefore) + ttl, cap);
+      if (target <= l.expiresAt || target <= now)
+        throw conflict(
+          `license ${id} cannot be renewed: it has reached its maximum lifetime (${formatDuration(l.maxLifetime)} from ` +
+            `${formatTime(l.createdAt)}, i.e. ${formatTime(cap)}); an admin must grant a new license`,
+        );
+      const next: LicenseRecord = { ...l, expiresAt: target, renewedAt: now, expiryAudited: false };
+      this.store.putLicense(next);
+      this.audit({ actor, action: 'renew', licenseId: id, subject: l.subject, service: l.service, port: l.port, reason: opts.reason ?? null, detail: { from: formatTime(l.expiresAt), to: formatTime(target) } });
+      return { value: next, bumps: true };
+    });
+  }
+
+  revoke(id: string, actor: string, reason: string | null): LicenseRecord {
+    return this.change(() => {
+      const l = this.get(id);
+      if (l.revokedAt !== null) return { value: l, bumps: false };
+      const next = this.revokeTx(l, actor, reason);
+      return { value: next, bumps: true };
+    });
+  }
+
+  private revokeTx(l: LicenseRecord, actor: string, reason: string | null): LicenseRecord {
+    const next: LicenseRecord = { ...l, revokedAt: this.clock.now(), revokeReason: reason };
+    this.store.putLicense(next);
+    this.audit({ actor, action: 'revoke', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason, detail: null });
+    return next;
+  }
+
+  /**
+   * Revoke every live license whose subject is covered by `pattern` (an exact ID, or a `/*`
+   * prefix that also takes licenses granted to narrower prefixes below it).
+   */
+  revokeBySubject(pattern: string, actor: string, opts: { service?: string; reason: string | null }): LicenseRecord[] {
+    return this.change(() => {
+      const now = this.clock.now();
+      const hit = this.store
+        .liveLicenses(now)
+        .filter((l) => (opts.service === undefined || l.service === opts.service) && covers(pattern, l.subject));
+      const out = hit.map((l) => this.revokeTx(l, actor, opts.reason));
+      return { value: out, bumps: out.length > 0 };
+    });
+  }
+
+  /** Declarative apply: idempotent; reports what it created, changed and left alone. */
+  apply(decl: DeclarativeFile, actor: string): ApplyResult {
+    const result: ApplyResult = { created: [], changed: [], unchanged: [] };
+    return this.change(() => {
+      let bumps = false;
+      for (const s of decl.services) {
+        const outcome = this.putServiceTx(s, actor);
+        result[outcome === 'created' ? 'created' : outcome === 'changed' ? 'changed' : 'unchanged'].push(`service ${s.name}`);
+      }
+      const now = this.clock.now();
+      for (const spec of decl.licenses) {
+        this.checkPort(spec.service, spec.port);
+        const label = `license ${spec.subject} -> ${spec.service}/${spec.port}`;
+        const existing = this.store
+          .listLicenses({ service: spec.service, subject: spec.subject })
+          .find((l) => l.port === spec.port && l.revokedAt === null && l.expiresAt > now);
+        if (!existing) {
+          const l = this.build(spec, now);
+          this.store.putLicense(l);
+          this.audit({ actor, action: 'apply', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason: l.reason, detail: { outcome: 'created' } });
+          result.created.push(`${label} (${l.id})`);
+          bumps = true;
+          continue;
+        }
+        const next: LicenseRecord = {
+          ...existing,
+          methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
+          paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
+          ttl: spec.ttl ?? existing.ttl,
+          maxLifetime: spec.maxLifetime ?? existing.maxLifetime,
+          autoRenew: spec.autoRenew ?? existing.autoRenew,
+          reason: spec.reason ?? existing.reason,
+          expiresAt: spec.expiresAt ?? existing.expiresAt,
+        };
+        next.expiresAt = Math.min(next.expiresAt, hardExpiry(next));
+        const diff = (Object.keys(next) as (keyof LicenseRecord)[]).filter(
+          (k) => JSON.stringify(next[k]) !== JSON.stringify(existing[k]),
+        );
+        if (diff.length === 0) {
+          result.unchanged.push(`${label} (${existing.id})`);
+          continue;
+        }
+        this.store.putLicense(next);
+        this.audit({ actor, action: 'apply', licenseId: next.id, subject: next.subject, service: next.service, port: next.port, reason: next.reason, detail: { outcome: 'changed', fields: diff } });
+        result.changed.push(`${label} (${existing.id}: ${diff.join(', ')})`);
+        bumps = true;
+      }
+      return { value: result, bumps };
+    });
+  }
+
+  // --- usage and renewal ------------------------------------------------------------------
+
+  /**
+   * Ingest a usage report and renew, in the same transaction, every license that was used since
+   * its last renewal, has autoRenew and has less than half its ttl left (SPEC §3).
+   */
+  ingestUsage(report: UsageReportInput, actor: string): { renewed: string[] } {
+    return this.change(() => {
+      const now = this.clock.now();
+      const known = report.usage.filter((u) => this.store.getLicense(u.licenseId) !== undefined);
+      this.store.addUsage(known.map((u) => ({ ...u, at: Math.min(u.at, now) })));
+      const lastUse = new Map<string, number>();
+      for (const u of known) lastUse.set(u.licenseId, Math.max(lastUse.get(u.licenseId) ?? 0, Math.min(u.at, now)));
+      const renewed: string[] = [];
+      for (const [id, at] of lastUse) {
+        const l = this.store.getLicense(id)!;
+        if (licenseState(l, now) !== 'active' || at <= l.renewedAt) continue;
+        const left = l.expiresAt - now;
+        if (left >= l.ttl / 2) continue;
+        const target = Math.min(now + l.ttl, hardExpiry(l));
+        if (!l.autoRenew || target <= l.expiresAt) {
+          this.warnUnrenewable(l, now);
+          continue;
+        }
+        this.store.putLicense({ ...l, expiresAt: target, renewedAt: now });
+        this.audit({ actor, action: 'auto_renew', licenseId: id, subject: l.subject, service: l.service, port: l.port, reason: 'in use', detail: { from: formatTime(l.expiresAt), to: formatTime(target) } });
+        renewed.push(id);
+      }
+      return { value: { renewed }, bumps: renewed.length > 0 };
+    });
+  }
+
+  private warnUnrenewable(l: LicenseRecord, now: number): void {
+    if (l.expiresAt - now > this.defaults.warnBefore || this.warned.has(l.id)) return;
+    this.warned.add(l.id);
+    this.log.warn('license in use will expire and cannot be renewed', {
+      license: l.id,
+      subject: l.subject,
+      port: `${l.service}/${l.port}`,
+      expiresAt: formatTime(l.expiresAt),
+      why: l.autoRenew ? `maximum lifetime ${formatDuration(l.maxLifetime)} reached` : 'autoRenew is off',
+    });
+  }
+
+  /** Licenses whose expiry has passed but is not yet in the audit log get an `expire` entry. */
+  auditExpiries(): string[] {
+    return this.change(() => {
+      const now = this.clock.now();
+      const due = this.store.listLicenses().filter((l) => !l.expiryAudited && l.revokedAt === null && l.expiresAt <= now);
+      for (const l of due) {
+        this.store.putLicense({ ...l, expiryAudited: true });
+        this.audit({ actor: 'authority', action: 'expire', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason: l.autoRenew ? 'not used within its ttl, or maximum lifetime reached' : 'autoRenew off', detail: { expiresAt: formatTime(l.expiresAt) } });
+        this.warned.delete(l.id);
+      }
+      return { value: due.map((l) => l.id), bumps: false };
+    });
+  }
+
+  /** Licenses for a bundle: the given services', live or revoked until expiry, expired for 24 h. */
+  bundleLicenses(services: readonly string[]): LicenseRecord[] {
+    const now = this.clock.now();
+    return this.store
+      .licensesForServices(services, now - EXPIRED_RETENTION_MS)
+      .filter((l) => l.revokedAt === null || l.expiresAt > now);
+  }
+
+  /** Licenses in use (or not) that expire within warnBefore and cannot be renewed further. */
+  expiringCount(): number {
+    const now = this.clock.now();
+    return this.store
+      .liveLicenses(now)
+      .filter((l) => l.expiresAt - now <= this.defaults.warnBefore && (!l.autoRenew || l.expiresAt >= hardExpiry(l))).length;
+  }
+}
+
+/** Whether revoking `pattern` covers a license granted to `subject` (an ID or a narrower prefix). */
+export function covers(pattern: string, subject: string): boolean {
+  if (pattern === subject) return true;
+  if (!pattern.endsWith('/*')) return false;
+  return subjectMatches(pattern, subject.endsWith('/*') ? subject.slice(0, -2) + '/x' : subject);
+}

@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ApiError } from '../../src/authority/api-error.js';
+import { covers, Licensing } from '../../src/authority/licensing.js';
+import { licenseState } from '../../src/authority/model.js';
+import { SqliteStore } from '../../src/authority/sqlite-store.js';
+import { ManualClock } from '../../src/clock.js';
+import { createLogger, MemorySink } from '../../src/log.js';
+
+const H = 3_600_000;
+const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
+const ORDERS = { name: 'orders', ports: [{ name: 'http', protocol: 'http' as const }, { name: 'db', protocol: 'tcp' as const }] };
+
+describe('Licensing', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let clock: ManualClock;
+  let sink: MemorySink;
+  let lic: Licensing;
+  let versions: number[];
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'pl-lic-'));
+    store = new SqliteStore(join(dir, 'a.db'));
+    clock = new ManualClock('2026-11-28T10:00:00Z');
+    sink = new MemorySink();
+    lic = new Licensing(store, { ttl: 24 * H, maxLifetime: 30 * 24 * H, autoRenew: true, warnBefore: 72 * H }, clock, createLogger({ sink }));
+    versions = [];
+    lic.onChange((v) => versions.push(v));
+    lic.putService(ORDERS, 'admin');
+  });
+  afterEach(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('grants with defaults, bumps the bundle version and audits who and why', () => {
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', reason: 'reads orders' }, 'spiffe://example.org/admin/alice');
+    expect(l.id).toMatch(/^lic_[0-9a-f]{24}$/);
+    expect(l.expiresAt - clock.now()).toBe(24 * H);
+    expect(licenseState(l, clock.now())).toBe('active');
+    expect(versions).toEqual([2]);
+    const [entry] = store.listAudit({ limit: 1 });
+    expect(entry).toMatchObject({ action: 'grant', actor: 'spiffe://example.org/admin/alice', licenseId: l.id, reason: 'reads orders' });
+  });
+
+  it('refuses an unknown service or port, naming the known ones', () => {
+    expect(() => lic.grant({ subject: FRONTEND, service: 'payments', port: 'http' }, 'a')).toThrow(/known services: orders/);
+    expect(() => lic.grant({ subject: FRONTEND, service: 'orders', port: 'grpc' }, 'a')).toThrow(/its ports: http, db/);
+    expect(store.listLicenses()).toHaveLength(0);
+    expect(versions).toEqual([]);
+  });
+
+  it('renews manually within max lifetime and answers 409 past it', () => {
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, maxLifetime: 15 * H }, 'a');
+    clock.advance(4 * H);
+    const r = lic.renew(l.id, 'a');
+    expect(r.expiresAt).toBe(clock.now() + 10 * H);
+    clock.advance(2 * H);
+    const capped = lic.renew(l.id, 'a');
+    expect(capped.expiresAt).toBe(l.createdAt + 15 * H);
+    const err = (() => {
+      try {
+        lic.renew(l.id, 'a');
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(ApiError);
+    expect((err as ApiError).status).toBe(409);
+    expect((err as ApiError).message).toMatch(/maximum lifetime/);
+  });
+
+  it('revokes one license, and every license under a subject prefix', () => {
+    const a = lic.grant({ subject: 'spiffe://example.org/ns/payments/sa/a', service: 'orders', port: 'http' }, 'x');
+    const b = lic.grant({ subject: 'spiffe://example.org/ns/payments/*', service: 'orders', port: 'db' }, 'x');
+    const c = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http' }, 'x');
+    const revoked = lic.revokeBySubject('spiffe://example.org/ns/payments/*', 'x', { reason: 'incident 42' });
+    expect(revoked.map((l) => l.id).sort()).toEqual([a.id, b.id].sort());
+    expect(lic.get(c.id).revokedAt).toBeNull();
+    expect(lic.get(a.id).revokeReason).toBe('incident 42');
+    // Revoked licenses stay in the bundle until they would have expired, so sidecars say "revoked".
+    expect(lic.bundleLicenses(['orders']).map((l) => l.id).sort()).toEqual([a.id, b.id, c.id].sort());
+  });
+
+  it('apply is idempotent and reports created, changed and unchanged', () => {
+    const decl = { hasServices: true, services: [ORDERS], licenses: [{ subject: FRONTEND, service: 'orders', port: 'http', ttl: 2 * H, methods: ['GET'] }] };
+    const first = lic.apply(decl, 'a');
+    expect(first.created).toHaveLength(1);
+    expect(first.unchanged).toEqual(['service orders']);
+    const v = lic.version();
+    const second = lic.apply(decl, 'a');
+    expect(second.created).toEqual([]);
+    expect(second.changed).toEqual([]);
+    expect(second.unchanged).toHaveLength(2);
+    expect(lic.version()).toBe(v);
+    const third = lic.apply({ ...decl, licenses: [{ ...decl.licenses[0]!, methods: ['GET', 'POST'] }] }, 'a');
+    expect(third.changed[0]).toMatch(/methods/);
+    expect(lic.version()).toBe(v + 1);
+  });
+
+  it('renews automatically only licenses used since their last renewal with under half their ttl left', () => {
+    const used = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H }, 'a');
+    const idle = lic.grant({ subject: FRONTEND, service: 'orders', port: 'db', ttl: 10 * H }, 'a');
+    clock.advance(4 * H); // 6h left: more than half, no renewal yet
+    let r = lic.ingestUsage({ usage: [{ licenseId: used.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 3 }], denials: [] }, 'sidecar');
+    expect(r.renewed).toEqual([]);
+    clock.advance(2 * H); // 4h left
+    r = lic.ingestUsage({ usage: [{ licenseId: used.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 1 }], denials: [] }, 'sidecar');
+    expect(r.renewed).toEqual([used.id]);
+    expect(lic.get(used.id).expiresAt).toBe(clock.now() + 10 * H);
+    expect(lic.lastAccess(used.id)).toMatchObject({ total: 4, last: { origin: '10.0.0.1' } });
+    clock.advance(4 * H);
+    expect(licenseState(lic.get(idle.id), clock.now())).toBe('expired');
+    expect(lic.auditExpiries()).toEqual([idle.id]);
+    expect(lic.auditExpiries()).toEqual([]);
+    expect(store.listAudit({ limit: 10 }).map((e) => e.action)).toContain('auto_renew');
+  });
+
+  it('warns once when a license in use cannot be renewed', () => {
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, maxLifetime: 10 * H }, 'a');
+    clock.advance(8 * H);
+    const report = { usage: [{ licenseId: l.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 1 }], denials: [] };
+    expect(lic.ingestUsage(report, 's').renewed).toEqual([]);
+    lic.ingestUsage(report, 's');
+    const warnings = sink.lines.filter((x) => x.msg === 'license in use will expire and cannot be renewed');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ license: l.id, subject: FRONTEND, port: 'orders/http' });
+  });
+
+  it('ignores usage for unknown licenses and clamps future timestamps', () => {
+    lic.ingestUsage({ usage: [{ licenseId: 'lic_nope', identity: FRONTEND, origin: 'o', at: clock.now(), count: 1 }], denials: [] }, 's');
+    expect(lic.lastAccess('lic_nope')).toBeUndefined();
+  });
+});
+
+describe('covers', () => {
+  it('matches exact IDs and narrower prefixes under a prefix', () => {
+    expect(covers('spiffe://td/ns/*', 'spiffe://td/ns/a')).toBe(true);
+    expect(covers('spiffe://td/ns/*', 'spiffe://td/ns/a/*')).toBe(true);
+    expect(covers('spiffe://td/ns/*', 'spiffe://td/ns/*')).toBe(true);
+    expect(covers('spiffe://td/ns/*', 'spiffe://td/*')).toBe(false);
+    expect(covers('spiffe://td/ns/a', 'spiffe://td/ns/ab')).toBe(false);
+  });
+});
