@@ -1,0 +1,59 @@
+/**
+ * `portlicense bundle sign`: a signed bundle from a licenses YAML, for `authority.bundleFile`.
+ * Without --version the new version is one above the version already in --out, so re-signing
+ * always moves sidecars forward (they refuse a lower version as a rollback).
+ */
+import { readFileSync } from 'node:fs';
+import { loadDeclarativeFile } from '../config/declarative.js';
+import { UsageError } from '../errors.js';
+import { buildOfflinePayload } from '../control/offline-bundle.js';
+import { writeFileAtomic } from '../pki/files.js';
+import { loadEd25519PrivateKey, signBundle } from '../policy/bundle.js';
+import { parseFlags, required, str } from './args.js';
+
+const HELP = `Usage: portlicense bundle sign --key FILE --in LICENSES.yaml --out BUNDLE.json [--version N] [--node NAME]
+
+Signs the licenses of a declarative file (SPEC §5) with the Ed25519 key (PKCS#8 PEM) into a bundle
+that sidecars load with authority.bundleFile. Licenses without ttl or expiresAt last 24h from now.
+--version defaults to one above the version in an existing --out file (or 1).
+`;
+
+export function nextVersion(outFile: string): number {
+  try {
+    const doc = JSON.parse(readFileSync(outFile, 'utf8')) as { payload?: { version?: unknown } };
+    const v = doc.payload?.version;
+    return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v + 1 : 1;
+  } catch {
+    return 1;
+  }
+}
+
+export async function bundleSignCommand(argv: string[]): Promise<number> {
+  const p = parseFlags('bundle sign', argv, {
+    key: { type: 'string' },
+    in: { type: 'string' },
+    out: { type: 'string' },
+    version: { type: 'string' },
+    node: { type: 'string' },
+  });
+  if (p.values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const keyFile = required('bundle sign', p, 'key');
+  const inFile = required('bundle sign', p, 'in');
+  const outFile = required('bundle sign', p, 'out');
+  const v = str(p, 'version');
+  if (v !== undefined && !/^[0-9]{1,15}$/.test(v))
+    throw new UsageError(`bundle sign: --version must be a whole number, got "${v}"`);
+  const key = loadEd25519PrivateKey(keyFile);
+  const decl = loadDeclarativeFile(inFile);
+  const version = v !== undefined ? Number(v) : nextVersion(outFile);
+  const payload = buildOfflinePayload(decl, { version, node: str(p, 'node') ?? 'offline', now: Date.now() });
+  const signed = signBundle(payload, key);
+  writeFileAtomic(outFile, JSON.stringify(signed, null, 2) + '\n', 0o644);
+  process.stdout.write(
+    `${outFile}: bundle version ${version}, ${payload.licenses.length} license(s), key ${signed.signature.keyId}\n`,
+  );
+  return Promise.resolve(0);
+}

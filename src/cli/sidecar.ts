@@ -1,0 +1,188 @@
+/**
+ * `portlicense sidecar --config FILE`: wires config, TLS material, policy, bundle source,
+ * telemetry and one listener per port, then runs until SIGTERM/SIGINT (drain, exit 0).
+ * SIGHUP reloads certificates.
+ *
+ * Process lifecycle, in order: load config -> load TLS material -> policy store + bundle source ->
+ * telemetry -> bind listeners -> admin server -> ready. Shutdown runs it backwards.
+ */
+import { systemClock, type Clock } from '../clock.js';
+import { loadSidecarConfig } from '../config/sidecar.js';
+import type { SidecarConfig } from '../config/types.js';
+import { startBundleSource, type BundleSource } from '../control/source.js';
+import { createHttpPort } from '../dataplane/http-proxy.js';
+import { createTcpPort } from '../dataplane/tcp-proxy.js';
+import { TlsMaterialStore } from '../dataplane/tls-context.js';
+import type { PortListener } from '../dataplane/types.js';
+import { createLogger, type Logger, type LogSink } from '../log.js';
+import { PolicyStore } from '../policy/store.js';
+import { createAccessLogger } from '../telemetry/access-log.js';
+import { startAdminServer } from '../telemetry/admin-server.js';
+import { createSidecarMetrics } from '../telemetry/metrics.js';
+import { createPortTelemetry } from '../telemetry/port-telemetry.js';
+import { buildStatus } from '../telemetry/status.js';
+import { UsageTracker } from '../telemetry/usage.js';
+import { parseFlags, required } from './args.js';
+
+const HELP = `Usage: portlicense sidecar --config FILE
+
+Runs the sidecar proxy: one mTLS listener per configured port, default-deny, admitting callers
+only while they hold a valid license. Signals: SIGHUP reloads certificates; SIGTERM/SIGINT drain
+open requests and connections (up to drainTimeout) and exit 0.
+`;
+
+export interface RunningSidecar {
+  readonly config: SidecarConfig;
+  readonly ports: readonly PortListener[];
+  readonly adminAddress: { host: string; port: number };
+  reloadTls(): void;
+  /** Stop accepting, drain, close everything. Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+export interface SidecarOptions {
+  clock?: Clock;
+  logSink?: LogSink;
+}
+
+export async function startSidecar(
+  config: SidecarConfig,
+  opts: SidecarOptions = {},
+): Promise<RunningSidecar> {
+  const clock = opts.clock ?? systemClock;
+  const log: Logger = createLogger({
+    level: config.log.level,
+    ...(opts.logSink ? { sink: opts.logSink } : {}),
+    fields: { node: config.node },
+  });
+  const tls = TlsMaterialStore.load(config.tls, log.child({ component: 'tls' }));
+  const policy = new PolicyStore();
+  const usage = new UsageTracker({ policy });
+  const metrics = createSidecarMetrics({ policy, usage, clock });
+  const accessLog = createAccessLogger(opts.logSink, clock);
+
+  const closers: Array<() => unknown> = [() => tls.close()];
+  const ports: PortListener[] = [];
+  let source: BundleSource | undefined;
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  try {
+    source = await startBundleSource({
+      config,
+      policy,
+      clock,
+      log: log.child({ component: 'sync' }),
+      metrics,
+      usage,
+      tls,
+    });
+    closers.push(() => source?.close());
+
+    for (const port of config.ports) {
+      const telemetry = createPortTelemetry(metrics, port, {
+        usage,
+        accessLog,
+        logAllowedHttp: config.log.accessLogAllowedHttp,
+      });
+      const deps = {
+        port,
+        policy,
+        clock,
+        telemetry,
+        tls,
+        trustDomains: config.trustDomains,
+        handshakeTimeout: config.tls.handshakeTimeout,
+        log: log.child({ port: port.key }),
+      };
+      const listener = port.protocol === 'http' ? createHttpPort(deps) : createTcpPort(deps);
+      ports.push(listener);
+    }
+    // Bind all ports before announcing anything: a port that cannot be bound fails the start.
+    const bound = await Promise.all(ports.map(async (p) => ({ key: p.port.key, at: await p.listen() })));
+    const boundAt = new Map(bound.map((b) => [b.key, b.at]));
+    tls.watch();
+
+    admin = await startAdminServer({
+      listen: config.admin.listen,
+      registry: metrics.registry,
+      ready: () => source!.readiness(),
+      status: () =>
+        buildStatus({
+          now: clock.now(),
+          node: config.node,
+          ports: ports.map((p) => ({
+            service: p.port.service,
+            name: p.port.name,
+            protocol: p.port.protocol,
+            listen: boundAt.get(p.port.key) ?? p.port.listen,
+            mode: p.port.mode,
+            activeConnections: p.activeConnections(),
+          })),
+          policy: policy.current(),
+          sync: source!.state(),
+          usage,
+          warnBefore: config.warnBefore,
+          ready: source!.readiness(),
+        }),
+      log: log.child({ component: 'admin' }),
+    });
+    for (const b of bound) log.info('listening', { port: b.key, address: `${b.at.host}:${b.at.port}` });
+    log.info('sidecar started', {
+      ports: config.ports.length,
+      admin: `${admin.address.host}:${admin.address.port}`,
+      bundleVersion: policy.current().version,
+    });
+  } catch (err) {
+    await Promise.allSettled(ports.map((p) => p.drain(0)));
+    for (const c of closers.reverse()) await Promise.resolve(c());
+    throw err;
+  }
+
+  let stopping: Promise<void> | undefined;
+  const adminServer = admin;
+  return {
+    config,
+    ports,
+    adminAddress: adminServer.address,
+    reloadTls: () => {
+      const r = tls.reload();
+      if (r.ok) log.info('certificates reloaded', { cert: config.tls.cert });
+    },
+    shutdown: () =>
+      (stopping ??= (async () => {
+        log.info('draining', { deadlineMs: config.drainTimeout });
+        const deadline = clock.now() + config.drainTimeout;
+        await Promise.allSettled(ports.map((p) => p.drain(deadline)));
+        for (const c of closers.reverse()) await Promise.resolve(c());
+        await adminServer.close();
+        log.info('sidecar stopped');
+      })()),
+  };
+}
+
+export async function sidecarCommand(argv: string[]): Promise<number> {
+  const p = parseFlags('sidecar', argv, { config: { type: 'string', short: 'c' } });
+  if (p.values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const config = loadSidecarConfig(required('sidecar', p, 'config'));
+  const sidecar = await startSidecar(config);
+  return waitForSignals(sidecar);
+}
+
+/** Resolves with exit code 0 once SIGTERM/SIGINT has drained the sidecar; SIGHUP reloads TLS. */
+export function waitForSignals(s: { reloadTls(): void; shutdown(): Promise<void> }): Promise<number> {
+  return new Promise((resolve) => {
+    const onHup = (): void => s.reloadTls();
+    const onStop = (): void => {
+      process.off('SIGHUP', onHup);
+      // A second signal while draining cuts the drain short.
+      process.once('SIGTERM', () => process.exit(1));
+      process.once('SIGINT', () => process.exit(1));
+      void s.shutdown().then(() => resolve(0));
+    };
+    process.on('SIGHUP', onHup);
+    process.once('SIGTERM', onStop);
+    process.once('SIGINT', onStop);
+  });
+}

@@ -1,0 +1,339 @@
+/**
+ * The sidecar's pull sync (SPEC §4): long-poll `GET /v1/bundle` over mTLS with the sidecar's own
+ * certificate, verify each bundle (signature, never a lower version), swap the policy snapshot,
+ * write the cache file; send usage reports every reportInterval. Errors are counted by reason and
+ * retried with jittered backoff; nothing here ever blocks or fails open the data path: an outage
+ * leaves the last good bundle in force, evaluated against the clock, so licenses still expire.
+ */
+import type { KeyObject } from 'node:crypto';
+import { Agent, request } from 'undici';
+import type { Clock, TimerHandle } from '../clock.js';
+import type { SidecarConfig } from '../config/types.js';
+import { formatTime } from '../config/duration.js';
+import { errorMessage, PortlicenseError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { TlsMaterialStore } from '../dataplane/tls-context.js';
+import { canonicalJson, verifyBundle } from '../policy/bundle.js';
+import { buildSnapshot } from '../policy/snapshot.js';
+import type { PolicyStore } from '../policy/store.js';
+import type { BundlePayload } from '../policy/types.js';
+import type { SidecarMetrics } from '../telemetry/metrics.js';
+import { mergeUsageReports, type UsageReport, type UsageTracker } from '../telemetry/usage.js';
+import { Backoff } from './backoff.js';
+import { readCacheFile, writeFileDurably } from './cache-file.js';
+
+/** Largest bundle document accepted from the authority. */
+const MAX_BUNDLE_BYTES = 64 * 1024 * 1024;
+/** Exact usage keys kept while reports cannot be delivered; beyond, folded per license. */
+const MAX_PENDING_KEYS = 20_000;
+
+export interface AuthoritySyncDeps {
+  config: SidecarConfig;
+  policy: PolicyStore;
+  tls: TlsMaterialStore;
+  publicKey: KeyObject;
+  clock: Clock;
+  log: Logger;
+  metrics: SidecarMetrics;
+  usage: UsageTracker;
+}
+
+export type SyncFailure =
+  | 'connect'
+  | 'tls'
+  | 'timeout'
+  | 'http_4xx'
+  | 'http_5xx'
+  | 'invalid'
+  | 'signature'
+  | 'rollback'
+  | 'cache_write';
+
+export class AuthoritySync {
+  private readonly url: URL;
+  private agent: Agent;
+  private readonly backoff = new Backoff({ base: 500, max: 30_000, min: 100 });
+  private readonly abort = new AbortController();
+  private closed = false;
+  private sleepTimer: TimerHandle | null = null;
+  private reportTimer: TimerHandle | null = null;
+  private pending: UsageReport | null = null;
+  private readonly warned = new Set<string>();
+  private loop: Promise<void> | null = null;
+  /** The last verified bundle document, as written to the cache file. */
+  private lastDoc: unknown = null;
+  private unsubscribeTls: () => void;
+  lastSuccess: number | null = null;
+  lastError: string | null = null;
+
+  constructor(private readonly deps: AuthoritySyncDeps) {
+    this.url = new URL(deps.config.authority.url!);
+    this.agent = this.makeAgent();
+    // New certificates apply to the next request; the held long poll finishes on the old agent.
+    this.unsubscribeTls = deps.tls.onReload(() => {
+      const old = this.agent;
+      this.agent = this.makeAgent();
+      void old.close().catch(() => undefined);
+    });
+  }
+
+  private makeAgent(): Agent {
+    const m = this.deps.tls.current();
+    return new Agent({
+      connect: { ca: m.ca, cert: m.cert, key: m.key, minVersion: 'TLSv1.2', timeout: 10_000 },
+      keepAliveTimeout: 60_000,
+      headersTimeout: this.deps.config.authority.wait + 15_000,
+      bodyTimeout: 60_000,
+    });
+  }
+
+  /** Enforce the cache file if there is a good one, then start polling and reporting. */
+  start(): void {
+    const { config, log, publicKey } = this.deps;
+    const cacheFile = config.authority.cacheFile;
+    if (cacheFile) {
+      try {
+        const cached = readCacheFile(cacheFile, publicKey);
+        if (cached) {
+          this.install(cached.payload, false);
+          log.info('enforcing cached bundle until the authority answers', {
+            cacheFile,
+            version: cached.payload.version,
+          });
+        }
+      } catch (err) {
+        this.lastError = `cache file ${cacheFile} refused: ${errorMessage(err)}`;
+        this.deps.metrics.syncFailed(reasonOf(err));
+        log.error('cache file refused; waiting for the authority (deny-all until then)', {
+          cacheFile,
+          error: errorMessage(err),
+        });
+      }
+    }
+    this.loop = this.pollLoop();
+    this.scheduleReport();
+  }
+
+  private install(payload: BundlePayload, persist: boolean): void {
+    const { policy, metrics, clock, config, log } = this.deps;
+    policy.swap(buildSnapshot(payload));
+    metrics.bundleLoaded(payload.version, clock.now());
+    if (persist && config.authority.cacheFile) {
+      try {
+        writeFileDurably(config.authority.cacheFile, JSON.stringify(this.lastDoc) + '\n');
+      } catch (err) {
+        metrics.syncFailed('cache_write');
+        log.warn('could not write the bundle cache file', {
+          cacheFile: config.authority.cacheFile,
+          error: errorMessage(err),
+        });
+      }
+    }
+  }
+
+  private bundleUrl(): string {
+    const { config } = this.deps;
+    const services = [...new Set(config.ports.map((p) => p.service))].sort();
+    const u = new URL('/v1/bundle', this.url);
+    u.searchParams.set('node', config.node);
+    u.searchParams.set('services', services.join(','));
+    u.searchParams.set('wait', String(Math.round(config.authority.wait / 1000)));
+    return u.href;
+  }
+
+  private async pollLoop(): Promise<void> {
+    const { policy, log, metrics, publicKey } = this.deps;
+    while (!this.closed) {
+      const current = policy.current().version;
+      try {
+        const res = await request(this.bundleUrl(), {
+          dispatcher: this.agent,
+          method: 'GET',
+          headers: current > 0 ? { 'if-none-match': `"${current}"` } : {},
+          signal: this.abort.signal,
+        });
+        if (res.statusCode === 304) {
+          await res.body.dump();
+          this.succeeded();
+          continue;
+        }
+        if (res.statusCode !== 200) {
+          const body = await res.body.text().catch(() => '');
+          throw new SyncError(
+            res.statusCode >= 500 ? 'http_5xx' : 'http_4xx',
+            `authority answered ${res.statusCode}: ${body.slice(0, 300)}`,
+          );
+        }
+        const len = Number(res.headers['content-length'] ?? 0);
+        if (len > MAX_BUNDLE_BYTES) {
+          await res.body.dump();
+          throw new SyncError('invalid', `bundle of ${len} bytes is over the ${MAX_BUNDLE_BYTES} byte limit`);
+        }
+        const text = await res.body.text();
+        const payload = verifyBundle(text, publicKey, { minVersion: current });
+        this.lastDoc = JSON.parse(text) as unknown;
+        if (payload.version > current || current === 0) {
+          this.install(payload, true);
+          log.info('bundle installed', {
+            version: payload.version,
+            licenses: payload.licenses.length,
+            previous: current,
+          });
+        }
+        this.succeeded();
+      } catch (err) {
+        if (this.closed) return;
+        const reason = reasonOf(err);
+        this.lastError = errorMessage(err);
+        metrics.syncFailed(reason);
+        const delay = this.backoff.next();
+        const level = this.backoff.consecutiveFailures > 1 ? 'debug' : 'warn';
+        log[level]('bundle sync failed; keeping the bundle in force and retrying', {
+          reason,
+          error: this.lastError,
+          retryInMs: delay,
+          version: current,
+          authority: this.url.origin,
+        });
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  private succeeded(): void {
+    const now = this.deps.clock.now();
+    this.lastSuccess = now;
+    this.lastError = null;
+    this.backoff.reset();
+    this.deps.metrics.syncSucceeded(now);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.sleepTimer = this.deps.clock.setTimer(() => {
+        this.sleepTimer = null;
+        resolve();
+      }, ms);
+      this.abort.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+  }
+
+  private scheduleReport(): void {
+    if (this.closed) return;
+    this.reportTimer = this.deps.clock.setTimer(() => {
+      void this.report().finally(() => this.scheduleReport());
+    }, this.deps.config.authority.reportInterval);
+  }
+
+  /** Send what was used since the last report; keep it (merged, bounded) when the authority is away. */
+  async report(): Promise<void> {
+    const { usage, clock, config, metrics, log } = this.deps;
+    const fresh = usage.takeReport(clock.now());
+    let report = fresh;
+    if (this.pending) {
+      const merged = mergeUsageReports(this.pending, fresh, MAX_PENDING_KEYS);
+      if (merged.dropped > 0) metrics.reportsDropped(merged.dropped);
+      report = merged.report;
+    }
+    if (report.usage.length === 0 && report.denials.length === 0) {
+      this.pending = null;
+      return;
+    }
+    const body = canonicalJson({
+      node: config.node,
+      usage: report.usage.map((u) => ({
+        license: u.licenseId,
+        identity: u.identity,
+        origin: u.origin,
+        lastAccess: formatTime(u.lastAccess),
+        count: u.count,
+      })),
+      denials: report.denials.map((d) => ({ identity: d.identity, reason: d.reason, count: d.count })),
+    });
+    try {
+      const res = await request(new URL('/v1/usage', this.url).href, {
+        dispatcher: this.agent,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(15_000)]),
+      });
+      const text = await res.body.text();
+      if (res.statusCode >= 300)
+        throw new SyncError(
+          res.statusCode >= 500 ? 'http_5xx' : 'http_4xx',
+          `usage report answered ${res.statusCode}: ${text.slice(0, 300)}`,
+        );
+      this.pending = null;
+      this.warnExpiring(text);
+    } catch (err) {
+      this.pending = report;
+      if (!this.closed)
+        log.debug('usage report not delivered; kept for the next one', { error: errorMessage(err) });
+    }
+  }
+
+  /** The authority lists licenses that are in use but cannot be renewed; say so once each. */
+  private warnExpiring(text: string): void {
+    let parsed: {
+      expiring?: Array<{
+        id?: unknown;
+        subject?: unknown;
+        service?: unknown;
+        port?: unknown;
+        expiresAt?: unknown;
+        why?: unknown;
+      }>;
+    };
+    try {
+      parsed = JSON.parse(text) as typeof parsed;
+    } catch {
+      return;
+    }
+    for (const e of parsed.expiring ?? []) {
+      const key = `${String(e.id)}@${String(e.expiresAt)}`;
+      if (this.warned.has(key)) continue;
+      this.warned.add(key);
+      this.deps.log.warn('license in use expires soon and will not be renewed', {
+        license: e.id,
+        subject: e.subject,
+        port: `${String(e.service)}/${String(e.port)}`,
+        expiresAt: e.expiresAt,
+        why: e.why,
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+    this.sleepTimer?.cancel();
+    this.reportTimer?.cancel();
+    this.unsubscribeTls();
+    await this.loop?.catch(() => undefined);
+    await this.agent.close().catch(() => undefined);
+  }
+}
+
+class SyncError extends Error {
+  constructor(
+    readonly reason: SyncFailure,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function reasonOf(err: unknown): SyncFailure {
+  if (err instanceof SyncError) return err.reason;
+  if (err instanceof PortlicenseError) {
+    if (err.code === 'BUNDLE_SIGNATURE') return 'signature';
+    if (err.code === 'BUNDLE_ROLLBACK') return 'rollback';
+    return 'invalid';
+  }
+  const code = (err as { code?: string }).code ?? '';
+  if (/TIMEOUT/.test(code)) return 'timeout';
+  if (/CERT|SSL|TLS|ERR_TLS/.test(code)) return 'tls';
+  return 'connect';
+}

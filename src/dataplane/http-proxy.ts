@@ -1,0 +1,173 @@
+/**
+ * An http port (SPEC §2.5): TLS and identity from the shared handshake front, then Node's HTTP/1.1
+ * server on each handshaken socket, a decision per request, and an undici pool toward the upstream.
+ *
+ * Connection lifecycle, in order: accept -> TLS handshake (handshake.ts) -> remember the peer ->
+ * HTTP parse (llhttp, strict: conflicting Content-Length/Transfer-Encoding, bad chunking, obs-fold,
+ * bare LF and oversize heads never reach a handler) -> per request: target and head checks ->
+ * decide -> 403, or forward (http-request.ts) / splice an Upgrade (http-upgrade.ts) -> close.
+ */
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { TimerHandle } from '../clock.js';
+import type { HostPort } from '../config/types.js';
+import { FlowRegistry } from './flows.js';
+import { createTlsListener, listenOn } from './handshake.js';
+import { HttpPortContext } from './http-context.js';
+import { handleRequest } from './http-request.js';
+import { writeRawAndClose } from './http-responses.js';
+import { handleUpgrade } from './http-upgrade.js';
+import { createUpstreamPool } from './http-upstream.js';
+import type { PortDeps, PortListener } from './types.js';
+
+/** How often Node checks head/request deadlines; its 30 s default would make a 10 s headersTimeout 40 s. */
+function checkingInterval(headersTimeout: number): number {
+  return Math.min(1_000, Math.max(25, Math.floor(headersTimeout / 4)));
+}
+
+/**
+ * Create (not bind) the listener of an http port.
+ *
+ * Timeouts: the request head must be complete within `headersTimeout` (408, then close); an idle
+ * keep-alive connection closes after `idleTimeout`; while a request is open, a connection with no
+ * bytes either way for longer than both `idleTimeout` and `upstreamTimeout` is cut (a stalled
+ * upload, an abandoned response). There is no whole-request deadline: long streamed bodies are
+ * legitimate.
+ */
+export function createHttpPort(deps: PortDeps): PortListener {
+  const { port, telemetry, clock } = deps;
+  const open = new Set<TLSSocket>();
+  const flows = new FlowRegistry({
+    policy: deps.policy,
+    clock,
+    telemetry,
+    log: deps.log,
+    audit: port.mode === 'audit',
+  });
+  const ctx = new HttpPortContext(deps, createUpstreamPool(port), flows);
+  const { responses } = ctx;
+
+  const server = http.createServer(
+    {
+      maxHeaderSize: port.maxHeaderSize,
+      headersTimeout: port.headersTimeout,
+      requestTimeout: 0,
+      keepAliveTimeout: port.idleTimeout,
+      connectionsCheckingInterval: checkingInterval(port.headersTimeout),
+      insecureHTTPParser: false,
+      // Checked by checkRequest instead, to answer with the same JSON as every other 400.
+      requireHostHeader: false,
+    },
+    (req, res) => handleRequest(ctx, req, res, false),
+  );
+  server.timeout = Math.max(port.idleTimeout, port.upstreamTimeout) + 1_000;
+  // With a listener, Node leaves `Expect: 100-continue` to us: the interim answer is sent only
+  // once the request is authorised, so a denied caller never starts its upload.
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) =>
+    handleRequest(ctx, req, res, true),
+  );
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) =>
+    handleUpgrade(ctx, req, socket as TLSSocket, head),
+  );
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
+    writeRawAndClose(socket as Socket, responses.badRequest.unsupported_method);
+    const conn = ctx.connection(socket as Socket);
+    if (conn !== undefined) ctx.rejected(conn, 'CONNECT', req.url ?? '', 'unsupported_method');
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
+    onClientError(ctx, err, socket as Socket),
+  );
+  // The HTTP server never listens itself (sockets are handed to it); 'listening' is what starts its
+  // tracking of open connections, which enforces headersTimeout and lets drain close idle ones.
+  server.emit('listening');
+
+  const tlsServer = createTlsListener({
+    deps,
+    onConnection(socket, peer) {
+      socket.on('error', () => socket.destroy());
+      // Handshakes that were under way when drain began: the port no longer serves.
+      if (ctx.draining) {
+        socket.destroy();
+        return;
+      }
+      ctx.accept(socket, { peer, usage: null, reading: null });
+      open.add(socket);
+      telemetry.connectionOpened();
+      socket.once('close', () => {
+        open.delete(socket);
+        telemetry.connectionClosed();
+        if (open.size === 0) allClosed?.();
+      });
+      server.emit('connection', socket);
+    },
+  });
+
+  let allClosed: (() => void) | undefined;
+  let draining: Promise<void> | undefined;
+
+  const cut = (): void => {
+    for (const s of open) s.destroy();
+  };
+
+  return {
+    port,
+    listen: (): Promise<HostPort> => listenOn(tlsServer, port),
+    activeConnections: () => open.size,
+    drain(deadlineMs: number): Promise<void> {
+      return (draining ??= (async () => {
+        // Stop accepting; idle keep-alive connections close now, busy ones after their response
+        // (which carries `connection: close`), spliced upgrades at the deadline at the latest.
+        ctx.draining = true;
+        tlsServer.close(() => {});
+        server.closeIdleConnections();
+        if (open.size > 0) {
+          const wait = deadlineMs - clock.now();
+          let timer: TimerHandle | undefined;
+          const done = new Promise<void>((resolve) => (allClosed = resolve));
+          if (wait <= 0) cut();
+          else timer = clock.setTimer(cut, wait);
+          await done;
+          timer?.cancel();
+        }
+        server.close();
+        flows.close();
+        await ctx.pool.close();
+      })());
+    },
+  };
+}
+
+/**
+ * A request the parser refused (malformed, oversize head, head too slow): answer with JSON 400,
+ * 431 or 408 on the raw socket and close it.
+ */
+function onClientError(ctx: HttpPortContext, err: NodeJS.ErrnoException, socket: Socket): void {
+  // Called again for every chunk that arrives after a parse error: answer once.
+  if (socket.writableEnded || socket.destroyed) return;
+  const conn = ctx.connection(socket);
+  // A body that fails to parse (bad chunk) must not reach the upstream: stop its forwarding now,
+  // synchronously, before undici gets to write what was already read.
+  conn?.reading?.abandon();
+  // Node's own guard: a response already under way cannot be followed by an error answer.
+  const busy = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || busy?.headersSent === true) {
+    socket.destroy();
+    return;
+  }
+  const { responses } = ctx;
+  const answer =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? responses.headersTooLarge
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? responses.requestTimeout
+        : responses.malformed;
+  ctx.note('info', `client_error_${answer.status}`, 'malformed http request refused', {
+    status: answer.status,
+    code: err.code,
+    identity: conn?.peer.identity,
+    origin: conn?.peer.origin,
+  });
+  writeRawAndClose(socket, answer);
+}

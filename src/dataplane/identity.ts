@@ -1,0 +1,90 @@
+/**
+ * The caller's workload identity from its verified client certificate (SPEC §2.2, X.509-SVID
+ * rules). Runs once per connection, after the chain has been verified; anything unusable is a
+ * reason string that ends up as `bad_identity`.
+ */
+import type { X509Certificate } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import { parseSpiffeId } from '../policy/spiffe.js';
+
+export type PeerIdentityResult =
+  { identity: string; error?: undefined } | { identity?: undefined; error: string };
+
+/**
+ * The URI entries of Node's `subjectAltName` string, or null when it cannot be read. Node writes
+ * `TYPE:value` entries joined by `, `, and writes a value as a JSON string when it holds a comma,
+ * a quote, a backslash or anything non-printable (`URI:"spiffe://a\u002cb"`), so a crafted SAN
+ * cannot smuggle a second entry into the list.
+ */
+export function uriSans(subjectAltName: string): string[] | null {
+  const uris: string[] = [];
+  let i = 0;
+  const s = subjectAltName;
+  while (i < s.length) {
+    const colon = s.indexOf(':', i);
+    if (colon === -1) return null;
+    const type = s.slice(i, colon);
+    let value: string;
+    let next: number;
+    if (s.charCodeAt(colon + 1) === 0x22 /* " */) {
+      let j = colon + 2;
+      while (j < s.length && s.charCodeAt(j) !== 0x22) j += s.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      if (j >= s.length) return null;
+      try {
+        value = JSON.parse(s.slice(colon + 1, j + 1)) as string;
+      } catch {
+        return null;
+      }
+      next = j + 1;
+    } else {
+      const comma = s.indexOf(', ', colon + 1);
+      next = comma === -1 ? s.length : comma;
+      value = s.slice(colon + 1, next);
+    }
+    if (next < s.length) {
+      if (!s.startsWith(', ', next)) return null;
+      next += 2;
+    }
+    if (type === 'URI') uris.push(value);
+    i = next;
+  }
+  return uris;
+}
+
+/**
+ * Check a verified certificate against the X.509-SVID rules and the accepted trust domains:
+ * a leaf (not a CA), exactly one `spiffe://` URI SAN, a valid SPIFFE ID (no query, fragment,
+ * port; at most 2048 bytes), of an accepted trust domain. URIs of other schemes are ignored.
+ */
+export function certificateIdentity(
+  cert: X509Certificate,
+  trustDomains: readonly string[],
+): PeerIdentityResult {
+  if (cert.ca) return { error: 'the client certificate is a CA certificate, not a leaf' };
+  const san = cert.subjectAltName;
+  if (san === undefined) return { error: 'the client certificate has no subjectAltName (no SPIFFE ID)' };
+  const uris = uriSans(san);
+  if (uris === null) return { error: 'the client certificate subjectAltName cannot be read' };
+  let id: string | undefined;
+  for (const u of uris) {
+    // Case-insensitive scheme: `SPIFFE://` is a SPIFFE URI too, and then an invalid one.
+    if (u.length < 7 || u.slice(0, 7).toLowerCase() !== 'spiffe:') continue;
+    if (id !== undefined) return { error: 'the client certificate has more than one spiffe:// URI SAN' };
+    id = u;
+  }
+  if (id === undefined) return { error: 'the client certificate has no spiffe:// URI SAN' };
+  const parsed = parseSpiffeId(id);
+  if (typeof parsed === 'string') return { error: `SPIFFE ID ${JSON.stringify(id.slice(0, 256))} ${parsed}` };
+  if (!trustDomains.includes(parsed.trustDomain))
+    return {
+      error: `trust domain "${parsed.trustDomain}" is not accepted (accepted: ${trustDomains.join(', ')})`,
+    };
+  return { identity: id };
+}
+
+/** The verified peer's SPIFFE ID, or why it has none. Call only on an authorized socket. */
+export function peerIdentity(socket: TLSSocket, trustDomains: readonly string[]): PeerIdentityResult {
+  const cert = socket.getPeerX509Certificate();
+  if (cert === undefined) return { error: 'no client certificate' };
+  return certificateIdentity(cert, trustDomains);
+}

@@ -1,0 +1,301 @@
+/**
+ * A `tcp` port (SPEC §2.4): accept -> handshake -> identity -> authorize once -> dial -> splice ->
+ * close. The decision is made once per connection; after that the flow is watched by the
+ * FlowRegistry, which closes it when its license stops granting it. Bytes are spliced with
+ * `pipe` both ways, so backpressure is the kernel's and no data is copied into our own buffers.
+ */
+import { connect, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { TimerHandle } from '../clock.js';
+import type { HostPort } from '../config/types.js';
+import type { CompiledLicense, Decision, DenyReason } from '../policy/types.js';
+import type { UsageEntry } from '../telemetry/types.js';
+import { FlowRegistry, type Flow } from './flows.js';
+import { createTlsListener, listenOn, LogThrottle } from './handshake.js';
+import type { Peer, PortDeps, PortListener } from './types.js';
+
+export interface TcpPortOptions {
+  /** How long dialing the upstream may take. Default 5 s. */
+  connectTimeout?: number;
+  /** How often open flows publish their byte counts and refresh their last-access time. Default 10 s. */
+  statsInterval?: number;
+  /** How long a refused caller may take to read our close before it is cut. Default 1 s. */
+  refuseGrace?: number;
+}
+
+const ignore = (): void => {};
+
+/** Shared by the flows of one port. */
+interface PortState {
+  readonly deps: PortDeps;
+  readonly registry: FlowRegistry;
+  readonly active: Set<TcpFlow>;
+  readonly throttle: LogThrottle;
+  readonly connectTimeout: number;
+  closed(flow: TcpFlow): void;
+}
+
+/**
+ * One admitted connection, from dial to close. Both sockets close on their own after a clean
+ * half-close in each direction; anything abnormal (error, timeout, termination) destroys both.
+ *
+ * The access log's `closeReason` is the first of: `client_close` / `upstream_close` (that side
+ * finished sending first), `idle_timeout`, `expired` / `revoked` / `license_removed` (mid-flow
+ * enforcement), `shutdown` (drain deadline), `client_error: CODE`, `upstream_error: CODE`,
+ * `upstream_connect_failed: CODE`, `upstream_connect_timeout`.
+ *
+ * The idle timeout is a socket timer on the caller's side, which every byte either way touches
+ * (a read from the caller or a write to it): I/O inactivity is measured in real time, not on the
+ * policy clock.
+ */
+class TcpFlow {
+  /** What the FlowRegistry watches; null for an audit-allowed flow, which no license covers. */
+  readonly tracked: Flow | null;
+  private up: Socket | null = null;
+  private connected = false;
+  private closeReason: string | null = null;
+  private openSockets = 1;
+  private done = false;
+  private readonly start: number;
+  /** Bytes already handed to telemetry by periodic flushes. */
+  private reportedIn = 0;
+  private reportedOut = 0;
+
+  constructor(
+    private readonly port: PortState,
+    private readonly down: TLSSocket,
+    private readonly identity: string | null,
+    private readonly origin: string,
+    license: CompiledLicense | null,
+    private readonly decision: Decision,
+    private readonly denyReason: DenyReason | null,
+    private readonly usage: UsageEntry | null,
+  ) {
+    this.start = port.deps.clock.now();
+    this.tracked =
+      license === null || identity === null
+        ? null
+        : { identity, origin, portKey: port.deps.port.key, license, terminate: (r) => this.abort(r) };
+  }
+
+  open(): void {
+    const { deps } = this.port;
+    const down = this.down;
+    // Half-close is part of many TCP protocols: a caller that has finished sending still reads the reply.
+    down.allowHalfOpen = true;
+    down.setNoDelay(true);
+    down.on('error', (err: NodeJS.ErrnoException) => this.abort(`client_error: ${err.code ?? err.message}`));
+    down.on('end', () => this.noteClose('client_close'));
+    down.on('close', () => {
+      // Clean close: this side finished both ways, so the upstream can deliver nothing more to it.
+      if (this.up !== null && !this.up.readableEnded) this.abort('client_close');
+      this.socketClosed();
+    });
+    down.setTimeout(deps.port.idleTimeout, () => {
+      deps.telemetry.terminated('idle_timeout');
+      this.abort('idle_timeout');
+    });
+
+    const { host, port } = deps.port.upstream;
+    const up = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    this.up = up;
+    this.openSockets++;
+    up.setTimeout(this.port.connectTimeout, () => this.abort('upstream_connect_timeout'));
+    up.on('connect', () => {
+      this.connected = true;
+      up.setTimeout(0);
+      down.pipe(up);
+      up.pipe(down);
+    });
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      const code = err.code ?? err.message;
+      if (this.connected) return this.abort(`upstream_error: ${code}`);
+      const fields = { upstream: `${host}:${port}`, error: code };
+      if (this.port.throttle.allow('upstream_connect', fields))
+        deps.log.warn('cannot connect to the upstream; closing the caller', fields);
+      this.abort(`upstream_connect_failed: ${code}`);
+    });
+    up.on('end', () => this.noteClose('upstream_close'));
+    up.on('close', () => {
+      if (!down.readableEnded) this.abort(this.connected ? 'upstream_close' : 'upstream_connect_failed');
+      this.socketClosed();
+    });
+  }
+
+  /** Publish byte deltas and mark the license as in use; a long flow is use, not one past access. */
+  tick(now: number): void {
+    this.flushBytes();
+    if (this.usage !== null) this.usage.at = now;
+  }
+
+  private flushBytes(): void {
+    const up = this.up;
+    if (up === null) return;
+    const t = this.port.deps.telemetry;
+    const bytesIn = up.bytesWritten;
+    const bytesOut = up.bytesRead;
+    if (bytesIn > this.reportedIn) t.bytes('in', bytesIn - this.reportedIn);
+    if (bytesOut > this.reportedOut) t.bytes('out', bytesOut - this.reportedOut);
+    this.reportedIn = bytesIn;
+    this.reportedOut = bytesOut;
+  }
+
+  private noteClose(r: string): void {
+    this.closeReason ??= r;
+  }
+
+  abort(reason: string): void {
+    this.noteClose(reason);
+    this.down.destroy();
+    this.up?.destroy();
+  }
+
+  private socketClosed(): void {
+    if (--this.openSockets > 0 || this.done) return;
+    this.done = true;
+    const { deps } = this.port;
+    this.flushBytes();
+    if (this.usage !== null) this.usage.at = deps.clock.now();
+    deps.telemetry.accessLog({
+      kind: 'tcp',
+      decision: this.decision,
+      reason: this.denyReason,
+      identity: this.identity,
+      origin: this.origin,
+      license: this.tracked?.license.id ?? null,
+      bytesIn: this.reportedIn,
+      bytesOut: this.reportedOut,
+      durationMs: deps.clock.now() - this.start,
+      closeReason: this.closeReason ?? 'closed',
+    });
+    this.port.closed(this);
+  }
+}
+
+/** Create the listener of one `tcp` port. Nothing is bound until `listen()`. */
+export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortListener {
+  const { port, telemetry, clock, log } = deps;
+  const statsInterval = opts.statsInterval ?? 10_000;
+  const refuseGrace = opts.refuseGrace ?? 1_000;
+  const active = new Set<TcpFlow>();
+  const registry = new FlowRegistry({ ...deps, audit: port.mode === 'audit' });
+  let stats: TimerHandle | null = null;
+  let draining: Promise<void> | null = null;
+  let drained: (() => void) | null = null;
+
+  const tick = (): void => {
+    stats = null;
+    if (active.size === 0) return;
+    const now = clock.now();
+    for (const f of active) f.tick(now);
+    stats = clock.setTimer(tick, statsInterval);
+  };
+
+  const state: PortState = {
+    deps,
+    registry,
+    active,
+    throttle: new LogThrottle(clock),
+    connectTimeout: opts.connectTimeout ?? 5_000,
+    closed(flow) {
+      active.delete(flow);
+      if (flow.tracked !== null) registry.release(flow.tracked);
+      telemetry.connectionClosed();
+      if (active.size === 0) {
+        stats?.cancel();
+        stats = null;
+        drained?.();
+      }
+    },
+  };
+
+  /** Close a caller that may not pass: no upstream is dialed, nothing it sent is read on its behalf. */
+  const refuse = (socket: TLSSocket): void => {
+    socket.on('error', ignore);
+    socket.setTimeout(refuseGrace, () => socket.destroy());
+    socket.resume();
+    socket.end();
+  };
+
+  const admit = (socket: TLSSocket, peer: Peer): void => {
+    if (draining !== null) {
+      socket.on('error', ignore);
+      socket.destroy();
+      return;
+    }
+    const now = clock.now();
+    const identity = peer.identity;
+    const d = identity === null ? 'bad_identity' : deps.policy.current().decide(port.key, identity, now);
+    let license: CompiledLicense | null = null;
+    let decision: Decision = 'allow';
+    let reason: DenyReason | null = null;
+    if (typeof d === 'string') {
+      reason = d;
+      decision = port.mode === 'audit' ? 'audit_deny' : 'deny';
+    } else {
+      license = d;
+    }
+    telemetry.decision(decision, reason);
+    if (decision === 'deny') {
+      telemetry.denial(identity, reason!, peer.origin, now);
+      telemetry.accessLog({
+        kind: 'tcp',
+        decision,
+        reason,
+        identity,
+        origin: peer.origin,
+        license: null,
+        bytesIn: 0,
+        bytesOut: 0,
+        durationMs: 0,
+        closeReason: 'denied',
+      });
+      refuse(socket);
+      return;
+    }
+    let usage: UsageEntry | null = null;
+    if (license !== null && identity !== null) {
+      usage = telemetry.usage(license.id, identity, peer.origin);
+      usage.at = now;
+      usage.count++;
+    }
+    const flow = new TcpFlow(state, socket, identity, peer.origin, license, decision, reason, usage);
+    active.add(flow);
+    telemetry.connectionOpened();
+    if (flow.tracked !== null) registry.admit(flow.tracked);
+    stats ??= clock.setTimer(tick, statsInterval);
+    flow.open();
+  };
+
+  const server = createTlsListener({ deps, onConnection: admit });
+
+  return {
+    port,
+    listen: (): Promise<HostPort> => listenOn(server, port),
+    activeConnections: () => active.size,
+    drain(deadlineMs: number): Promise<void> {
+      return (draining ??= new Promise<void>((resolve) => {
+        server.close(ignore);
+        let deadline: TimerHandle | null = null;
+        const finish = (): void => {
+          drained = null;
+          deadline?.cancel();
+          registry.close();
+          resolve();
+        };
+        const cut = (): void => {
+          if (active.size > 0) log.warn('drain deadline reached; closing open flows', { flows: active.size });
+          for (const f of [...active]) {
+            telemetry.terminated('shutdown');
+            f.abort('shutdown');
+          }
+        };
+        if (active.size === 0) return finish();
+        drained = finish;
+        const remaining = deadlineMs - clock.now();
+        if (remaining <= 0) cut();
+        else deadline = clock.setTimer(cut, remaining);
+      }));
+    },
+  };
+}

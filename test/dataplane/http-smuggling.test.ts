@@ -1,0 +1,269 @@
+/**
+ * Byte-exact requests a proxy must refuse rather than forward (SPEC §6): request-smuggling shapes,
+ * malformed and oversize heads, slow heads. None of them may reach the upstream.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  parseRaw,
+  rawRequest,
+  startHttpHarness,
+  startUpstream,
+  tlsConnect,
+  until,
+  Received,
+  type HttpHarness,
+} from '../helpers/http.js';
+
+let h: HttpHarness | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+interface RawAnswer {
+  status: number;
+  head: string;
+  body: string;
+  /** The proxy closed the connection after answering. */
+  closed: boolean;
+}
+
+/** Send raw bytes on a fresh connection and read until the proxy closes it. */
+async function send(bytes: string, harness: HttpHarness = h!): Promise<RawAnswer> {
+  const rx = await rawRequest(harness.address, harness.creds, bytes);
+  const text = await rx.closed();
+  return { ...parseRaw(text), closed: rx.ended };
+}
+
+const MALFORMED = '{"error":"bad_request","reason":"malformed_request","port":"orders/http"}';
+
+/** Requests that Node's strict parser (llhttp) must refuse before any handler runs. */
+const PARSER_REFUSES: Array<[string, string]> = [
+  [
+    'Content-Length with Transfer-Encoding',
+    'POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n',
+  ],
+  [
+    'Transfer-Encoding with Content-Length (reversed order)',
+    'POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n',
+  ],
+  [
+    'two differing Content-Length headers',
+    'POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nab',
+  ],
+  [
+    'two identical Content-Length headers',
+    'POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab',
+  ],
+  ['a Content-Length list', 'POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 40\r\n\r\nab'],
+  [
+    'Transfer-Encoding that does not end in chunked',
+    'POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n',
+  ],
+  [
+    'an obfuscated Transfer-Encoding',
+    'POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n',
+  ],
+  ['an obs-fold header line', 'GET /api HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n'],
+  ['bare LF line endings', 'GET /api HTTP/1.1\nHost: a\n\n'],
+  ['a space before the colon', 'GET /api HTTP/1.1\r\nHost: a\r\nContent-Length : 2\r\n\r\nab'],
+];
+
+/** Valid heads with a broken chunked body, sent in one write with a request hidden behind. */
+const BAD_CHUNKS: Array<[string, string]> = [
+  ['a chunk size that is not hex', 'zz\r\nab\r\n0\r\n\r\n'],
+  ['a chunk size without its CRLF', '2\nab\r\n0\r\n\r\n'],
+  ['chunk data longer than its size', '2\r\nabcd\r\n0\r\n\r\n'],
+  ['a chunk size that overflows', 'ffffffffffffffffff\r\nab\r\n0\r\n\r\n'],
+];
+
+describe('http port: smuggling shapes are refused by the parser and never forwarded', () => {
+  // One port for the whole table: every case must leave the upstream untouched, so state carries over safely.
+  let port: HttpHarness;
+  beforeAll(async () => {
+    port = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+  });
+  afterAll(() => port.close());
+
+  for (const [name, bytes] of PARSER_REFUSES) {
+    it(name, async () => {
+      const r = await send(bytes, port);
+      expect(r.status).toBe(400);
+      expect(r.closed).toBe(true);
+      expect(r.body).toBe(MALFORMED);
+      expect(port.upstream.requests).toHaveLength(0);
+      expect(port.upstream.connections).toBe(0);
+      expect(port.telemetry.decisions).toHaveLength(0);
+    });
+  }
+});
+
+describe('http port: head anomalies the parser lets through', () => {
+  it('refuses an HTTP/1.1 request without Host with 400 missing_host', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const r = await send('GET /api HTTP/1.1\r\n\r\n');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toEqual({ error: 'bad_request', reason: 'missing_host', port: 'orders/http' });
+    expect(h.upstream.connections).toBe(0);
+  });
+
+  it('refuses two Host headers with 400 duplicate_host', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const r = await send('GET /api HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toEqual({
+      error: 'bad_request',
+      reason: 'duplicate_host',
+      port: 'orders/http',
+    });
+    expect(r.closed).toBe(true);
+    expect(h.upstream.connections).toBe(0);
+  });
+
+  it('refuses an absolute-form target naming another host with 400 host_mismatch', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const r = await send('GET http://admin.internal/api HTTP/1.1\r\nHost: orders\r\n\r\n');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ reason: 'host_mismatch' });
+    expect(h.upstream.connections).toBe(0);
+  });
+
+  it('serves an absolute-form target that names the Host, forwarding it in origin form', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = await rawRequest(
+      h.address,
+      h.creds,
+      'GET http://Orders.internal:8443/api/x?q=1 HTTP/1.1\r\nHost: orders.internal:8443\r\nConnection: close\r\n\r\n',
+    );
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(200);
+    expect(h.upstream.requests[0]!.url).toBe('/api/x?q=1');
+    expect(h.upstream.requests[0]!.headers.host).toBe('orders.internal:8443');
+  });
+
+  it('refuses CONNECT with 400 unsupported_method', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const r = await send('CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n');
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body)).toMatchObject({ reason: 'unsupported_method' });
+    expect(h.upstream.connections).toBe(0);
+  });
+});
+
+describe('http port: bodies that break mid-way', () => {
+  let shared: HttpHarness | undefined;
+  const sharedPort = async (): Promise<HttpHarness> =>
+    (shared ??= await startHttpHarness({ licenses: [{ id: 'lic_1' }] }));
+  afterAll(() => shared?.close());
+
+  for (const [name, body] of BAD_CHUNKS) {
+    it(`${name}, right after the head: 400, and the upstream receives not one byte`, async () => {
+      const port = await sharedPort();
+      const r = await send(
+        `POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${body}GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n`,
+        port,
+      );
+      expect(r.status).toBe(400);
+      expect(r.body).toBe(MALFORMED);
+      expect(r.closed).toBe(true);
+      expect(port.upstream.requests).toHaveLength(0);
+      expect(port.upstream.bytesReceived()).toBe(0);
+    });
+  }
+
+  it('a bad chunk after the head went upstream: the upstream request is aborted, nothing after it is forwarded', async () => {
+    let seen: ((r: { complete: boolean; body: string }) => void) | undefined;
+    const upstreamDone = new Promise<{ complete: boolean; body: string }>((resolve) => (seen = resolve));
+    const upstream = await startUpstream((req: IncomingMessage, _res: ServerResponse) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('close', () => seen!({ complete: req.complete, body }));
+    });
+    try {
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream });
+      const socket = await tlsConnect(h.address, h.creds);
+      const rx = new Received(socket);
+      socket.write('POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+      await until(() => upstream.requests.length === 1);
+      socket.write('zz\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n');
+      const r = parseRaw(await rx.closed());
+      expect(r.status).toBe(400);
+      const got = await upstreamDone;
+      expect(got.complete).toBe(false);
+      expect(got.body).not.toContain('smuggled');
+      expect(upstream.requests.map((q) => q.url)).toEqual(['/api']);
+    } finally {
+      await h?.close();
+      h = undefined;
+      await upstream.close();
+    }
+  });
+});
+
+describe('http port: head size and head time limits', () => {
+  it('answers an oversize head with 431 and never forwards it', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { maxHeaderSize: 4096 } });
+    const r = await send(`GET /api HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(5000)}\r\n\r\n`);
+    expect(r.status).toBe(431);
+    expect(JSON.parse(r.body)).toMatchObject({ error: 'bad_request', reason: 'headers_too_large' });
+    expect(r.closed).toBe(true);
+    expect(h.upstream.connections).toBe(0);
+  });
+
+  it('accepts a head just under the limit', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { maxHeaderSize: 4096 } });
+    const r = await send(
+      `GET /api HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Big: ${'a'.repeat(3500)}\r\n\r\n`,
+    );
+    expect(r.status).toBe(200);
+  });
+
+  it('times out a client that dribbles its head (408, connection closed)', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { headersTimeout: 300 } });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    const started = Date.now();
+    // One header byte every 50 ms: each write is activity, none completes the head.
+    const drip = setInterval(() => {
+      if (!socket.destroyed && socket.writable) socket.write('X');
+    }, 50);
+    socket.write('GET /api HTTP/1.1\r\nHost: a\r\nX-Slow: ');
+    try {
+      const r = parseRaw(await rx.closed(5_000));
+      expect(r.status).toBe(408);
+      expect(JSON.parse(r.body)).toMatchObject({ reason: 'request_timeout' });
+    } finally {
+      clearInterval(drip);
+    }
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(h.upstream.connections).toBe(0);
+  });
+
+  it('cuts a client that stalls mid-body, and the upstream request with it', async () => {
+    let upstreamClosed = false;
+    const upstream = await startUpstream((req: IncomingMessage) => {
+      req.resume();
+      req.on('close', () => (upstreamClosed = true));
+    });
+    try {
+      h = await startHttpHarness({
+        licenses: [{ id: 'lic_1' }],
+        upstream,
+        port: { idleTimeout: 200, upstreamTimeout: 200 },
+      });
+      const socket = await tlsConnect(h.address, h.creds);
+      const rx = new Received(socket);
+      const started = Date.now();
+      socket.write('POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789');
+      await rx.closed(5_000);
+      // Inactivity limit while a request is open: max(idleTimeout, upstreamTimeout) + 1 s.
+      expect(Date.now() - started).toBeLessThan(4_000);
+      await until(() => upstreamClosed);
+    } finally {
+      await h?.close();
+      h = undefined;
+      await upstream.close();
+    }
+  });
+});

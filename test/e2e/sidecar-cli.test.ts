@@ -1,0 +1,294 @@
+/**
+ * The sidecar as an operator runs it: certificates from `ca init`/`cert issue`, a bundle from
+ * `bundle sign`, `config validate`, then `portlicense sidecar` as a child process, driven only
+ * through TLS, HTTP, files and signals.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer, type Server } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTcpEcho, tlsConnect, roundTrip, closed, unusedPort, type TestServer } from '../helpers/net.js';
+import { httpsClient, startUpstream, type TestUpstream } from '../helpers/http.js';
+import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
+import type { SignedBundle } from '../../src/policy/types.js';
+
+const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
+const INTRUDER = 'spiffe://example.org/ns/default/sa/intruder';
+
+function licenses(withDb: boolean): string {
+  return `services:
+  - name: orders
+    ports: [ { name: http, protocol: http }, { name: db, protocol: tcp } ]
+licenses:
+  - { subject: ${FRONTEND}, service: orders, port: http, ttl: 1h, methods: [GET], paths: ["/api/*"] }
+${withDb ? `  - { subject: ${FRONTEND}, service: orders, port: db, ttl: 1h }\n` : ''}`;
+}
+
+describe('portlicense sidecar (child process)', () => {
+  let dir: string;
+  let httpUp: TestUpstream;
+  let tcpUp: TestServer;
+  let httpPort: number;
+  let tcpPort: number;
+  let adminPort: number;
+  let sidecar: CliProcess;
+  const creds = (who: string) => ({
+    ca: readFileSync(join(dir, 'certs/ca.pem')),
+    cert: readFileSync(join(dir, `certs/${who}.pem`)),
+    key: readFileSync(join(dir, `certs/${who}-key.pem`)),
+  });
+  const sign = () =>
+    runCli(
+      [
+        'bundle',
+        'sign',
+        '--key',
+        'certs/bundle-signing-key.pem',
+        '--in',
+        'licenses.yaml',
+        '--out',
+        'bundle.json',
+      ],
+      { cwd: dir },
+    );
+  const get = async (who: string, path: string, headers: Record<string, string> = {}) => {
+    const c = httpsClient({ host: '127.0.0.1', port: httpPort }, creds(who));
+    try {
+      const r = await c.request({ method: 'GET', path, headers });
+      return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
+    } finally {
+      await c.close();
+    }
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-sidecar-'));
+    expect(
+      (await runCli(['ca', 'init', '--dir', 'certs', '--trust-domain', 'example.org'], { cwd: dir })).code,
+    ).toBe(0);
+    for (const [name, id] of [
+      ['orders', 'spiffe://example.org/ns/default/sa/orders'],
+      ['frontend', FRONTEND],
+      ['intruder', INTRUDER],
+    ]) {
+      const r = await runCli(
+        [
+          'cert',
+          'issue',
+          '--ca-dir',
+          'certs',
+          '--spiffe-id',
+          id!,
+          '--out',
+          `certs/${name}`,
+          '--dns',
+          'localhost',
+          '--ip',
+          '127.0.0.1',
+        ],
+        { cwd: dir },
+      );
+      expect(r.code, r.stderr).toBe(0);
+    }
+    writeFileSync(join(dir, 'licenses.yaml'), licenses(true));
+    const s = await sign();
+    expect(s.code, s.stderr).toBe(0);
+    expect(s.stdout).toMatch(/bundle version 1, 2 license\(s\)/);
+    httpUp = await startUpstream();
+    tcpUp = await startTcpEcho();
+    [httpPort, tcpPort, adminPort] = [await unusedPort(), await unusedPort(), await unusedPort()];
+    writeFileSync(
+      join(dir, 'sidecar.yaml'),
+      `node: node-a
+trustDomains: [example.org]
+tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
+authority: { bundleFile: bundle.json, signingPublicKey: certs/bundle-signing.pub.pem }
+ports:
+  - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${httpPort}, upstream: 127.0.0.1:${httpUp.address.port} }
+  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${tcpPort}, upstream: 127.0.0.1:${tcpUp.port} }
+admin: { listen: 127.0.0.1:${adminPort} }
+drainTimeout: 3s
+`,
+    );
+    const v = await runCli(['config', 'validate', 'sidecar.yaml'], { cwd: dir });
+    expect(v.code, v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/valid sidecar config/);
+    sidecar = startCli(['sidecar', '--config', 'sidecar.yaml'], { cwd: dir });
+    await sidecar.waitForLog((l) => l.msg === 'sidecar started');
+  });
+
+  afterAll(async () => {
+    sidecar?.kill();
+    await httpUp?.close();
+    await tcpUp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('allows a licensed caller, adds identity and license headers and strips spoofed ones', async () => {
+    const r = await get('frontend', '/api/orders', {
+      'x-portlicense-identity': 'spiffe://example.org/admin',
+    });
+    expect(r.status).toBe(200);
+    const seen = httpUp.requests.at(-1)!;
+    expect(seen.headers['x-portlicense-identity']).toBe(FRONTEND);
+    expect(seen.headers['x-portlicense-license']).toMatch(/^lic_/);
+  });
+
+  it('denies with the most specific reason and never reaches the upstream', async () => {
+    const before = httpUp.requests.length;
+    const a = await get('intruder', '/api/orders');
+    expect(a.status).toBe(403);
+    expect(JSON.parse(a.body)).toEqual({ error: 'forbidden', reason: 'no_license', port: 'orders/http' });
+    expect(a.headers['x-portlicense-deny-reason']).toBe('no_license');
+    const b = await get('frontend', '/api/../admin');
+    expect(b.status).toBe(403);
+    expect(JSON.parse(b.body).reason).toBe('path_not_allowed');
+    expect(httpUp.requests.length).toBe(before);
+  });
+
+  it('serves /metrics, /readyz and /status on the admin port', async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    expect(metrics).toMatch(
+      /portlicense_decisions_total\{service="orders",port="http",decision="deny",reason="no_license"\} [1-9]/,
+    );
+    expect(metrics).toMatch(/portlicense_bundle_version 1/);
+    expect((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status).toBe(200);
+    const status = await runCli(['status', '--admin', `http://127.0.0.1:${adminPort}`]);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toMatch(/bundle version 1/);
+    expect(status.stdout).toMatch(/no_license/);
+  });
+
+  it('keeps the last good bundle when a tampered one is written', async () => {
+    const doc = JSON.parse(readFileSync(join(dir, 'bundle.json'), 'utf8')) as SignedBundle;
+    doc.payload.version = 99;
+    doc.payload.licenses.push({ ...doc.payload.licenses[0]!, id: 'lic_forged', subject: INTRUDER });
+    writeFileSync(join(dir, 'bundle.json'), JSON.stringify(doc));
+    await sidecar.waitForLog((l) => l.level === 'warn' && /signature/.test(JSON.stringify(l)));
+    expect((await get('intruder', '/api/orders')).status).toBe(403);
+    expect((await get('frontend', '/api/orders')).status).toBe(200);
+    // Restore a good, newer bundle for the next tests.
+    writeFileSync(join(dir, 'bundle.json'), '{}');
+    await sidecar.waitForLog(
+      (l) => l.level === 'warn' && /invalid|payload/.test(JSON.stringify(l)) && l !== undefined,
+    );
+    expect(
+      (
+        await runCli(
+          [
+            'bundle',
+            'sign',
+            '--key',
+            'certs/bundle-signing-key.pem',
+            '--in',
+            'licenses.yaml',
+            '--out',
+            'bundle.json',
+            '--version',
+            '2',
+          ],
+          { cwd: dir },
+        )
+      ).code,
+    ).toBe(0);
+    await sidecar.waitForLog((l) => l.msg === 'bundle loaded' && l.version === 2);
+  });
+
+  it('closes an open TCP flow when a new bundle no longer licenses it', async () => {
+    const sock = await tlsConnect({ port: tcpPort, ...creds('frontend') });
+    expect(await roundTrip(sock, 'ping\n')).toBe('ping\n');
+    writeFileSync(join(dir, 'licenses.yaml'), licenses(false));
+    expect((await sign()).code).toBe(0);
+    await closed(sock, 10_000);
+    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    expect(metrics).toMatch(
+      /portlicense_connections_terminated_total\{service="orders",port="db",reason="license_removed"\} 1/,
+    );
+    // A new connection is refused now: closed before any byte reaches the upstream.
+    const again = await tlsConnect({ port: tcpPort, ...creds('frontend') });
+    await closed(again, 5_000);
+  });
+
+  it('reloads certificates on SIGHUP and drains on SIGTERM with exit 0', async () => {
+    sidecar.child.kill('SIGHUP');
+    await sidecar.waitForLog((l) => /reload/i.test(String(l.msg)));
+    sidecar.child.kill('SIGTERM');
+    expect(await sidecar.exited).toEqual({ code: 0, signal: null });
+    expect(sidecar.logs().some((l) => l.msg === 'sidecar stopped')).toBe(true);
+  });
+});
+
+describe('portlicense sidecar start-up failures', () => {
+  let dir: string;
+  let blocker: Server;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-fail-'));
+    await runCli(['ca', 'init', '--dir', 'certs', '--trust-domain', 'example.org'], { cwd: dir });
+    await runCli(
+      [
+        'cert',
+        'issue',
+        '--ca-dir',
+        'certs',
+        '--spiffe-id',
+        'spiffe://example.org/sa/orders',
+        '--out',
+        'certs/orders',
+      ],
+      { cwd: dir },
+    );
+    writeFileSync(join(dir, 'licenses.yaml'), 'licenses: []\n');
+    await runCli(
+      [
+        'bundle',
+        'sign',
+        '--key',
+        'certs/bundle-signing-key.pem',
+        '--in',
+        'licenses.yaml',
+        '--out',
+        'bundle.json',
+      ],
+      { cwd: dir },
+    );
+    blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  });
+  afterAll(() => {
+    blocker.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const config = (listen: string, protocol = 'tcp') => `node: n
+trustDomains: [example.org]
+tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
+authority: { bundleFile: bundle.json, signingPublicKey: certs/bundle-signing.pub.pem }
+ports:
+  - { name: db, service: orders, protocol: ${protocol}, listen: ${listen}, upstream: 127.0.0.1:5432 }
+admin: { listen: 127.0.0.1:0 }
+`;
+
+  it('exits 1 naming the port when it cannot be bound', async () => {
+    const busy = (blocker.address() as { port: number }).port;
+    writeFileSync(join(dir, 'busy.yaml'), config(`127.0.0.1:${busy}`));
+    const r = await runCli(['sidecar', '--config', 'busy.yaml'], { cwd: dir });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`orders/db.*127\\.0\\.0\\.1:${busy}`));
+  });
+
+  it('exits 2 on a bad config, with file, line and key path, and starts nothing', async () => {
+    writeFileSync(join(dir, 'bad.yaml'), config('127.0.0.1:0', 'udp'));
+    const r = await runCli(['sidecar', '--config', 'bad.yaml'], { cwd: dir });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/bad\.yaml:6: ports\[0\]\.protocol: must be "tcp" or "http"/);
+    const v = await runCli(['config', 'validate', 'bad.yaml'], { cwd: dir });
+    expect(v.code).toBe(2);
+  });
+
+  it('exits 2 on unknown commands and flags', async () => {
+    expect((await runCli(['frobnicate'])).code).toBe(2);
+    const r = await runCli(['sidecar', '--confg', 'x']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--confg/);
+  });
+});

@@ -1,0 +1,214 @@
+/**
+ * Real-socket helpers for tests: throwaway TCP servers (echo, scripted), TLS clients, and ways to
+ * wait for a socket or a condition without sleeping. Everything binds 127.0.0.1 port 0.
+ */
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect as tlsConnectRaw, type ConnectionOptions, type TLSSocket } from 'node:tls';
+
+export interface TestServer {
+  readonly host: string;
+  readonly port: number;
+  readonly server: Server;
+  /** Every connection accepted so far (open or closed). */
+  readonly sockets: Socket[];
+  /** Connections accepted so far. */
+  accepted(): number;
+  /** Destroy every connection and close the server. */
+  close(): Promise<void>;
+}
+
+/** A TCP server running `handler` for each connection. `allowHalfOpen` defaults to true. */
+export async function startTcpServer(
+  handler: (socket: Socket) => void,
+  opts: { allowHalfOpen?: boolean } = {},
+): Promise<TestServer> {
+  const sockets: Socket[] = [];
+  const server = createServer({ allowHalfOpen: opts.allowHalfOpen ?? true }, (s) => {
+    sockets.push(s);
+    s.on('error', () => {});
+    handler(s);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    host: '127.0.0.1',
+    port,
+    server,
+    sockets,
+    accepted: () => sockets.length,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * A TCP echo server: every byte comes back, and when the client half-closes, the echo finishes
+ * and half-closes too.
+ */
+export function startTcpEcho(): Promise<TestServer> {
+  return startTcpServer((s) => s.pipe(s));
+}
+
+/** A port that nothing listens on (just freed), for "upstream down" tests. */
+export async function unusedPort(): Promise<number> {
+  const s = await startTcpServer(() => {});
+  await s.close();
+  return s.port;
+}
+
+export interface TlsClientOptions extends Omit<ConnectionOptions, 'ca' | 'cert' | 'key'> {
+  port: number;
+  host?: string;
+  /** CA bundle that the server certificate must chain to. */
+  ca: string | Buffer;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+}
+
+/**
+ * Connect with TLS and resolve once the handshake is done (the server may still refuse the client
+ * certificate right after, TLS 1.3 style). Rejects on an error before that. Servername defaults
+ * to `localhost`; an 'error' listener is attached so a later reset does not crash the test.
+ */
+export function tlsConnect(opts: TlsClientOptions): Promise<TLSSocket> {
+  const { port, host = '127.0.0.1', ...rest } = opts;
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnectRaw({ servername: 'localhost', ...rest, port, host }, () => {
+      socket.off('error', reject);
+      socket.on('error', () => {});
+      resolve(socket);
+    });
+    socket.once('error', reject);
+  });
+}
+
+export interface Outcome {
+  /** Everything the peer sent before the socket closed. */
+  data: Buffer;
+  /** The error that ended the socket, if any (`ECONNRESET`, a TLS alert...). */
+  error: NodeJS.ErrnoException | null;
+}
+
+/** Everything a socket receives from now until it closes, and the error that ended it, if any. */
+export function outcome(socket: Socket, timeoutMs = 5_000): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let error: NodeJS.ErrnoException | null = null;
+    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', (e: NodeJS.ErrnoException) => (error ??= e));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve({ data: Buffer.concat(chunks), error });
+    });
+  });
+}
+
+export interface TlsAttempt extends Outcome {
+  /** Whether the client finished its side of the handshake. */
+  secure: boolean;
+}
+
+/**
+ * Connect with TLS, send `send` (if any) once the handshake is done, and report how the connection
+ * ended: for connections the server is expected to refuse, during or right after the handshake.
+ */
+export function tlsAttempt(
+  opts: TlsClientOptions & { send?: string },
+  timeoutMs = 5_000,
+): Promise<TlsAttempt> {
+  const { port, host = '127.0.0.1', send, ...rest } = opts;
+  let secure = false;
+  const socket = tlsConnectRaw({ servername: 'localhost', ...rest, port, host }, () => {
+    secure = true;
+    if (send !== undefined) socket.write(send);
+  });
+  return outcome(socket, timeoutMs).then((o) => ({ ...o, secure }));
+}
+
+/**
+ * Read from `socket` until `until` holds: a string or byte count that must have arrived, or a
+ * predicate over everything received so far. Rejects if the socket ends first or on timeout.
+ */
+export function readUntil(
+  socket: Socket,
+  until: string | number | ((received: Buffer) => boolean),
+  timeoutMs = 5_000,
+): Promise<Buffer> {
+  const done =
+    typeof until === 'string'
+      ? (b: Buffer) => b.includes(until)
+      : typeof until === 'number'
+        ? (b: Buffer) => b.length >= until
+        : until;
+  return new Promise((resolve, reject) => {
+    let received = Buffer.alloc(0);
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+    };
+    const onData = (c: Buffer): void => {
+      received = Buffer.concat([received, c]);
+      if (done(received)) {
+        cleanup();
+        resolve(received);
+      }
+    };
+    const onEnd = (): void => {
+      cleanup();
+      reject(new Error(`socket ended before the expected data; got ${JSON.stringify(received.toString())}`));
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out after ${timeoutMs} ms; got ${JSON.stringify(received.toString())}`));
+    }, timeoutMs);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', onEnd);
+  });
+}
+
+/** Write `data` and read until `expect` (default: the same bytes) comes back. */
+export async function roundTrip(socket: Socket, data: string, expect = data): Promise<string> {
+  const reply = readUntil(socket, expect);
+  socket.write(data);
+  return (await reply).toString();
+}
+
+/** Resolves when the socket has closed (at once if it already has). */
+export function closed(socket: Socket, timeoutMs = 5_000): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Poll `condition` until it is true (or returns a truthy value, which is resolved). Rejects with
+ * `what` after the timeout. For state that changes on another socket's events, where there is
+ * no event of our own to wait for.
+ */
+export async function waitFor<T>(
+  condition: () => T | Promise<T>,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 5_000);
+  for (;;) {
+    const v = await condition();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 10));
+  }
+}
