@@ -1,0 +1,126 @@
+/**
+ * The sidecars the authority has seen (`GET /v1/nodes`, `portlicense_authority_sidecars`): each
+ * bundle pull records the node's identity, services, the version it now holds and when; each
+ * usage report records when. A node is `stale` when its last sync is older than
+ * 2 × limits.maxWait + 30 s: a healthy sidecar is always either holding a long poll or a moment
+ * away from its next one, so two missed polls mean it is down, cut off or stuck.
+ * Denials reported by sidecars are summed in memory (they are telemetry, not state to keep).
+ */
+import type { Clock } from '../clock.js';
+import { formatTime } from '../config/duration.js';
+import type { Logger } from '../log.js';
+import type { NodeRecord } from './model.js';
+import type { AuthorityStore } from './store.js';
+
+export type NodeState = 'fresh' | 'stale';
+
+export interface DenialCount {
+  identity: string | null;
+  reason: string;
+  count: number;
+}
+
+/** A node as `GET /v1/nodes` shows it. */
+export interface NodeView {
+  node: string;
+  identity: string;
+  services: string[];
+  bundleVersion: number;
+  lastSync: string | null;
+  lastReport: string | null;
+  state: NodeState;
+  /** Denials reported by this node since the authority started, by (identity, reason). */
+  denials: DenialCount[];
+}
+
+/** Distinct (identity, reason) pairs kept per node; further ones are summed under identity `*`. */
+const MAX_DENIAL_KEYS = 200;
+
+/** How long after its last sync a node counts as stale, for a given limits.maxWait. */
+export function staleAfter(maxWaitMs: number): number {
+  return 2 * maxWaitMs + 30_000;
+}
+
+export class NodeTracker {
+  private readonly denials = new Map<string, Map<string, DenialCount>>();
+
+  constructor(
+    private readonly store: AuthorityStore,
+    private readonly clock: Clock,
+    private readonly staleAfterMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** A bundle request was answered (200 or 304): the node holds `version` as of now. */
+  synced(node: string, identity: string, services: readonly string[], version: number): void {
+    const prev = this.store.getNode(node);
+    this.noteIdentity(node, prev, identity);
+    this.store.putNode({
+      node,
+      identity,
+      services: [...services],
+      bundleVersion: version,
+      lastSync: this.clock.now(),
+      lastReport: prev?.lastReport ?? null,
+    });
+  }
+
+  /** A usage report from `node` was ingested. */
+  reported(node: string, identity: string, denials: readonly DenialCount[]): void {
+    const prev = this.store.getNode(node);
+    this.noteIdentity(node, prev, identity);
+    this.store.putNode({
+      node,
+      identity,
+      services: prev?.services ?? [],
+      bundleVersion: prev?.bundleVersion ?? 0,
+      lastSync: prev?.lastSync ?? null,
+      lastReport: this.clock.now(),
+    });
+    if (denials.length === 0) return;
+    let byKey = this.denials.get(node);
+    if (!byKey) this.denials.set(node, (byKey = new Map<string, DenialCount>()));
+    for (const d of denials) {
+      let key = `${d.identity ?? ''}\u0000${d.reason}`;
+      let identityOut = d.identity;
+      if (!byKey.has(key) && byKey.size >= MAX_DENIAL_KEYS) {
+        key = `*\u0000${d.reason}`;
+        identityOut = '*';
+      }
+      const cell = byKey.get(key);
+      if (cell) cell.count += d.count;
+      else byKey.set(key, { identity: identityOut, reason: d.reason, count: d.count });
+    }
+  }
+
+  private noteIdentity(node: string, prev: NodeRecord | undefined, identity: string): void {
+    if (prev && prev.identity !== identity)
+      this.log.warn('node name now used by another identity', { node, identity, previous: prev.identity });
+  }
+
+  state(n: NodeRecord, now = this.clock.now()): NodeState {
+    return n.lastSync !== null && now - n.lastSync <= this.staleAfterMs ? 'fresh' : 'stale';
+  }
+
+  list(): NodeView[] {
+    const now = this.clock.now();
+    return this.store.listNodes().map((n) => ({
+      node: n.node,
+      identity: n.identity,
+      services: n.services,
+      bundleVersion: n.bundleVersion,
+      lastSync: n.lastSync === null ? null : formatTime(n.lastSync),
+      lastReport: n.lastReport === null ? null : formatTime(n.lastReport),
+      state: this.state(n, now),
+      denials: [...(this.denials.get(n.node)?.values() ?? [])].map((d) => ({ ...d })),
+    }));
+  }
+
+  /** Nodes per state, for the sidecars gauge. */
+  counts(): Record<NodeState, number> {
+    const now = this.clock.now();
+    const out: Record<NodeState, number> = { fresh: 0, stale: 0 };
+    for (const n of this.store.listNodes()) out[this.state(n, now)]++;
+    return out;
+  }
+}
