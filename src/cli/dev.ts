@@ -1,57 +1,55 @@
 /**
  * `portlicense dev`: the whole model on one machine, from nothing. Creates a dev CA and workload
- * certificates, signs a bundle of sample licenses, starts sample upstreams and a sidecar in front
- * of them, and prints commands to try. Ctrl-C stops everything.
+ * certificates, starts an authority on an embedded SQLite store, registers a sample service and
+ * grants sample licenses, starts a sample HTTP upstream and a TCP echo upstream, and a sidecar in
+ * front of both that syncs from the authority. Prints commands to try. Ctrl-C stops everything.
  */
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { loadDeclarativeFile } from '../config/declarative.js';
+import { loadAuthorityConfig } from '../config/authority.js';
+import { parseDeclarativeYaml } from '../config/declarative.js';
 import { loadSidecarConfig } from '../config/sidecar.js';
-import { buildOfflinePayload } from '../control/offline-bundle.js';
 import { initCa, CA_FILES } from '../pki/ca.js';
-import { writeFileAtomic } from '../pki/files.js';
 import { issueCert } from '../pki/issue.js';
-import { loadEd25519PrivateKey, signBundle } from '../policy/bundle.js';
 import { parseFlags, str } from './args.js';
-import { nextVersion } from './bundle-sign.js';
+import { startAuthority } from './authority.js';
 import { freePort, startSampleUpstreams } from './dev-upstreams.js';
 import { startSidecar, waitForSignals } from './sidecar.js';
 
 const HELP = `Usage: portlicense dev [--dir DIR]
 
-Runs the whole model locally: a dev CA and certificates, signed sample licenses, a sample HTTP
-upstream and a TCP echo upstream, and a sidecar in front of both. DIR defaults to a new temp
-folder; an existing DIR keeps its CA and certificates. Ctrl-C stops everything.
+Runs the whole model locally: a dev CA and certificates, an authority on an embedded SQLite store,
+sample licenses, a sample HTTP upstream and a TCP echo upstream, and a sidecar in front of both
+that syncs its licenses from the authority. DIR defaults to a new temp folder; an existing DIR keeps
+its CA, certificates and store. Ctrl-C stops everything.
 `;
 
 const TD = 'example.org';
-const WORKLOADS = {
+export const DEV_IDENTITIES = {
+  admin: `spiffe://${TD}/admin/dev`,
   orders: `spiffe://${TD}/ns/default/sa/orders`,
   frontend: `spiffe://${TD}/ns/default/sa/frontend`,
   intruder: `spiffe://${TD}/ns/default/sa/intruder`,
 } as const;
 
-function licensesYaml(): string {
-  return `# Sample licenses for portlicense dev. Edit, then re-sign (see the commands printed at start).
-services:
+const SAMPLE = `services:
   - name: orders
     ports: [ { name: http, protocol: http }, { name: db, protocol: tcp } ]
 licenses:
-  - subject: ${WORKLOADS.frontend}
+  - subject: ${DEV_IDENTITIES.frontend}
     service: orders
     port: http
     ttl: 1h
     methods: [GET, POST]
     paths: ["/api/*"]
     reason: frontend reads and creates orders
-  - subject: ${WORKLOADS.frontend}
+  - subject: ${DEV_IDENTITIES.frontend}
     service: orders
     port: db
     ttl: 1h
     reason: frontend reaches the orders database port
 `;
-}
 
 export async function devCommand(argv: string[]): Promise<number> {
   const p = parseFlags('dev', argv, { dir: { type: 'string' } });
@@ -61,12 +59,12 @@ export async function devCommand(argv: string[]): Promise<number> {
   }
   const dirFlag = str(p, 'dir');
   const dir = resolve(dirFlag ?? mkdtempSync(join(tmpdir(), 'portlicense-dev-')));
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(join(dir, 'data'), { recursive: true });
   const certs = join(dir, 'certs');
 
-  // 1. PKI: a CA, the sidecar's server certificate and two callers.
+  // 1. PKI: a CA with the authority's certificate and signing key, an admin, the sidecar, two callers.
   if (!existsSync(join(certs, CA_FILES.caCert))) initCa({ dir: certs, trustDomain: TD });
-  for (const [name, id] of Object.entries(WORKLOADS)) {
+  for (const [name, id] of Object.entries(DEV_IDENTITIES)) {
     if (!existsSync(join(certs, `${name}.pem`)))
       issueCert({
         caDir: certs,
@@ -77,72 +75,101 @@ export async function devCommand(argv: string[]): Promise<number> {
       });
   }
 
-  // 2. Licenses, signed into a bundle the sidecar watches.
-  const licensesFile = join(dir, 'licenses.yaml');
-  if (!existsSync(licensesFile)) writeFileSync(licensesFile, licensesYaml());
-  const bundleFile = join(dir, 'bundle.json');
-  const signingKey = join(certs, CA_FILES.signingKey);
-  const payload = buildOfflinePayload(loadDeclarativeFile(licensesFile), {
-    version: nextVersion(bundleFile),
-    node: 'dev',
-    now: Date.now(),
-  });
-  writeFileAtomic(
-    bundleFile,
-    JSON.stringify(signBundle(payload, loadEd25519PrivateKey(signingKey)), null, 2) + '\n',
-    0o644,
+  // 2. The authority, configured from a file like any other, on an embedded SQLite store.
+  const [authorityPort, authorityAdmin] = [await freePort(7443), await freePort(9902)];
+  const authorityFile = join(dir, 'authority.yaml');
+  writeFileSync(
+    authorityFile,
+    `# Written by portlicense dev.
+listen: 127.0.0.1:${authorityPort}
+trustDomains: [${TD}]
+tls: { ca: certs/ca.pem, cert: certs/authority.pem, key: certs/authority-key.pem }
+signingKey: certs/${CA_FILES.signingKey}
+store: { sqlite: data/authority.db }
+admins: ["spiffe://${TD}/admin/*"]
+sidecars: ["spiffe://${TD}/ns/*"]
+defaults: { ttl: 24h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }
+admin: { listen: 127.0.0.1:${authorityAdmin} }
+drainTimeout: 2s
+`,
+  );
+  const authority = await startAuthority(loadAuthorityConfig(authorityFile));
+  const applied = authority.licensing.apply(
+    parseDeclarativeYaml(SAMPLE, 'sample licenses'),
+    'portlicense dev',
   );
 
-  // 3. Upstreams and the sidecar config, validated like any other.
+  // 3. Upstreams and a sidecar in front of them, syncing from the authority.
   const upstreams = await startSampleUpstreams();
   const [httpPort, tcpPort, adminPort] = [await freePort(8443), await freePort(15432), await freePort(9901)];
   const sidecarFile = join(dir, 'sidecar.yaml');
   writeFileSync(
     sidecarFile,
     `# Written by portlicense dev.
-node: dev
+node: dev-node
 trustDomains: [${TD}]
 tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
 authority:
-  bundleFile: bundle.json
+  url: https://127.0.0.1:${authorityPort}
   signingPublicKey: certs/${CA_FILES.signingPublicKey}
+  cacheFile: data/dev-node-bundle.json
+  wait: 30s
+  reportInterval: 5s
+  maxStaleness: 10m
 ports:
   - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${httpPort}, upstream: 127.0.0.1:${upstreams.http.port} }
   - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${tcpPort}, upstream: 127.0.0.1:${upstreams.tcp.port} }
 admin: { listen: 127.0.0.1:${adminPort} }
 log: { level: info, accessLogAllowedHttp: true }
-drainTimeout: 5s
+drainTimeout: 2s
 `,
   );
   const sidecar = await startSidecar(loadSidecarConfig(sidecarFile));
 
   const c = (who: string): string =>
     `--cacert ${certs}/ca.pem --cert ${certs}/${who}.pem --key ${certs}/${who}-key.pem`;
-  const cli = 'npx portlicense';
   process.stderr.write(`
 portlicense dev is running in ${dir}
-  sidecar  orders/http https://localhost:${httpPort}  -> sample HTTP upstream 127.0.0.1:${upstreams.http.port}
-           orders/db   127.0.0.1:${tcpPort} (TLS)   -> TCP echo 127.0.0.1:${upstreams.tcp.port}
-  admin    http://127.0.0.1:${adminPort}  (/metrics /healthz /readyz /status)
+  authority   https://127.0.0.1:${authorityPort}   store ${dir}/data/authority.db   admin http://127.0.0.1:${authorityAdmin}
+  sidecar     orders/http https://localhost:${httpPort} -> sample HTTP upstream 127.0.0.1:${upstreams.http.port}
+              orders/db   127.0.0.1:${tcpPort} (mTLS)   -> TCP echo 127.0.0.1:${upstreams.tcp.port}
+              admin http://127.0.0.1:${adminPort} (/metrics /healthz /readyz /status)
+  sample licenses: ${applied.created.length} granted to ${DEV_IDENTITIES.frontend}
 
-Try it (from the repository folder for the npx lines):
+Try it in another shell (npx lines from the repository folder):
+  export PORTLICENSE_AUTHORITY=https://127.0.0.1:${authorityPort} PORTLICENSE_CA=${certs}/ca.pem \\
+         PORTLICENSE_CERT=${certs}/admin.pem PORTLICENSE_KEY=${certs}/admin-key.pem
   # allowed: frontend holds a license for GET/POST /api/* on orders/http
   curl ${c('frontend')} https://localhost:${httpPort}/api/orders
-  # denied 403 path_not_allowed: the license covers /api/* only
+  # denied 403 path_not_allowed, then 403 no_license (intruder holds no license)
   curl ${c('frontend')} https://localhost:${httpPort}/admin
-  # denied 403 no_license: intruder holds no license
+  curl ${c('intruder')} https://localhost:${httpPort}/api/orders
+  # grant intruder a 2-minute license: the sidecar has it within a second
+  npx portlicense license grant --subject ${DEV_IDENTITIES.intruder} --service orders --port http --ttl 2m --reason "dev demo"
+  curl ${c('intruder')} https://localhost:${httpPort}/api/orders
+  # revoke every license of intruder: denied again within a second (403 revoked)
+  npx portlicense license revoke --subject ${DEV_IDENTITIES.intruder} --reason "demo over"
   curl ${c('intruder')} https://localhost:${httpPort}/api/orders
   # a licensed TCP flow (type a line, see it echoed)
   openssl s_client -quiet -connect 127.0.0.1:${tcpPort} -CAfile ${certs}/ca.pem -cert ${certs}/frontend.pem -key ${certs}/frontend-key.pem
-  # grant or revoke: edit ${licensesFile}, then re-sign; the sidecar swaps it in within a second
-  ${cli} bundle sign --key ${signingKey} --in ${licensesFile} --out ${bundleFile}
-  # state and metrics
-  ${cli} status --admin http://127.0.0.1:${adminPort}
+  # licenses with last access, the audit log, the sidecar's view, metrics
+  npx portlicense license list
+  npx portlicense audit
+  npx portlicense status --admin http://127.0.0.1:${adminPort}
   curl -s http://127.0.0.1:${adminPort}/metrics | grep ^portlicense_
 
 Ctrl-C stops everything.
 `);
-  const code = await waitForSignals(sidecar);
-  await upstreams.close();
+  const code = await waitForSignals({
+    reloadTls: () => {
+      sidecar.reloadTls();
+      authority.reloadTls();
+    },
+    shutdown: async () => {
+      await sidecar.shutdown();
+      await authority.shutdown();
+      await upstreams.close();
+    },
+  });
   return code;
 }
