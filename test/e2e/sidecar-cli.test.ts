@@ -34,9 +34,9 @@ describe('portlicense sidecar (child process)', () => {
   let adminPort: number;
   let sidecar: CliProcess;
   const creds = (who: string) => ({
-    ca: readFileSync(join(dir, 'certs/ca.pem')),
-    cert: readFileSync(join(dir, `certs/${who}.pem`)),
-    key: readFileSync(join(dir, `certs/${who}-key.pem`)),
+    ca: readFileSync(join(dir, 'certs/ca.pem'), 'utf8'),
+    cert: readFileSync(join(dir, `certs/${who}.pem`), 'utf8'),
+    key: readFileSync(join(dir, `certs/${who}-key.pem`), 'utf8'),
   });
   const sign = () =>
     runCli(

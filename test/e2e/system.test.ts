@@ -1,0 +1,327 @@
+/**
+ * The whole system as it runs in staging: the authority and a sidecar as child processes with
+ * real certificates, driven only through their public interfaces (CLI, HTTP, TLS, signals, files).
+ * Grant -> allowed; revoke -> denied within 2 s and the TCP flow closed; last access in `license
+ * show`; automatic renewal of a license in use while an unused one and a capped one expire;
+ * authority killed -> still enforcing; sidecar restarted during the outage -> enforcing from
+ * cache; tampered cache -> refused.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCa } from '../../src/pki/ca.js';
+import { issueCert } from '../../src/pki/issue.js';
+import { httpsClient, startUpstream, type TestUpstream } from '../helpers/http.js';
+import {
+  closed,
+  roundTrip,
+  startTcpEcho,
+  tlsConnect,
+  unusedPort,
+  waitFor,
+  type TestServer,
+} from '../helpers/net.js';
+import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
+
+const TD = 'example.org';
+const ID = {
+  admin: `spiffe://${TD}/admin/ops`,
+  orders: `spiffe://${TD}/ns/default/sa/orders`,
+  frontend: `spiffe://${TD}/ns/default/sa/frontend`,
+  steady: `spiffe://${TD}/ns/default/sa/steady`,
+  idle: `spiffe://${TD}/ns/default/sa/idle`,
+  capped: `spiffe://${TD}/ns/default/sa/capped`,
+};
+type Who = keyof typeof ID;
+
+describe('authority + sidecar (child processes)', () => {
+  let dir: string;
+  let up: TestUpstream;
+  let echo: TestServer;
+  let authority: CliProcess;
+  let sidecar: CliProcess;
+  const ports = { api: 0, apiAdmin: 0, http: 0, tcp: 0, admin: 0 };
+  const creds = (who: Who) => ({
+    ca: readFileSync(join(dir, 'certs/ca.pem'), 'utf8'),
+    cert: readFileSync(join(dir, `certs/${who}.pem`), 'utf8'),
+    key: readFileSync(join(dir, `certs/${who}-key.pem`), 'utf8'),
+  });
+  const env = (): NodeJS.ProcessEnv => ({
+    PORTLICENSE_AUTHORITY: `https://127.0.0.1:${ports.api}`,
+    PORTLICENSE_CA: join(dir, 'certs/ca.pem'),
+    PORTLICENSE_CERT: join(dir, 'certs/admin.pem'),
+    PORTLICENSE_KEY: join(dir, 'certs/admin-key.pem'),
+  });
+  const cli = async (...args: string[]) => {
+    const r = await runCli(args, { cwd: dir, env: env() });
+    expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0);
+    return r.stdout;
+  };
+  const grant = async (...args: string[]): Promise<string> =>
+    (JSON.parse(await cli('license', 'grant', ...args, '--json')) as { id: string }).id;
+  const get = async (who: Who, path = '/api/orders') => {
+    const c = httpsClient({ host: '127.0.0.1', port: ports.http }, creds(who));
+    try {
+      const r = await c.request({ method: 'GET', path });
+      const body = await r.body.text();
+      return {
+        status: r.statusCode,
+        reason: r.headers['x-portlicense-deny-reason'] as string | undefined,
+        body,
+      };
+    } finally {
+      await c.close();
+    }
+  };
+  const ready = async () => (await fetch(`http://127.0.0.1:${ports.admin}/readyz`)).status;
+  const startAuthority = async () => {
+    authority = startCli(['authority', '--config', 'authority.yaml'], { cwd: dir });
+    await authority.waitForLog((l) => /authority (started|listening)/.test(String(l.msg)));
+  };
+  const startSidecar = async () => {
+    sidecar = startCli(['sidecar', '--config', 'sidecar.yaml'], { cwd: dir });
+    await sidecar.waitForLog((l) => l.msg === 'sidecar started');
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-system-'));
+    initCa({ dir: join(dir, 'certs'), trustDomain: TD });
+    for (const [name, id] of Object.entries(ID))
+      issueCert({
+        caDir: join(dir, 'certs'),
+        spiffeId: id,
+        out: join(dir, 'certs', name),
+        dns: ['localhost'],
+        ips: ['127.0.0.1'],
+      });
+    up = await startUpstream();
+    echo = await startTcpEcho();
+    for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await unusedPort();
+    writeFileSync(
+      join(dir, 'authority.yaml'),
+      `listen: 127.0.0.1:${ports.api}
+trustDomains: [${TD}]
+tls: { ca: certs/ca.pem, cert: certs/authority.pem, key: certs/authority-key.pem }
+signingKey: certs/bundle-signing-key.pem
+store: { sqlite: data/authority.db }
+admins: ["spiffe://${TD}/admin/*"]
+sidecars: ["${ID.orders}"]
+defaults: { ttl: 1h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }
+admin: { listen: 127.0.0.1:${ports.apiAdmin} }
+`,
+    );
+    writeFileSync(
+      join(dir, 'sidecar.yaml'),
+      `node: node-a
+trustDomains: [${TD}]
+tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
+authority:
+  url: https://127.0.0.1:${ports.api}
+  signingPublicKey: certs/bundle-signing.pub.pem
+  cacheFile: data/node-a-bundle.json
+  wait: 5s
+  reportInterval: 1s
+  maxStaleness: 10m
+ports:
+  - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${ports.http}, upstream: 127.0.0.1:${up.address.port} }
+  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${ports.tcp}, upstream: 127.0.0.1:${echo.port} }
+admin: { listen: 127.0.0.1:${ports.admin} }
+drainTimeout: 2s
+`,
+    );
+    writeFileSync(
+      join(dir, 'services.yaml'),
+      'services:\n  - name: orders\n    ports: [ { name: http, protocol: http }, { name: db, protocol: tcp } ]\n',
+    );
+    await startAuthority();
+    expect(await cli('apply', '-f', 'services.yaml')).toMatch(/created/);
+    await startSidecar();
+    await waitFor(async () => (await ready()) === 200, { timeoutMs: 10_000, what: 'sidecar ready' });
+  });
+
+  afterAll(async () => {
+    sidecar?.kill();
+    authority?.kill();
+    await up?.close();
+    await echo?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a grant reaches the sidecar at once; a revoke denies within 2 s and closes the TCP flow it admitted', async () => {
+    expect((await get('frontend')).reason).toBe('no_license');
+    const httpLicense = await grant(
+      '--subject',
+      ID.frontend,
+      '--service',
+      'orders',
+      '--port',
+      'http',
+      '--paths',
+      '/api/*',
+      '--reason',
+      'e2e',
+    );
+    await grant('--subject', ID.frontend, '--service', 'orders', '--port', 'db', '--reason', 'e2e');
+    await waitFor(async () => (await get('frontend')).status === 200, {
+      timeoutMs: 2_000,
+      what: 'grant to take effect',
+    });
+    const flow = await tlsConnect({ port: ports.tcp, ...creds('frontend') });
+    expect(await roundTrip(flow, 'hello\n')).toBe('hello\n');
+
+    // Last access reaches the authority with the next usage report.
+    await waitFor(
+      async () =>
+        (
+          JSON.parse(await cli('license', 'show', httpLicense, '--json')) as {
+            lastAccess: { identity: string } | null;
+          }
+        ).lastAccess,
+      { timeoutMs: 5_000, what: 'last access in license show' },
+    );
+    const shown = JSON.parse(await cli('license', 'show', httpLicense, '--json')) as {
+      lastAccess: { identity: string; origin: string; count: number };
+    };
+    expect(shown.lastAccess).toMatchObject({ identity: ID.frontend, origin: '127.0.0.1' });
+
+    const t0 = Date.now();
+    await cli('license', 'revoke', '--subject', ID.frontend, '--reason', 'e2e revoke');
+    await Promise.all([
+      waitFor(async () => (await get('frontend')).reason === 'revoked', {
+        timeoutMs: 2_000,
+        what: 'HTTP denied after revoke',
+      }),
+      closed(flow, 2_000),
+    ]);
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    const metrics = await (await fetch(`http://127.0.0.1:${ports.admin}/metrics`)).text();
+    expect(metrics).toMatch(
+      /portlicense_connections_terminated_total\{service="orders",port="db",reason="revoked"\} 1/,
+    );
+  });
+
+  it('renews a license in steady use across several TTLs, lets an unused one expire, and expires a capped one after a warning', async () => {
+    const steady = await grant(
+      '--subject',
+      ID.steady,
+      '--service',
+      'orders',
+      '--port',
+      'http',
+      '--ttl',
+      '5s',
+      '--max-lifetime',
+      '1h',
+    );
+    const idle = await grant(
+      '--subject',
+      ID.idle,
+      '--service',
+      'orders',
+      '--port',
+      'http',
+      '--ttl',
+      '5s',
+      '--max-lifetime',
+      '1h',
+    );
+    const capped = await grant(
+      '--subject',
+      ID.capped,
+      '--service',
+      'orders',
+      '--port',
+      'http',
+      '--ttl',
+      '5s',
+      '--max-lifetime',
+      '8s',
+    );
+    await waitFor(async () => (await get('steady')).status === 200, {
+      timeoutMs: 2_000,
+      what: 'steady allowed',
+    });
+    const started = Date.now();
+    let cappedDeniedAt = 0;
+    // 17 s is more than three TTLs of 5 s: without renewal, steady would have expired twice over.
+    while (Date.now() - started < 17_000) {
+      const s = await get('steady');
+      expect(s.status, `steady denied ${s.reason} after ${Date.now() - started} ms`).toBe(200);
+      const c = await get('capped');
+      if (c.status === 403 && !cappedDeniedAt) {
+        expect(c.reason).toBe('expired');
+        cappedDeniedAt = Date.now() - started;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(cappedDeniedAt).toBeGreaterThan(6_000);
+    expect(cappedDeniedAt).toBeLessThan(10_000);
+    expect((await get('idle')).reason).toBe('expired');
+
+    const state = async (id: string) =>
+      (JSON.parse(await cli('license', 'show', id, '--json')) as { state: string }).state;
+    expect(await state(steady)).toBe('active');
+    expect(await state(idle)).toBe('expired');
+    expect(await state(capped)).toBe('expired');
+    // Never silent: the sidecar warned before the capped license expired, naming it.
+    const warning = sidecar.logs().find((l) => l.level === 'warn' && l.license === capped);
+    expect(warning).toMatchObject({ subject: ID.capped, port: 'orders/http' });
+    const audit = await cli('audit', '--json');
+    expect(audit).toMatch(/auto_renew/);
+    expect(audit).toMatch(new RegExp(`"expire"[^}]*${idle}|${idle}[^}]*"expire"`));
+  }, 40_000);
+
+  it('keeps enforcing when the authority dies, and from the cache file after a sidecar restart', async () => {
+    const frontend = await grant(
+      '--subject',
+      ID.frontend,
+      '--service',
+      'orders',
+      '--port',
+      'http',
+      '--ttl',
+      '1h',
+    );
+    await waitFor(async () => (await get('frontend')).status === 200, {
+      timeoutMs: 2_000,
+      what: 'frontend allowed',
+    });
+    authority.child.kill('SIGKILL');
+    await authority.exited;
+    expect((await get('frontend')).status).toBe(200);
+    expect((await get('idle')).reason).toBe('expired');
+
+    sidecar.child.kill('SIGTERM');
+    expect((await sidecar.exited).code).toBe(0);
+    await startSidecar();
+    await sidecar.waitForLog((l) => l.msg === 'enforcing cached bundle until the authority answers');
+    expect((await get('frontend')).status).toBe(200);
+    expect((await get('idle')).reason).toBe('expired');
+    // Enforcing, but not confirmed fresh by the authority: not ready.
+    expect(await ready()).toBe(503);
+    void frontend;
+  });
+
+  it('refuses a tampered cache file (deny-all) and recovers when the authority is back', async () => {
+    sidecar.child.kill('SIGTERM');
+    await sidecar.exited;
+    const cacheFile = join(dir, 'data/node-a-bundle.json');
+    const doc = JSON.parse(readFileSync(cacheFile, 'utf8')) as {
+      payload: { licenses: Array<{ subject: string }> };
+    };
+    for (const l of doc.payload.licenses) l.subject = ID.idle;
+    writeFileSync(cacheFile, JSON.stringify(doc));
+    await startSidecar();
+    await sidecar.waitForLog((l) => /cache file refused/.test(String(l.msg)));
+    expect((await get('frontend')).reason).toBe('no_license');
+    expect((await get('idle')).reason).toBe('no_license');
+
+    await startAuthority();
+    await waitFor(async () => (await get('frontend')).status === 200, {
+      timeoutMs: 20_000,
+      what: 'sync after the authority returns',
+    });
+    await waitFor(async () => (await ready()) === 200, { timeoutMs: 5_000, what: 'ready again' });
+  }, 40_000);
+});
