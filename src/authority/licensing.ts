@@ -12,7 +12,15 @@ import { formatDuration, formatTime } from '../config/duration.js';
 import type { Logger } from '../log.js';
 import { subjectMatches } from '../policy/spiffe.js';
 import { badRequest, conflict, notFound } from './api-error.js';
-import { hardExpiry, licenseState, type AuditInput, type LicenseRecord, type LicenseState, type ServiceRecord, type UsageRow } from './model.js';
+import {
+  hardExpiry,
+  licenseState,
+  type AuditInput,
+  type LicenseRecord,
+  type LicenseState,
+  type ServiceRecord,
+  type UsageRow,
+} from './model.js';
 import type { AuthorityStore, LicenseFilter } from './store.js';
 
 /** Revoked licenses stay listed until they would have expired, expired ones this long (SPEC §4). */
@@ -117,11 +125,14 @@ export class Licensing {
     const services = this.store.listServices();
     const svc = services.find((s) => s.name === service);
     if (!svc) {
-      const known = services.map((s) => s.name).join(', ') || 'none; register one with POST /v1/services or apply';
+      const known =
+        services.map((s) => s.name).join(', ') || 'none; register one with POST /v1/services or apply';
       throw badRequest(`unknown service "${service}"; known services: ${known}`);
     }
     if (!svc.ports.some((p) => p.name === port)) {
-      throw badRequest(`service "${service}" has no port "${port}"; its ports: ${svc.ports.map((p) => p.name).join(', ')}`);
+      throw badRequest(
+        `service "${service}" has no port "${port}"; its ports: ${svc.ports.map((p) => p.name).join(', ')}`,
+      );
     }
   }
 
@@ -133,7 +144,9 @@ export class Licensing {
     const cap = createdAt + maxLifetime;
     const expiresAt = spec.expiresAt ?? Math.min(Math.max(notBefore, now) + ttl, cap);
     if (spec.expiresAt !== undefined && spec.expiresAt > cap)
-      throw badRequest(`expiresAt ${formatTime(spec.expiresAt)} is beyond createdAt + maxLifetime (${formatTime(cap)})`);
+      throw badRequest(
+        `expiresAt ${formatTime(spec.expiresAt)} is beyond createdAt + maxLifetime (${formatTime(cap)})`,
+      );
     if (expiresAt <= now) throw badRequest(`expiresAt ${formatTime(expiresAt)} is not in the future`);
     return {
       id: newLicenseId(),
@@ -161,7 +174,16 @@ export class Licensing {
     return this.change(() => {
       const l = this.build(spec, this.clock.now());
       this.store.putLicense(l);
-      this.audit({ actor, action: 'grant', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason: l.reason, detail: { expiresAt: formatTime(l.expiresAt), ttl: formatDuration(l.ttl) } });
+      this.audit({
+        actor,
+        action: 'grant',
+        licenseId: l.id,
+        subject: l.subject,
+        service: l.service,
+        port: l.port,
+        reason: l.reason,
+        detail: { expiresAt: formatTime(l.expiresAt), ttl: formatDuration(l.ttl) },
+      });
       return { value: l, bumps: true };
     });
   }
@@ -188,7 +210,8 @@ export class Licensing {
     return this.change(() => {
       const l = this.get(id);
       const now = this.clock.now();
-      if (l.revokedAt !== null) throw conflict(`license ${id} is revoked (${l.revokeReason ?? 'no reason given'}); grant a new one`);
+      if (l.revokedAt !== null)
+        throw conflict(`license ${id} is revoked (${l.revokeReason ?? 'no reason given'}); grant a new one`);
       const ttl = opts.ttl ?? l.ttl;
       const cap = hardExpiry(l);
       const target = Math.min(Math.max(now, l.notBefore) + ttl, cap);
@@ -199,7 +222,16 @@ export class Licensing {
         );
       const next: LicenseRecord = { ...l, expiresAt: target, renewedAt: now, expiryAudited: false };
       this.store.putLicense(next);
-      this.audit({ actor, action: 'renew', licenseId: id, subject: l.subject, service: l.service, port: l.port, reason: opts.reason ?? null, detail: { from: formatTime(l.expiresAt), to: formatTime(target) } });
+      this.audit({
+        actor,
+        action: 'renew',
+        licenseId: id,
+        subject: l.subject,
+        service: l.service,
+        port: l.port,
+        reason: opts.reason ?? null,
+        detail: { from: formatTime(l.expiresAt), to: formatTime(target) },
+      });
       return { value: next, bumps: true };
     });
   }
@@ -216,7 +248,16 @@ export class Licensing {
   private revokeTx(l: LicenseRecord, actor: string, reason: string | null): LicenseRecord {
     const next: LicenseRecord = { ...l, revokedAt: this.clock.now(), revokeReason: reason };
     this.store.putLicense(next);
-    this.audit({ actor, action: 'revoke', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason, detail: null });
+    this.audit({
+      actor,
+      action: 'revoke',
+      licenseId: l.id,
+      subject: l.subject,
+      service: l.service,
+      port: l.port,
+      reason,
+      detail: null,
+    });
     return next;
   }
 
@@ -224,12 +265,18 @@ export class Licensing {
    * Revoke every live license whose subject is covered by `pattern` (an exact ID, or a `/*`
    * prefix that also takes licenses granted to narrower prefixes below it).
    */
-  revokeBySubject(pattern: string, actor: string, opts: { service?: string; reason: string | null }): LicenseRecord[] {
+  revokeBySubject(
+    pattern: string,
+    actor: string,
+    opts: { service?: string; reason: string | null },
+  ): LicenseRecord[] {
     return this.change(() => {
       const now = this.clock.now();
       const hit = this.store
         .liveLicenses(now)
-        .filter((l) => (opts.service === undefined || l.service === opts.service) && covers(pattern, l.subject));
+        .filter(
+          (l) => (opts.service === undefined || l.service === opts.service) && covers(pattern, l.subject),
+        );
       const out = hit.map((l) => this.revokeTx(l, actor, opts.reason));
       return { value: out, bumps: out.length > 0 };
     });
@@ -242,7 +289,9 @@ export class Licensing {
       let bumps = false;
       for (const s of decl.services) {
         const outcome = this.putServiceTx(s, actor);
-        result[outcome === 'created' ? 'created' : outcome === 'changed' ? 'changed' : 'unchanged'].push(`service ${s.name}`);
+        result[outcome === 'created' ? 'created' : outcome === 'changed' ? 'changed' : 'unchanged'].push(
+          `service ${s.name}`,
+        );
       }
       const now = this.clock.now();
       for (const spec of decl.licenses) {
@@ -254,7 +303,16 @@ export class Licensing {
         if (!existing) {
           const l = this.build(spec, now);
           this.store.putLicense(l);
-          this.audit({ actor, action: 'apply', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason: l.reason, detail: { outcome: 'created' } });
+          this.audit({
+            actor,
+            action: 'apply',
+            licenseId: l.id,
+            subject: l.subject,
+            service: l.service,
+            port: l.port,
+            reason: l.reason,
+            detail: { outcome: 'created' },
+          });
           result.created.push(`${label} (${l.id})`);
           bumps = true;
           continue;
@@ -278,7 +336,16 @@ export class Licensing {
           continue;
         }
         this.store.putLicense(next);
-        this.audit({ actor, action: 'apply', licenseId: next.id, subject: next.subject, service: next.service, port: next.port, reason: next.reason, detail: { outcome: 'changed', fields: diff } });
+        this.audit({
+          actor,
+          action: 'apply',
+          licenseId: next.id,
+          subject: next.subject,
+          service: next.service,
+          port: next.port,
+          reason: next.reason,
+          detail: { outcome: 'changed', fields: diff },
+        });
         result.changed.push(`${label} (${existing.id}: ${diff.join(', ')})`);
         bumps = true;
       }
@@ -298,7 +365,8 @@ export class Licensing {
       const known = report.usage.filter((u) => this.store.getLicense(u.licenseId) !== undefined);
       this.store.addUsage(known.map((u) => ({ ...u, at: Math.min(u.at, now) })));
       const lastUse = new Map<string, number>();
-      for (const u of known) lastUse.set(u.licenseId, Math.max(lastUse.get(u.licenseId) ?? 0, Math.min(u.at, now)));
+      for (const u of known)
+        lastUse.set(u.licenseId, Math.max(lastUse.get(u.licenseId) ?? 0, Math.min(u.at, now)));
       const renewed: string[] = [];
       for (const [id, at] of lastUse) {
         const l = this.store.getLicense(id)!;
@@ -311,7 +379,16 @@ export class Licensing {
           continue;
         }
         this.store.putLicense({ ...l, expiresAt: target, renewedAt: now });
-        this.audit({ actor, action: 'auto_renew', licenseId: id, subject: l.subject, service: l.service, port: l.port, reason: 'in use', detail: { from: formatTime(l.expiresAt), to: formatTime(target) } });
+        this.audit({
+          actor,
+          action: 'auto_renew',
+          licenseId: id,
+          subject: l.subject,
+          service: l.service,
+          port: l.port,
+          reason: 'in use',
+          detail: { from: formatTime(l.expiresAt), to: formatTime(target) },
+        });
         renewed.push(id);
       }
       return { value: { renewed }, bumps: renewed.length > 0 };
@@ -334,10 +411,21 @@ export class Licensing {
   auditExpiries(): string[] {
     return this.change(() => {
       const now = this.clock.now();
-      const due = this.store.listLicenses().filter((l) => !l.expiryAudited && l.revokedAt === null && l.expiresAt <= now);
+      const due = this.store
+        .listLicenses()
+        .filter((l) => !l.expiryAudited && l.revokedAt === null && l.expiresAt <= now);
       for (const l of due) {
         this.store.putLicense({ ...l, expiryAudited: true });
-        this.audit({ actor: 'authority', action: 'expire', licenseId: l.id, subject: l.subject, service: l.service, port: l.port, reason: l.autoRenew ? 'not used within its ttl, or maximum lifetime reached' : 'autoRenew off', detail: { expiresAt: formatTime(l.expiresAt) } });
+        this.audit({
+          actor: 'authority',
+          action: 'expire',
+          licenseId: l.id,
+          subject: l.subject,
+          service: l.service,
+          port: l.port,
+          reason: l.autoRenew ? 'not used within its ttl, or maximum lifetime reached' : 'autoRenew off',
+          detail: { expiresAt: formatTime(l.expiresAt) },
+        });
         this.warned.delete(l.id);
       }
       return { value: due.map((l) => l.id), bumps: false };
@@ -357,7 +445,10 @@ export class Licensing {
     const now = this.clock.now();
     return this.store
       .liveLicenses(now)
-      .filter((l) => l.expiresAt - now <= this.defaults.warnBefore && (!l.autoRenew || l.expiresAt >= hardExpiry(l))).length;
+      .filter(
+        (l) =>
+          l.expiresAt - now <= this.defaults.warnBefore && (!l.autoRenew || l.expiresAt >= hardExpiry(l)),
+      ).length;
   }
 }
 

@@ -108,7 +108,12 @@ export interface LicenseJson {
   lastAccess: { at: string; identity: string; origin: string; count: number } | null;
 }
 
-export function licenseJson(l: LicenseRecord, now: number, last?: UsageRow, totalCount?: number): LicenseJson {
+export function licenseJson(
+  l: LicenseRecord,
+  now: number,
+  last?: UsageRow,
+  totalCount?: number,
+): LicenseJson {
   return {
     id: l.id,
     subject: l.subject,
@@ -127,7 +132,12 @@ export function licenseJson(l: LicenseRecord, now: number, last?: UsageRow, tota
     revokedAt: l.revokedAt === null ? null : formatTime(l.revokedAt),
     revokeReason: l.revokeReason,
     lastAccess: last
-      ? { at: formatTime(last.at), identity: last.identity, origin: last.origin, count: totalCount ?? last.count }
+      ? {
+          at: formatTime(last.at),
+          identity: last.identity,
+          origin: last.origin,
+          count: totalCount ?? last.count,
+        }
       : null,
   };
 }

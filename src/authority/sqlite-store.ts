@@ -130,9 +130,15 @@ export class SqliteStore implements AuthorityStore {
     const db = this.db;
     this.stmt = {
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
-      setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
-      listServices: db.prepare<[], { name: string; ports: string; created_at: number }>('SELECT * FROM services ORDER BY name'),
-      getService: db.prepare<[string], { name: string; ports: string; created_at: number }>('SELECT * FROM services WHERE name = ?'),
+      setMeta: db.prepare(
+        'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+      ),
+      listServices: db.prepare<[], { name: string; ports: string; created_at: number }>(
+        'SELECT * FROM services ORDER BY name',
+      ),
+      getService: db.prepare<[string], { name: string; ports: string; created_at: number }>(
+        'SELECT * FROM services WHERE name = ?',
+      ),
       putService: db.prepare(
         'INSERT INTO services (name, ports, created_at) VALUES (@name, @ports, @created_at) ON CONFLICT(name) DO UPDATE SET ports = excluded.ports',
       ),
@@ -143,15 +149,20 @@ export class SqliteStore implements AuthorityStore {
          VALUES (@id, @subject, @service, @port, @methods, @paths, @not_before, @expires_at, @created_at, @ttl,
            @max_lifetime, @auto_renew, @reason, @revoked_at, @revoke_reason, @renewed_at, @expiry_audited)`,
       ),
-      liveLicenses: db.prepare<[number], LicenseRow>('SELECT * FROM licenses WHERE revoked_at IS NULL AND expires_at > ?'),
+      liveLicenses: db.prepare<[number], LicenseRow>(
+        'SELECT * FROM licenses WHERE revoked_at IS NULL AND expires_at > ?',
+      ),
       addUsage: db.prepare(
         `INSERT INTO usage (license_id, identity, origin, at, count) VALUES (@licenseId, @identity, @origin, @at, @count)
          ON CONFLICT(license_id, identity, origin) DO UPDATE SET at = max(at, excluded.at), count = count + excluded.count`,
       ),
-      lastAccess: db.prepare<[string], { license_id: string; identity: string; origin: string; at: number; count: number }>(
-        'SELECT * FROM usage WHERE license_id = ? ORDER BY at DESC LIMIT 1',
+      lastAccess: db.prepare<
+        [string],
+        { license_id: string; identity: string; origin: string; at: number; count: number }
+      >('SELECT * FROM usage WHERE license_id = ? ORDER BY at DESC LIMIT 1'),
+      totalCount: db.prepare<[string], { total: number | null }>(
+        'SELECT sum(count) AS total FROM usage WHERE license_id = ?',
       ),
-      totalCount: db.prepare<[string], { total: number | null }>('SELECT sum(count) AS total FROM usage WHERE license_id = ?'),
       putNode: db.prepare(
         `INSERT OR REPLACE INTO nodes (node, identity, services, bundle_version, last_sync, last_report)
          VALUES (@node, @identity, @services, @bundle_version, @last_sync, @last_report)`,
@@ -168,7 +179,9 @@ export class SqliteStore implements AuthorityStore {
   private migrate(): void {
     const current = this.db.pragma('user_version', { simple: true }) as number;
     if (current > MIGRATIONS.length)
-      throw new Error(`schema version ${current} is newer than this portlicense understands (${MIGRATIONS.length}); upgrade portlicense`);
+      throw new Error(
+        `schema version ${current} is newer than this portlicense understands (${MIGRATIONS.length}); upgrade portlicense`,
+      );
     for (let v = current; v < MIGRATIONS.length; v++) {
       this.db.transaction(() => {
         this.db.exec(MIGRATIONS[v]!);
@@ -205,7 +218,9 @@ export class SqliteStore implements AuthorityStore {
 
   getService(name: string): ServiceRecord | undefined {
     const r = this.stmt.getService.get(name);
-    return r && { name: r.name, ports: JSON.parse(r.ports) as ServiceRecord['ports'], createdAt: r.created_at };
+    return (
+      r && { name: r.name, ports: JSON.parse(r.ports) as ServiceRecord['ports'], createdAt: r.created_at }
+    );
   }
 
   putService(s: ServiceRecord): void {
@@ -220,9 +235,18 @@ export class SqliteStore implements AuthorityStore {
   listLicenses(filter: LicenseFilter = {}): LicenseRecord[] {
     const where: string[] = [];
     const args: Record<string, unknown> = {};
-    if (filter.service !== undefined) (where.push('service = @service'), (args.service = filter.service));
-    if (filter.subject !== undefined) (where.push('subject = @subject'), (args.subject = filter.subject));
-    if (filter.after !== undefined) (where.push('id > @after'), (args.after = filter.after));
+    if (filter.service !== undefined) {
+      where.push('service = @service');
+      args.service = filter.service;
+    }
+    if (filter.subject !== undefined) {
+      where.push('subject = @subject');
+      args.subject = filter.subject;
+    }
+    if (filter.after !== undefined) {
+      where.push('id > @after');
+      args.after = filter.after;
+    }
     const sql =
       'SELECT * FROM licenses' +
       (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
@@ -235,7 +259,9 @@ export class SqliteStore implements AuthorityStore {
     if (services.length === 0) return [];
     const marks = services.map(() => '?').join(',');
     return this.db
-      .prepare<unknown[], LicenseRow>(`SELECT * FROM licenses WHERE service IN (${marks}) AND expires_at > ? ORDER BY id`)
+      .prepare<unknown[], LicenseRow>(
+        `SELECT * FROM licenses WHERE service IN (${marks}) AND expires_at > ? ORDER BY id`,
+      )
       .all(...services, since)
       .map(toLicense);
   }
@@ -274,7 +300,10 @@ export class SqliteStore implements AuthorityStore {
     const r = this.stmt.lastAccess.get(licenseId);
     if (!r) return undefined;
     const total = this.stmt.totalCount.get(licenseId)?.total ?? r.count;
-    return { last: { licenseId: r.license_id, identity: r.identity, origin: r.origin, at: r.at, count: r.count }, total };
+    return {
+      last: { licenseId: r.license_id, identity: r.identity, origin: r.origin, at: r.at, count: r.count },
+      total,
+    };
   }
 
   putNode(n: NodeRecord): void {
@@ -298,15 +327,24 @@ export class SqliteStore implements AuthorityStore {
   }
 
   appendAudit(e: AuditInput): AuditEntry {
-    const info = this.stmt.appendAudit.run({ ...e, detail: e.detail === null ? null : JSON.stringify(e.detail) });
+    const info = this.stmt.appendAudit.run({
+      ...e,
+      detail: e.detail === null ? null : JSON.stringify(e.detail),
+    });
     return { ...e, id: Number(info.lastInsertRowid) };
   }
 
   listAudit(opts: { since?: number; limit: number; before?: number }): AuditEntry[] {
     const where: string[] = [];
     const args: Record<string, unknown> = { limit: Math.max(1, Math.floor(opts.limit)) };
-    if (opts.since !== undefined) (where.push('at >= @since'), (args.since = opts.since));
-    if (opts.before !== undefined) (where.push('id < @before'), (args.before = opts.before));
+    if (opts.since !== undefined) {
+      where.push('at >= @since');
+      args.since = opts.since;
+    }
+    if (opts.before !== undefined) {
+      where.push('id < @before');
+      args.before = opts.before;
+    }
     const sql = `SELECT * FROM audit${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
     return this.db.prepare<Record<string, unknown>, AuditRow>(sql).all(args).map(toAudit);
   }

@@ -38,7 +38,7 @@ export function generateRsaKey(bits = 2048): string {
 /** Build and sign a certificate per `spec`; returns its PEM and the subject key PEM. */
 export function buildCertificate(spec: CertificateSpec): PemPair {
   const keyPem = spec.key ?? generateRsaKey();
-  const subjectKey = forge.pki.privateKeyFromPem(keyPem) as forge.pki.rsa.PrivateKey;
+  const subjectKey = forge.pki.privateKeyFromPem(keyPem);
   const publicKey = forge.pki.rsa.setPublicKey(subjectKey.n, subjectKey.e);
 
   const cert = forge.pki.createCertificate();
@@ -57,7 +57,7 @@ export function buildCertificate(spec: CertificateSpec): PemPair {
   if (spec.issuer) {
     const issuerCert = forge.pki.certificateFromPem(spec.issuer.cert);
     cert.setIssuer(issuerCert.subject.attributes);
-    signer = forge.pki.privateKeyFromPem(spec.issuer.key) as forge.pki.rsa.PrivateKey;
+    signer = forge.pki.privateKeyFromPem(spec.issuer.key);
   } else {
     cert.setIssuer(subject);
   }

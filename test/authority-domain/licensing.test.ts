@@ -11,7 +11,13 @@ import { createLogger, MemorySink } from '../../src/log.js';
 
 const H = 3_600_000;
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
-const ORDERS = { name: 'orders', ports: [{ name: 'http', protocol: 'http' as const }, { name: 'db', protocol: 'tcp' as const }] };
+const ORDERS = {
+  name: 'orders',
+  ports: [
+    { name: 'http', protocol: 'http' as const },
+    { name: 'db', protocol: 'tcp' as const },
+  ],
+};
 
 describe('Licensing', () => {
   let dir: string;
@@ -26,7 +32,12 @@ describe('Licensing', () => {
     store = new SqliteStore(join(dir, 'a.db'));
     clock = new ManualClock('2026-11-28T10:00:00Z');
     sink = new MemorySink();
-    lic = new Licensing(store, { ttl: 24 * H, maxLifetime: 30 * 24 * H, autoRenew: true, warnBefore: 72 * H }, clock, createLogger({ sink }));
+    lic = new Licensing(
+      store,
+      { ttl: 24 * H, maxLifetime: 30 * 24 * H, autoRenew: true, warnBefore: 72 * H },
+      clock,
+      createLogger({ sink }),
+    );
     versions = [];
     lic.onChange((v) => versions.push(v));
     lic.putService(ORDERS, 'admin');
@@ -37,24 +48,39 @@ describe('Licensing', () => {
   });
 
   it('grants with defaults, bumps the bundle version and audits who and why', () => {
-    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', reason: 'reads orders' }, 'spiffe://example.org/admin/alice');
+    const l = lic.grant(
+      { subject: FRONTEND, service: 'orders', port: 'http', reason: 'reads orders' },
+      'spiffe://example.org/admin/alice',
+    );
     expect(l.id).toMatch(/^lic_[0-9a-f]{24}$/);
     expect(l.expiresAt - clock.now()).toBe(24 * H);
     expect(licenseState(l, clock.now())).toBe('active');
     expect(versions).toEqual([2]);
     const [entry] = store.listAudit({ limit: 1 });
-    expect(entry).toMatchObject({ action: 'grant', actor: 'spiffe://example.org/admin/alice', licenseId: l.id, reason: 'reads orders' });
+    expect(entry).toMatchObject({
+      action: 'grant',
+      actor: 'spiffe://example.org/admin/alice',
+      licenseId: l.id,
+      reason: 'reads orders',
+    });
   });
 
   it('refuses an unknown service or port, naming the known ones', () => {
-    expect(() => lic.grant({ subject: FRONTEND, service: 'payments', port: 'http' }, 'a')).toThrow(/known services: orders/);
-    expect(() => lic.grant({ subject: FRONTEND, service: 'orders', port: 'grpc' }, 'a')).toThrow(/its ports: http, db/);
+    expect(() => lic.grant({ subject: FRONTEND, service: 'payments', port: 'http' }, 'a')).toThrow(
+      /known services: orders/,
+    );
+    expect(() => lic.grant({ subject: FRONTEND, service: 'orders', port: 'grpc' }, 'a')).toThrow(
+      /its ports: http, db/,
+    );
     expect(store.listLicenses()).toHaveLength(0);
     expect(versions).toEqual([]);
   });
 
   it('renews manually within max lifetime and answers 409 past it', () => {
-    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, maxLifetime: 15 * H }, 'a');
+    const l = lic.grant(
+      { subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, maxLifetime: 15 * H },
+      'a',
+    );
     clock.advance(4 * H);
     const r = lic.renew(l.id, 'a');
     expect(r.expiresAt).toBe(clock.now() + 10 * H);
@@ -74,19 +100,34 @@ describe('Licensing', () => {
   });
 
   it('revokes one license, and every license under a subject prefix', () => {
-    const a = lic.grant({ subject: 'spiffe://example.org/ns/payments/sa/a', service: 'orders', port: 'http' }, 'x');
-    const b = lic.grant({ subject: 'spiffe://example.org/ns/payments/*', service: 'orders', port: 'db' }, 'x');
+    const a = lic.grant(
+      { subject: 'spiffe://example.org/ns/payments/sa/a', service: 'orders', port: 'http' },
+      'x',
+    );
+    const b = lic.grant(
+      { subject: 'spiffe://example.org/ns/payments/*', service: 'orders', port: 'db' },
+      'x',
+    );
     const c = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http' }, 'x');
     const revoked = lic.revokeBySubject('spiffe://example.org/ns/payments/*', 'x', { reason: 'incident 42' });
     expect(revoked.map((l) => l.id).sort()).toEqual([a.id, b.id].sort());
     expect(lic.get(c.id).revokedAt).toBeNull();
     expect(lic.get(a.id).revokeReason).toBe('incident 42');
     // Revoked licenses stay in the bundle until they would have expired, so sidecars say "revoked".
-    expect(lic.bundleLicenses(['orders']).map((l) => l.id).sort()).toEqual([a.id, b.id, c.id].sort());
+    expect(
+      lic
+        .bundleLicenses(['orders'])
+        .map((l) => l.id)
+        .sort(),
+    ).toEqual([a.id, b.id, c.id].sort());
   });
 
   it('apply is idempotent and reports created, changed and unchanged', () => {
-    const decl = { hasServices: true, services: [ORDERS], licenses: [{ subject: FRONTEND, service: 'orders', port: 'http', ttl: 2 * H, methods: ['GET'] }] };
+    const decl = {
+      hasServices: true,
+      services: [ORDERS],
+      licenses: [{ subject: FRONTEND, service: 'orders', port: 'http', ttl: 2 * H, methods: ['GET'] }],
+    };
     const first = lic.apply(decl, 'a');
     expect(first.created).toHaveLength(1);
     expect(first.unchanged).toEqual(['service orders']);
@@ -105,10 +146,22 @@ describe('Licensing', () => {
     const used = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H }, 'a');
     const idle = lic.grant({ subject: FRONTEND, service: 'orders', port: 'db', ttl: 10 * H }, 'a');
     clock.advance(4 * H); // 6h left: more than half, no renewal yet
-    let r = lic.ingestUsage({ usage: [{ licenseId: used.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 3 }], denials: [] }, 'sidecar');
+    let r = lic.ingestUsage(
+      {
+        usage: [{ licenseId: used.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 3 }],
+        denials: [],
+      },
+      'sidecar',
+    );
     expect(r.renewed).toEqual([]);
     clock.advance(2 * H); // 4h left
-    r = lic.ingestUsage({ usage: [{ licenseId: used.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 1 }], denials: [] }, 'sidecar');
+    r = lic.ingestUsage(
+      {
+        usage: [{ licenseId: used.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 1 }],
+        denials: [],
+      },
+      'sidecar',
+    );
     expect(r.renewed).toEqual([used.id]);
     expect(lic.get(used.id).expiresAt).toBe(clock.now() + 10 * H);
     expect(lic.lastAccess(used.id)).toMatchObject({ total: 4, last: { origin: '10.0.0.1' } });
@@ -120,9 +173,15 @@ describe('Licensing', () => {
   });
 
   it('warns once when a license in use cannot be renewed', () => {
-    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, maxLifetime: 10 * H }, 'a');
+    const l = lic.grant(
+      { subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, maxLifetime: 10 * H },
+      'a',
+    );
     clock.advance(8 * H);
-    const report = { usage: [{ licenseId: l.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 1 }], denials: [] };
+    const report = {
+      usage: [{ licenseId: l.id, identity: FRONTEND, origin: '10.0.0.1', at: clock.now(), count: 1 }],
+      denials: [],
+    };
     expect(lic.ingestUsage(report, 's').renewed).toEqual([]);
     lic.ingestUsage(report, 's');
     const warnings = sink.lines.filter((x) => x.msg === 'license in use will expire and cannot be renewed');
@@ -131,7 +190,13 @@ describe('Licensing', () => {
   });
 
   it('ignores usage for unknown licenses and clamps future timestamps', () => {
-    lic.ingestUsage({ usage: [{ licenseId: 'lic_nope', identity: FRONTEND, origin: 'o', at: clock.now(), count: 1 }], denials: [] }, 's');
+    lic.ingestUsage(
+      {
+        usage: [{ licenseId: 'lic_nope', identity: FRONTEND, origin: 'o', at: clock.now(), count: 1 }],
+        denials: [],
+      },
+      's',
+    );
     expect(lic.lastAccess('lic_nope')).toBeUndefined();
   });
 });
