@@ -10,8 +10,10 @@
 import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { formatTime } from '../config/duration.js';
+import { errorMessage } from '../errors.js';
 import { signBundle } from '../policy/bundle.js';
-import type { BundlePayload } from '../policy/types.js';
+import { compileLicense } from '../policy/compile.js';
+import type { BundlePayload, LicenseWire } from '../policy/types.js';
 import { licenseWire, type LicenseRecord } from './model.js';
 
 /** What the cache needs of the licensing layer. */
@@ -45,7 +47,27 @@ export class BundleCache {
     private readonly signingKey: KeyObject,
     private readonly clock: Clock,
     private readonly maxEntries = DEFAULT_BUNDLE_CACHE_ENTRIES,
+    /** Told about a stored license a sidecar would refuse; it is left out of the bundle. */
+    private readonly onInvalid: (id: string, error: string) => void = () => {},
   ) {}
+
+  /**
+   * The bundle form of the licenses, each checked by the same compiler the sidecars run: one
+   * license that slipped past input validation must not make every bundle of its service fail.
+   */
+  private wire(records: readonly LicenseRecord[]): LicenseWire[] {
+    const out: LicenseWire[] = [];
+    for (const r of records) {
+      const w = licenseWire(r);
+      try {
+        compileLicense(w);
+        out.push(w);
+      } catch (err) {
+        this.onInvalid(r.id, errorMessage(err));
+      }
+    }
+    return out;
+  }
 
   /** The current bundle for `node` serving `services` (in the order asked; payload.services is that list). */
   get(node: string, services: readonly string[]): BuiltBundle {
@@ -65,7 +87,7 @@ export class BundleCache {
       issuedAt: formatTime(now),
       node,
       services: [...services],
-      licenses: this.source.bundleLicenses(services).map(licenseWire),
+      licenses: this.wire(this.source.bundleLicenses(services)),
     };
     const body = Buffer.from(JSON.stringify(signBundle(payload, this.signingKey)), 'utf8');
     const built: BuiltBundle = { version, builtAt: now, body };

@@ -362,7 +362,12 @@ export class Licensing {
   ingestUsage(report: UsageReportInput, actor: string): { renewed: string[] } {
     return this.change(() => {
       const now = this.clock.now();
-      const known = report.usage.filter((u) => this.store.getLicense(u.licenseId) !== undefined);
+      // Only use by an identity the license covers counts (or a sidecar's folded `*` entry):
+      // a report must not keep alive a license that nobody it names could have used.
+      const known = report.usage.filter((u) => {
+        const l = this.store.getLicense(u.licenseId);
+        return l !== undefined && (u.identity === '*' || subjectMatches(l.subject, u.identity));
+      });
       this.store.addUsage(known.map((u) => ({ ...u, at: Math.min(u.at, now) })));
       const lastUse = new Map<string, number>();
       for (const u of known)
@@ -411,9 +416,7 @@ export class Licensing {
   auditExpiries(): string[] {
     return this.change(() => {
       const now = this.clock.now();
-      const due = this.store
-        .listLicenses()
-        .filter((l) => !l.expiryAudited && l.revokedAt === null && l.expiresAt <= now);
+      const due = this.store.expiredUnaudited(now);
       for (const l of due) {
         this.store.putLicense({ ...l, expiryAudited: true });
         this.audit({

@@ -12,7 +12,9 @@ import type { AuthorityStore, LicenseFilter } from './store.js';
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-   INSERT INTO meta (key, value) VALUES ('bundle_version', '1');
+   -- Versions start at the creation time in seconds, so a new store that replaces an old one
+   -- issues versions above anything the old one did and sidecars accept its bundles.
+   INSERT INTO meta (key, value) VALUES ('bundle_version', CAST(strftime('%s', 'now') AS TEXT));
    CREATE TABLE services (name TEXT PRIMARY KEY, ports TEXT NOT NULL, created_at INTEGER NOT NULL);
    CREATE TABLE licenses (
      id TEXT PRIMARY KEY, subject TEXT NOT NULL, service TEXT NOT NULL, port TEXT NOT NULL,
@@ -29,6 +31,7 @@ const MIGRATIONS: readonly string[] = [
    CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
      action TEXT NOT NULL, license_id TEXT, subject TEXT, service TEXT, port TEXT, reason TEXT, detail TEXT);
    CREATE INDEX audit_at ON audit (at);`,
+  `CREATE INDEX licenses_expiry_unaudited ON licenses (expires_at) WHERE expiry_audited = 0 AND revoked_at IS NULL;`,
 ];
 
 interface LicenseRow {
@@ -149,6 +152,9 @@ export class SqliteStore implements AuthorityStore {
          VALUES (@id, @subject, @service, @port, @methods, @paths, @not_before, @expires_at, @created_at, @ttl,
            @max_lifetime, @auto_renew, @reason, @revoked_at, @revoke_reason, @renewed_at, @expiry_audited)`,
       ),
+      expiredUnaudited: db.prepare<[number], LicenseRow>(
+        'SELECT * FROM licenses WHERE expiry_audited = 0 AND revoked_at IS NULL AND expires_at <= ? ORDER BY expires_at',
+      ),
       liveLicenses: db.prepare<[number], LicenseRow>(
         'SELECT * FROM licenses WHERE revoked_at IS NULL AND expires_at > ?',
       ),
@@ -264,6 +270,10 @@ export class SqliteStore implements AuthorityStore {
       )
       .all(...services, since)
       .map(toLicense);
+  }
+
+  expiredUnaudited(now: number): LicenseRecord[] {
+    return this.stmt.expiredUnaudited.all(now).map(toLicense);
   }
 
   liveLicenses(since: number): LicenseRecord[] {

@@ -33,6 +33,8 @@ export interface AuthorityStore {
   /** Every license not revoked whose expiresAt is after `since`. */
   liveLicenses(since: number): LicenseRecord[];
   putLicense(l: LicenseRecord): void;
+  /** Licenses not revoked whose expiresAt has passed and whose expiry is not yet in the audit log. */
+  expiredUnaudited(now: number): LicenseRecord[];
 
   /** Merge usage: last access is the later one, counts add. */
   addUsage(rows: readonly UsageRow[]): void;

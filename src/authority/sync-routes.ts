@@ -18,7 +18,7 @@ import {
 } from '../config/schema.js';
 import { nodeName } from '../config/sidecar.js';
 import { DENY_REASONS } from '../policy/types.js';
-import { badRequest } from './api-error.js';
+import { badRequest, conflict } from './api-error.js';
 import type { ApiDeps } from './deps.js';
 import type { Reply } from './http-io.js';
 import { checkValue, validateInput } from './input.js';
@@ -115,11 +115,20 @@ async function bundle(d: ApiDeps, ctx: RequestContext, warnedAhead: Set<string>)
   const known = knownVersion(ctx.headers['if-none-match']);
 
   let version = d.licensing.version();
-  if (known !== undefined && known >= version) {
-    if (known > version && !warnedAhead.has(node)) {
+  if (known !== undefined && known > version) {
+    // Answering 304 here would leave the sidecar on a bundle that this store never issued and
+    // hide every later revoke behind a healthy-looking sync. Refuse loudly instead: the sidecar
+    // keeps enforcing what it has, counts the failure, and goes unready after maxStaleness.
+    if (!warnedAhead.has(node)) {
       warnedAhead.add(node);
       warnAhead(d, node, known, version);
     }
+    throw conflict(
+      `this sidecar holds bundle version ${known} but the authority is at ${version}: the authority's store was ` +
+        `replaced or restored from an older copy. Restore the current store, or remove the sidecar's cache file and restart it to accept this authority's bundles`,
+    );
+  }
+  if (known !== undefined && known === version) {
     if (waitMs > 0) {
       const outcome = await d.longPoll.wait(known, waitMs, ctx.signal);
       // Nobody to answer; the server logs it as 499 and counts it as aborted.
@@ -142,7 +151,7 @@ async function bundle(d: ApiDeps, ctx: RequestContext, warnedAhead: Set<string>)
 
 function warnAhead(d: ApiDeps, node: string, known: number, version: number): void {
   d.log.warn(
-    'a sidecar holds a bundle version above the authority (was the database restored?); it keeps its bundle until the authority passes that version',
+    'a sidecar holds a bundle version above the authority (was the database restored?); refusing its bundle requests with 409',
     {
       node,
       sidecarVersion: known,

@@ -136,7 +136,12 @@ export async function startAuthority(
       config,
       licensing,
       store,
-      bundles: new BundleCache(licensing, material.signingKey, clock),
+      bundles: new BundleCache(licensing, material.signingKey, clock, undefined, (id, error) =>
+        log.error('license left out of bundles: sidecars would refuse it; revoke and re-grant it', {
+          license: id,
+          error,
+        }),
+      ),
       longPoll,
       nodes,
       metrics,

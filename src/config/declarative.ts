@@ -6,6 +6,7 @@
 import type { PortProtocol } from '../policy/types.js';
 import { formatDuration } from './duration.js';
 import { readYamlFile, parseYamlText, type YamlDocument } from './yaml.js';
+import { compilePathRule, METHOD as LICENSE_METHOD } from '../policy/compile.js';
 import {
   INVALID,
   arrayOf,
@@ -83,18 +84,25 @@ export function pathPatternProblem(p: string): string | undefined {
   if (p.includes('*') && !(p.endsWith('/*') && p.indexOf('*') === p.length - 1))
     return '"*" is only allowed as a final "/*"';
   if (/[?#]/.test(p)) return 'must not contain a query or fragment ("?", "#")';
-  if (p.includes('%')) return 'write the decoded path, without percent-encoding';
   // eslint-disable-next-line no-control-regex
   if (/[\s\u0000-\u001f\u007f]/.test(p)) return 'must not contain spaces or control characters';
   if (p.includes('//')) return 'must not contain "//"';
   const base = p.endsWith('/*') ? p.slice(0, -2) : p;
   if (base.split('/').some((s) => s === '.' || s === '..')) return 'must not contain "." or ".." segments';
-  return undefined;
+  // The last word belongs to the compiler the sidecar runs, so nothing is granted that a bundle
+  // could not carry.
+  const compiled = compilePathRule(p);
+  return typeof compiled === 'string' ? compiled : undefined;
 }
 
-const methodSchema = map(
-  string({ pattern: METHOD, patternMessage: 'must be an HTTP method like GET or POST' }),
-  (m) => m.toUpperCase(),
+const methodSchema = refine(
+  map(string({ pattern: METHOD, patternMessage: 'must be an HTTP method like GET or POST' }), (m) =>
+    m.toUpperCase(),
+  ),
+  (m) =>
+    LICENSE_METHOD.test(m)
+      ? undefined
+      : 'must be an HTTP method like GET or POST (letters, digits, "-", "_")',
 );
 
 const pathSchema = refine(string(), (p) => pathPatternProblem(p));

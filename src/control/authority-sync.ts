@@ -39,15 +39,7 @@ export interface AuthoritySyncDeps {
 }
 
 export type SyncFailure =
-  | 'connect'
-  | 'tls'
-  | 'timeout'
-  | 'http_4xx'
-  | 'http_5xx'
-  | 'invalid'
-  | 'signature'
-  | 'rollback'
-  | 'cache_write';
+  'connect' | 'tls' | 'timeout' | 'http_4xx' | 'http_5xx' | 'invalid' | 'signature' | 'rollback';
 
 export class AuthoritySync {
   private readonly url: URL;
@@ -60,14 +52,18 @@ export class AuthoritySync {
   private pending: UsageReport | null = null;
   private readonly warned = new Set<string>();
   private loop: Promise<void> | null = null;
-  /** The last verified bundle document, as written to the cache file. */
-  private lastDoc: unknown = null;
   private unsubscribeTls: () => void;
   lastSuccess: number | null = null;
   lastError: string | null = null;
 
+  /** The services this sidecar fronts, sorted: what it asks the authority for. */
+  private readonly services: readonly string[];
+  /** Whether the bundle in force was issued for this node and exactly these services. */
+  private inForceMatches = false;
+
   constructor(private readonly deps: AuthoritySyncDeps) {
     this.url = new URL(deps.config.authority.url!);
+    this.services = [...new Set(deps.config.ports.map((p) => p.service))].sort();
     this.agent = this.makeAgent();
     // New certificates apply to the next request; the held long poll finishes on the old agent.
     this.unsubscribeTls = deps.tls.onReload(() => {
@@ -95,7 +91,7 @@ export class AuthoritySync {
       try {
         const cached = readCacheFile(cacheFile, publicKey);
         if (cached) {
-          this.install(cached.payload, false);
+          this.install(cached.payload, null);
           log.info('enforcing cached bundle until the authority answers', {
             cacheFile,
             version: cached.payload.version,
@@ -114,29 +110,37 @@ export class AuthoritySync {
     this.scheduleReport();
   }
 
-  private install(payload: BundlePayload, persist: boolean): void {
+  private install(payload: BundlePayload, text: string | null): void {
     const { policy, metrics, clock, config, log } = this.deps;
     policy.swap(buildSnapshot(payload));
     metrics.bundleLoaded(payload.version, clock.now());
-    if (persist && config.authority.cacheFile) {
-      try {
-        writeFileDurably(config.authority.cacheFile, JSON.stringify(this.lastDoc) + '\n');
-      } catch (err) {
-        metrics.syncFailed('cache_write');
-        log.warn('could not write the bundle cache file', {
-          cacheFile: config.authority.cacheFile,
-          error: errorMessage(err),
-        });
-      }
+    this.inForceMatches =
+      payload.node === config.node && [...payload.services].sort().join(',') === this.services.join(',');
+    const cacheFile = config.authority.cacheFile;
+    if (text !== null && cacheFile) {
+      // Off the event loop: the data path never waits for this disk write.
+      this.cacheWrite = this.cacheWrite
+        .then(() => writeFileDurably(cacheFile, text))
+        .catch((err: unknown) =>
+          log.warn(
+            'could not write the bundle cache file; a restart during an outage would not have this bundle',
+            {
+              cacheFile,
+              error: errorMessage(err),
+            },
+          ),
+        );
     }
   }
 
+  /** Serialises cache-file writes. */
+  private cacheWrite: Promise<void> = Promise.resolve();
+
   private bundleUrl(): string {
     const { config } = this.deps;
-    const services = [...new Set(config.ports.map((p) => p.service))].sort();
     const u = new URL('/v1/bundle', this.url);
     u.searchParams.set('node', config.node);
-    u.searchParams.set('services', services.join(','));
+    u.searchParams.set('services', this.services.join(','));
     u.searchParams.set('wait', String(Math.round(config.authority.wait / 1000)));
     return u.href;
   }
@@ -149,7 +153,9 @@ export class AuthoritySync {
         const res = await request(this.bundleUrl(), {
           dispatcher: this.agent,
           method: 'GET',
-          headers: current > 0 ? { 'if-none-match': `"${current}"` } : {},
+          // A bundle issued for another node name or service list (a cache file from before a config
+          // change) is enforced until the authority answers, but never confirmed with a 304.
+          headers: current > 0 && this.inForceMatches ? { 'if-none-match': `"${current}"` } : {},
           signal: this.abort.signal,
         });
         if (res.statusCode === 304) {
@@ -164,16 +170,15 @@ export class AuthoritySync {
             `authority answered ${res.statusCode}: ${body.slice(0, 300)}`,
           );
         }
-        const len = Number(res.headers['content-length'] ?? 0);
-        if (len > MAX_BUNDLE_BYTES) {
-          await res.body.dump();
-          throw new SyncError('invalid', `bundle of ${len} bytes is over the ${MAX_BUNDLE_BYTES} byte limit`);
-        }
-        const text = await res.body.text();
-        const payload = verifyBundle(text, publicKey, { minVersion: current });
-        this.lastDoc = JSON.parse(text) as unknown;
-        if (payload.version > current || current === 0) {
-          this.install(payload, true);
+        const text = await readLimited(res.body, MAX_BUNDLE_BYTES);
+        const payload = verifyBundle(text, publicKey, { minVersion: this.inForceMatches ? current : 0 });
+        if (payload.node !== this.deps.config.node)
+          throw new SyncError(
+            'invalid',
+            `the authority sent a bundle for node "${payload.node}", not "${this.deps.config.node}"`,
+          );
+        if (payload.version > current || current === 0 || !this.inForceMatches) {
+          this.install(payload, text);
           log.info('bundle installed', {
             version: payload.version,
             licenses: payload.licenses.length,
@@ -210,11 +215,13 @@ export class AuthoritySync {
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
+      const onAbort = (): void => resolve();
       this.sleepTimer = this.deps.clock.setTimer(() => {
         this.sleepTimer = null;
+        this.abort.signal.removeEventListener('abort', onAbort);
         resolve();
       }, ms);
-      this.abort.signal.addEventListener('abort', () => resolve(), { once: true });
+      this.abort.signal.addEventListener('abort', onAbort, { once: true });
     });
   }
 
@@ -312,6 +319,7 @@ export class AuthoritySync {
     this.reportTimer?.cancel();
     this.unsubscribeTls();
     await this.loop?.catch(() => undefined);
+    await this.cacheWrite;
     await this.agent.close().catch(() => undefined);
   }
 }
@@ -336,4 +344,16 @@ function reasonOf(err: unknown): SyncFailure {
   if (/TIMEOUT/.test(code)) return 'timeout';
   if (/CERT|SSL|TLS|ERR_TLS/.test(code)) return 'tls';
   return 'connect';
+}
+
+/** Read a response body as text, refusing more than `limit` bytes whatever Content-Length says. */
+async function readLimited(body: AsyncIterable<Buffer | Uint8Array>, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    n += c.length;
+    if (n > limit) throw new SyncError('invalid', `bundle is over the ${limit} byte limit`);
+    chunks.push(Buffer.from(c));
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

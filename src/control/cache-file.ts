@@ -4,36 +4,33 @@
  * the previous file intact, never a torn one. Read back through the same verification as a bundle
  * from the network, so a tampered cache file is refused.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { verifyBundle } from '../policy/bundle.js';
 import type { BundlePayload } from '../policy/types.js';
 
-export function writeFileDurably(file: string, text: string): void {
+export async function writeFileDurably(file: string, text: string): Promise<void> {
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
-  const fd = openSync(tmp, 'w', 0o600);
+  const fh = await open(tmp, 'w', 0o600);
   try {
-    writeSync(fd, text);
-    fsyncSync(fd);
+    await fh.writeFile(text);
+    await fh.sync();
   } finally {
-    closeSync(fd);
+    await fh.close();
   }
   try {
-    renameSync(tmp, file);
+    await rename(tmp, file);
   } catch (err) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // the temp file is already gone
-    }
+    await unlink(tmp).catch(() => undefined);
     throw err;
   }
-  const dir = openSync(dirname(file), 'r');
+  const dir = await open(dirname(file), 'r');
   try {
-    fsyncSync(dir);
+    await dir.sync();
   } finally {
-    closeSync(dir);
+    await dir.close();
   }
 }
 

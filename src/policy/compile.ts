@@ -75,7 +75,8 @@ export function parseRfc3339(s: string): number | null {
   return utc + ((hour * 60 + minute) * 60 + second) * 1000 + ms - offset;
 }
 
-const METHOD = /^[A-Z][A-Z0-9_-]{0,31}$/;
+/** An HTTP method as licenses name it (upper case). Shared with the declarative-file validator. */
+export const METHOD = /^[A-Z][A-Z0-9_-]{0,31}$/;
 /** Service and port names: printable, no whitespace, no `/` (it separates them in `service/port`). */
 const NAME = /^[^\s/\p{Cc}]{1,253}$/u;
 const LICENSE_ID = /^[^\s\p{Cc}]{1,256}$/u;

@@ -55,7 +55,8 @@ describe('Licensing', () => {
     expect(l.id).toMatch(/^lic_[0-9a-f]{24}$/);
     expect(l.expiresAt - clock.now()).toBe(24 * H);
     expect(licenseState(l, clock.now())).toBe('active');
-    expect(versions).toEqual([2]);
+    expect(versions).toEqual([store.bundleVersion()]);
+    expect(store.bundleVersion()).toBeGreaterThan(1_700_000_000);
     const [entry] = store.listAudit({ limit: 1 });
     expect(entry).toMatchObject({
       action: 'grant',
@@ -170,6 +171,18 @@ describe('Licensing', () => {
     expect(lic.auditExpiries()).toEqual([idle.id]);
     expect(lic.auditExpiries()).toEqual([]);
     expect(store.listAudit({ limit: 10 }).map((e) => e.action)).toContain('auto_renew');
+  });
+
+  it('does not let use by an identity the license does not cover renew it', () => {
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H }, 'a');
+    clock.advance(6 * H);
+    const other = 'spiffe://example.org/ns/default/sa/mallory';
+    const r = lic.ingestUsage(
+      { usage: [{ licenseId: l.id, identity: other, origin: 'o', at: clock.now(), count: 1 }], denials: [] },
+      's',
+    );
+    expect(r.renewed).toEqual([]);
+    expect(lic.lastAccess(l.id)).toBeUndefined();
   });
 
   it('warns once when a license in use cannot be renewed', () => {

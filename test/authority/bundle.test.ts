@@ -95,6 +95,13 @@ describe('authority API: bundles and long polls', () => {
     expect(newer.headers.etag).toBe(`"${v + 1}"`);
   });
 
+  it('refuses (409) a sidecar that holds a version above the authority, instead of a reassuring 304', async () => {
+    const v = (await sidecar.get(BUNDLE)).json.payload.version as number;
+    const ahead = await sidecar.get(BUNDLE, { headers: { 'if-none-match': `"${v + 50}"` } });
+    expect(ahead.status).toBe(409);
+    expect(ahead.json.detail).toMatch(/store was replaced or restored/);
+  });
+
   it('holds a long poll and wakes it within ~100 ms of a change made in another request', async () => {
     const v = verifyBundle((await sidecar.get(BUNDLE)).text, t.signingPublicKey).version;
     const other = t.client('spiffe://example.org/node/node-b');

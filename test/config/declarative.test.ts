@@ -142,7 +142,6 @@ licenses:
       'licenses.yaml:13: licenses[0].paths[2]: must not contain a query or fragment ("?", "#")',
       'licenses.yaml:13: licenses[0].paths[3]: must not contain "." or ".." segments',
       'licenses.yaml:13: licenses[0].paths[4]: must not contain "//"',
-      'licenses.yaml:13: licenses[0].paths[5]: write the decoded path, without percent-encoding',
       'licenses.yaml:14: licenses[0].reason: must be a string',
       'licenses.yaml:16: licenses[1].service: unknown service "payments" (declared: orders)',
       'licenses.yaml:20: licenses[2].port: unknown port "grpc" of service "orders" (declared: http, db, x)',
@@ -289,9 +288,13 @@ describe('parseLicenseSpec (POST /v1/licenses)', () => {
 });
 
 describe('pathPatternProblem', () => {
-  it.each(['/', '/*', '/api', '/api/', '/api/*', '/a/b.c/d-e_f~', '/café'])('accepts %s', (p) => {
-    expect(pathPatternProblem(p)).toBeUndefined();
-  });
+  // Patterns are in the normalised form the sidecar compares with (policy/compile.ts decides).
+  it.each(['/', '/*', '/api', '/api/', '/api/*', '/a/b.c/d-e_f~', '/caf%C3%A9', '/a%2F'])(
+    'accepts %s',
+    (p) => {
+      expect(pathPatternProblem(p)).toBeUndefined();
+    },
+  );
 
   it.each([
     ['', 'must start with "/"'],
@@ -304,6 +307,8 @@ describe('pathPatternProblem', () => {
     ['/a\u0000', 'must not contain spaces or control characters'],
     ['/./*', 'must not contain "." or ".." segments'],
     ['/a/..', 'must not contain "." or ".." segments'],
+    ['/café', '"/café" is not in normalised form; write "/caf%C3%A9"'],
+    ['/api/[id]', '"/api/[id]" is not in normalised form; write "/api/%5Bid%5D"'],
   ])('rejects %j', (p, why) => {
     expect(pathPatternProblem(p)).toBe(why);
   });
