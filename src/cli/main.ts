@@ -31,6 +31,7 @@ const USAGE = `portlicense — port licensing for internal services
 
 Usage:
   portlicense sidecar   --config FILE
+  portlicense authority --config FILE
   portlicense dev       [--dir DIR]
   portlicense config validate FILE
   portlicense ca init   --dir DIR --trust-domain TD [--force]

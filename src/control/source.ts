@@ -16,6 +16,7 @@ import type { KeyObject } from 'node:crypto';
 import type { TlsMaterialStore } from '../dataplane/tls-context.js';
 import { AuthoritySync } from './authority-sync.js';
 import { BundleFileSource, bundleRejectReason } from './bundle-file.js';
+import { watchExpiringInUse } from './expiry-warnings.js';
 
 export interface SyncState {
   /** Epoch ms of the last successful load or sync (a 304 counts), or null. */
@@ -74,6 +75,13 @@ export async function startBundleSource(deps: BundleSourceDeps): Promise<BundleS
     log.error('no valid bundle at start: enforcing deny-all until one arrives', { error: state.lastError });
     src.watch();
   }
+  const warnings = watchExpiringInUse({
+    policy,
+    usage: deps.usage,
+    clock,
+    log,
+    warnBefore: config.warnBefore,
+  });
   return {
     state: () => state,
     readiness: () => {
@@ -82,7 +90,10 @@ export async function startBundleSource(deps: BundleSourceDeps): Promise<BundleS
         reasons.push(`no valid bundle loaded from ${file}${state.lastError ? `: ${state.lastError}` : ''}`);
       return { ok: reasons.length === 0, reasons };
     },
-    close: () => src.close(),
+    close: () => {
+      warnings.close();
+      src.close();
+    },
   };
 }
 
