@@ -2,10 +2,11 @@
  * Header rewriting between the caller and the upstream (SPEC §2.5). The request head the upstream
  * sees is built here in one pass over Node's `rawHeaders`, which also catches the head anomalies
  * llhttp lets through (a second Host). Hop-by-hop headers never cross the proxy in either direction,
- * and a caller can never supply the identity or license headers the upstream trusts.
+ * and a caller can never supply the identity or license headers the upstream trusts, in any case
+ * or with `_` for `-`.
  */
 
-/** Set by the proxy, stripped from callers (every copy, any case). */
+/** Set by the proxy, stripped from callers (every copy, any case, `_` or `-`: see `requestKind`). */
 export const IDENTITY_HEADER = 'x-portlicense-identity';
 export const LICENSE_HEADER = 'x-portlicense-license';
 export const DENY_REASON_HEADER = 'x-portlicense-deny-reason';
@@ -21,35 +22,90 @@ const enum Kind {
   ForwardedFor,
 }
 
-const KINDS = new Map<string, Kind>([
+/**
+ * Request headers matched by exact name (any case). The proxy's own names (`x-portlicense-*`,
+ * `x-forwarded-*`, `proxy*`) are matched separately, with `_` read as `-` (see `requestKind`).
+ */
+const REQUEST_KINDS: ReadonlyArray<readonly [string, Kind]> = [
   ['connection', Kind.Connection],
   ['keep-alive', Kind.Drop],
   ['te', Kind.Drop],
   ['trailer', Kind.Drop],
   ['transfer-encoding', Kind.TransferEncoding],
   ['upgrade', Kind.Upgrade],
-  ['proxy-connection', Kind.Drop],
-  ['proxy-authenticate', Kind.Drop],
-  ['proxy-authorization', Kind.Drop],
   // Answered by the proxy itself (100 Continue is sent only once the request is authorised).
   ['expect', Kind.Drop],
-  [IDENTITY_HEADER, Kind.Drop],
-  [LICENSE_HEADER, Kind.Drop],
-  ['x-forwarded-proto', Kind.Drop],
-  ['x-forwarded-for', Kind.ForwardedFor],
   ['host', Kind.Host],
   ['content-length', Kind.ContentLength],
-]);
+];
 
-function kindOf(lowerName: string): Kind | undefined {
-  const k = KINDS.get(lowerName);
-  if (k !== undefined) return k;
-  // Every Proxy-* header is between the caller and a proxy, never for the origin.
-  return lowerName.startsWith('proxy-') ? Kind.Drop : undefined;
+/** REQUEST_KINDS by name length: a lookup compares a name with at most two candidates, in place. */
+const KINDS_BY_LENGTH: Array<Array<readonly [string, Kind]> | undefined> = [];
+for (const entry of REQUEST_KINDS) (KINDS_BY_LENGTH[entry[0].length] ??= []).push(entry);
+
+const OWN_PREFIX = 'x-portlicense-';
+const FORWARDED_FOR = 'x-forwarded-for';
+const FORWARDED_PROTO = 'x-forwarded-proto';
+const UNDERSCORE = 0x5f;
+
+/** The lower-case code of `name[i]` (ASCII); `_` reads as `-` when `fold`. */
+function lowerCode(name: string, i: number, fold: boolean): number {
+  const c = name.charCodeAt(i);
+  if (c >= 0x41 && c <= 0x5a) return c | 0x20;
+  return fold && c === UNDERSCORE ? 0x2d : c;
+}
+
+/** Whether `name` starts with the lower-case `prefix`, ignoring case; with `fold`, `_` matches `-`. */
+function startsWithName(name: string, prefix: string, fold: boolean): boolean {
+  if (name.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (lowerCode(name, i, fold) !== prefix.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * How a request header is treated, without lower-casing (or otherwise copying) its name.
+ *
+ * CGI, WSGI, PHP and Rack upstreams see `X_PortLicense_Identity` and `X-PortLicense-Identity` as
+ * the same variable (`HTTP_X_PORTLICENSE_IDENTITY`), and which copy wins is theirs to pick. So the
+ * names the proxy owns are compared with `_` read as `-` (Envoy's `headers_with_underscores_action`,
+ * narrowed to our names): every `x-portlicense-*`, `x-forwarded-proto` and `Proxy`/`Proxy-*`
+ * (hop-by-hop; a bare `Proxy` is httpoxy's `HTTP_PROXY`) is dropped in any spelling, and an
+ * `x-forwarded-for` spelled with `_` is dropped rather than joined to the one the proxy sends.
+ */
+function requestKind(name: string): Kind | undefined {
+  const n = name.length;
+  const first = name.charCodeAt(0) | 0x20;
+  if (first === 0x78 /* x */ && n >= OWN_PREFIX.length) {
+    if (startsWithName(name, OWN_PREFIX, true)) return Kind.Drop;
+    if (n === FORWARDED_FOR.length && startsWithName(name, FORWARDED_FOR, true))
+      return name.includes('_') ? Kind.Drop : Kind.ForwardedFor;
+    if (n === FORWARDED_PROTO.length && startsWithName(name, FORWARDED_PROTO, true)) return Kind.Drop;
+    return undefined;
+  }
+  // `Proxy` and every `Proxy-*` header are between the caller and a proxy, never for the origin.
+  if (
+    first === 0x70 /* p */ &&
+    startsWithName(name, 'proxy', true) &&
+    (n === 5 || lowerCode(name, 5, true) === 0x2d)
+  )
+    return Kind.Drop;
+  const candidates = KINDS_BY_LENGTH[n];
+  if (candidates === undefined) return undefined;
+  for (let i = 0; i < candidates.length; i++) {
+    const [word, kind] = candidates[i]!;
+    if (startsWithName(name, word, false)) return kind;
+  }
+  return undefined;
+}
+
+/** Whether an `Upgrade` value asks for exactly WebSocket (one token, any case, optional whitespace). */
+function isWebSocket(value: string): boolean {
+  const v = value.trim();
+  return v.length === 9 && startsWithName(v, 'websocket', false);
 }
 
 /** What is wrong with a request head that the HTTP parser accepted; answered with 400. */
-export type HeadProblem = 'duplicate_host' | 'conflicting_content_length';
+export type HeadProblem = 'duplicate_host' | 'conflicting_content_length' | 'unsupported_upgrade';
 
 /** The request head to send upstream, and what the proxy needs to know about the request body. */
 export interface UpstreamHead {
@@ -65,7 +121,8 @@ export interface UpstreamHead {
  * Build the upstream request head from the caller's raw headers: drop hop-by-hop headers (and
  * the ones `Connection` names), every caller copy of the identity/license headers and
  * `x-forwarded-proto`; keep Host; append the caller's address (`origin`) to `x-forwarded-for`.
- * For an Upgrade request, `Upgrade` and `Connection: upgrade` are kept, as they are the request.
+ * For an Upgrade request, only `Upgrade: websocket` is accepted (anything else is
+ * `unsupported_upgrade`) and sent on as `Connection: upgrade` and `Upgrade: websocket`.
  * The caller adds the identity and license headers with `vouch` once the request is authorised.
  */
 export function upstreamRequestHead(
@@ -83,7 +140,7 @@ export function upstreamRequestHead(
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
-    const kind = kindOf(name.toLowerCase());
+    const kind = requestKind(name);
     if (kind === undefined) {
       out.push(name, value);
       continue;
@@ -107,7 +164,8 @@ export function upstreamRequestHead(
         forwardedFor = forwardedFor === null ? value : `${forwardedFor}, ${value}`;
         break;
       case Kind.Upgrade:
-        upgradeValue = value;
+        // Joined, so a second Upgrade header is a list and fails the WebSocket check below.
+        upgradeValue = upgradeValue === null ? value : `${upgradeValue}, ${value}`;
         break;
       case Kind.Connection:
         named = connectionTokens(value, named);
@@ -117,7 +175,10 @@ export function upstreamRequestHead(
     }
   }
   if (named !== null) removeNamed(out, named);
-  if (upgrade && upgradeValue !== null) out.push('connection', 'upgrade', 'upgrade', upgradeValue);
+  if (upgrade) {
+    if (upgradeValue === null || !isWebSocket(upgradeValue)) return 'unsupported_upgrade';
+    out.push('connection', 'upgrade', 'upgrade', 'websocket');
+  }
   out.push('x-forwarded-for', forwardedFor === null ? origin : `${forwardedFor}, ${origin}`);
   out.push('x-forwarded-proto', 'https');
   const bodyLength = chunked ? -1 : contentLength === null ? 0 : Number(contentLength);
@@ -134,22 +195,27 @@ export function vouch(headers: string[], identity: string | null, licenseId: str
  * The response headers to give the caller: the upstream's raw headers (latin1, as on the wire)
  * without hop-by-hop ones; `connection: close` appended when the proxy is closing the connection.
  */
-export function callerResponseHeaders(raw: readonly Buffer[], close: boolean): string[] {
+export function callerResponseHeaders(raw: readonly (Buffer | string)[], close: boolean): string[] {
   const out: string[] = [];
   let named: string[] | null = null;
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
+    const name = latin1(raw[i]!);
     const lower = name.toLowerCase();
     const kind = RESPONSE_KINDS.get(lower) ?? (lower.startsWith('proxy-') ? Kind.Drop : undefined);
     if (kind === undefined) {
-      out.push(name, raw[i + 1]!.toString('latin1'));
+      out.push(name, latin1(raw[i + 1]!));
     } else if (kind === Kind.Connection) {
-      named = connectionTokens(raw[i + 1]!.toString('latin1'), named);
+      named = connectionTokens(latin1(raw[i + 1]!), named);
     }
   }
   if (named !== null) removeNamed(out, named);
   if (close) out.push('connection', 'close');
   return out;
+}
+
+/** undici hands over raw Buffers, Node's own client latin1 strings. */
+function latin1(v: Buffer | string): string {
+  return typeof v === 'string' ? v : v.toString('latin1');
 }
 
 const RESPONSE_KINDS = new Map<string, Kind>([

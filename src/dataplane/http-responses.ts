@@ -15,7 +15,8 @@ export type BadRequestReason =
   | 'duplicate_host'
   | 'conflicting_content_length'
   | 'host_mismatch'
-  | 'unsupported_method';
+  | 'unsupported_method'
+  | 'unsupported_upgrade';
 
 /** Why the proxy answers for an upstream that did not. */
 export type GatewayReason = 'upstream_unavailable' | 'upstream_timeout';
@@ -65,6 +66,7 @@ const BAD_REQUEST_REASONS: readonly BadRequestReason[] = [
   'conflicting_content_length',
   'host_mismatch',
   'unsupported_method',
+  'unsupported_upgrade',
 ];
 
 /** Build the answers of the port `portKey` (`service/port`). */

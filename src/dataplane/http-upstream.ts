@@ -18,8 +18,8 @@ import { callerResponseHeaders } from './http-headers.js';
 import { sendCanned, type GatewayReason } from './http-responses.js';
 import type { HttpPortContext } from './http-context.js';
 
-/** Largest upstream response head accepted; beyond it the caller gets a 502. */
-const MAX_RESPONSE_HEAD = 64 * 1024;
+/** Largest upstream response head accepted (also for upgrades); beyond it the caller gets a 502. */
+export const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Upper bound for establishing an upstream connection; a local upstream answers at once. */
 const MAX_CONNECT_TIMEOUT = 10_000;
 

@@ -9,7 +9,7 @@ import {
   vouch,
   type UpstreamHead,
 } from '../../src/dataplane/http-headers.js';
-import { serializeHead } from '../../src/dataplane/http-upgrade.js';
+import { serializeResponseHead } from '../../src/dataplane/http-upgrade.js';
 
 function head(raw: string[], upgrade = false): UpstreamHead {
   const h = upstreamRequestHead(raw, '10.1.2.3', upgrade);
@@ -78,6 +78,109 @@ describe('upstreamRequestHead', () => {
     ]);
   });
 
+  it('drops our headers spelled with underscores, in any case (CGI/WSGI/PHP read them as ours)', () => {
+    // prettier-ignore
+    const h = head([
+      'Host', 'o',
+      'x_portlicense_identity', 'forged',
+      'X_PortLicense_Identity', 'forged',
+      'X-PORTLICENSE_IDENTITY', 'forged',
+      'x_portlicense-Identity', 'forged',
+      'x-portlicense_license', 'forged',
+      'X_PORTLICENSE_LICENSE', 'forged',
+      'x_PortLicense_License', 'forged',
+      'X-PortLicense-Anything_Else', 'forged',
+      'X_Forwarded_Proto', 'http',
+      'x-forwarded_proto', 'http',
+      'X_Forwarded_For', '6.6.6.6',
+      'Proxy', 'http://evil:1',
+      'Proxy_Authorization', 'p',
+      'X-Kept_Underscore', 'k',
+      'x_portlicense', 'k',
+      'X-PortLicenseX', 'k',
+      'Proxyish', 'k',
+    ]);
+    expect(pairs(h.headers)).toEqual([
+      ['Host', 'o'],
+      ['X-Kept_Underscore', 'k'],
+      ['x_portlicense', 'k'],
+      ['X-PortLicenseX', 'k'],
+      ['Proxyish', 'k'],
+      ['x-forwarded-for', '10.1.2.3'],
+      ['x-forwarded-proto', 'https'],
+    ]);
+  });
+
+  it('drops our headers on an upgrade request too, underscores included', () => {
+    const h = head(
+      [
+        'Host',
+        'o',
+        'Connection',
+        'upgrade',
+        'Upgrade',
+        'websocket',
+        'X_PortLicense_Identity',
+        'f',
+        'x-portlicense_license',
+        'f',
+      ],
+      true,
+    );
+    expect(pairs(h.headers).filter(([n]) => /^x[-_]portlicense/i.test(n))).toEqual([]);
+  });
+
+  it('does not mistake other headers for framing or hop-by-hop ones', () => {
+    // Underscores are folded only for the proxy's own names: Content_Length is not a length.
+    const h = head([
+      'Host',
+      'o',
+      'Content_Length',
+      '5',
+      'Transfer_Encoding',
+      'chunked',
+      'Hostx',
+      'h',
+      'TE_',
+      't',
+    ]);
+    expect(h.bodyLength).toBe(0);
+    expect(pairs(h.headers).map(([n]) => n)).toEqual([
+      'Host',
+      'Content_Length',
+      'Transfer_Encoding',
+      'Hostx',
+      'TE_',
+      'x-forwarded-for',
+      'x-forwarded-proto',
+    ]);
+    expect(head(['CONTENT-LENGTH', '7']).bodyLength).toBe(7);
+    expect(head(['transfer-ENCODING', 'chunked']).bodyLength).toBe(-1);
+    expect(upstreamRequestHead(['HOST', 'a', 'host', 'b'], 'x', false)).toBe('duplicate_host');
+  });
+
+  it('accepts only Upgrade: websocket on an upgrade request', () => {
+    for (const value of ['websocket', 'WebSocket', ' WEBSOCKET ']) {
+      const h = head(['Host', 'o', 'Connection', 'Upgrade', 'Upgrade', value], true);
+      expect(pairs(h.headers)).toContainEqual(['upgrade', 'websocket']);
+    }
+    for (const raw of [
+      ['Upgrade', 'h2c'],
+      ['Upgrade', 'websocket, h2c'],
+      ['Upgrade', 'h2c, websocket'],
+      ['Upgrade', 'websocket/13'],
+      ['Upgrade', 'websockets'],
+      ['Upgrade', ''],
+      ['Upgrade', 'websocket', 'upgrade', 'websocket'],
+      ['Upgrade', 'websocket', 'UPGRADE', 'h2c'],
+      [],
+    ]) {
+      expect(upstreamRequestHead(['Host', 'o', 'Connection', 'Upgrade', ...raw], 'x', true), raw.join()).toBe(
+        'unsupported_upgrade',
+      );
+    }
+  });
+
   it("appends to the caller's x-forwarded-for", () => {
     const h = head(['X-Forwarded-For', '1.1.1.1, 2.2.2.2', 'x-forwarded-for', '3.3.3.3']);
     expect(pairs(h.headers)).toContainEqual(['x-forwarded-for', '1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3']);
@@ -109,6 +212,15 @@ describe('upstreamRequestHead', () => {
 });
 
 describe('callerResponseHeaders', () => {
+  it("takes Node's latin1 strings as well as undici's Buffers", () => {
+    expect(callerResponseHeaders(['A', 'caf\u00e9', 'Connection', 'keep-alive'], true)).toEqual([
+      'A',
+      'caf\u00e9',
+      'connection',
+      'close',
+    ]);
+  });
+
   const raw = (flat: string[]): Buffer[] => flat.map((s) => Buffer.from(s, 'latin1'));
 
   it('drops hop-by-hop response headers and keeps repeated ones', () => {
@@ -149,10 +261,17 @@ describe('targetAuthority', () => {
   });
 });
 
-describe('serializeHead', () => {
-  it('writes a request head for a raw upstream socket', () => {
-    expect(serializeHead('GET', '/ws?x=1', ['Host', 'o', 'upgrade', 'websocket']).toString('latin1')).toBe(
-      'GET /ws?x=1 HTTP/1.1\r\nHost: o\r\nupgrade: websocket\r\n\r\n',
+describe('serializeResponseHead', () => {
+  it('writes a response head for a raw caller socket, latin1 as parsed', () => {
+    const head = serializeResponseHead(101, 'Switching Protocols', [
+      'Upgrade',
+      'websocket',
+      'X-Latin',
+      'caf\u00e9',
+    ]);
+    expect(head.toString('latin1')).toBe(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-Latin: caf\u00e9\r\n\r\n',
     );
+    expect(head.length).toBe(head.toString('latin1').length);
   });
 });

@@ -67,6 +67,37 @@ describe('http port: allowed requests', () => {
     expect(seen.headers['x-forwarded-proto']).toBe('https');
   });
 
+  it('removes caller copies spelled with underscores, which CGI/WSGI/PHP upstreams read as ours', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = await rawRequest(
+      h.address,
+      h.creds,
+      'GET /api HTTP/1.1\r\nHost: orders\r\n' +
+        'x_portlicense_identity: spiffe://example.org/admin\r\n' +
+        'X_PortLicense_Identity: spiffe://example.org/admin2\r\n' +
+        'X-PORTLICENSE_IDENTITY: spiffe://example.org/admin3\r\n' +
+        'x_portlicense_license: lic_forged\r\n' +
+        'X-PortLicense_License: lic_forged2\r\n' +
+        'X_Forwarded_Proto: http\r\n' +
+        'Proxy: http://attacker.example:8080\r\n' +
+        'X_Kept: k\r\n' +
+        'Connection: close\r\n\r\n',
+    );
+    expect(parseRaw(await rx.closed()).status).toBe(200);
+    const seen = h.upstream.requests[0]!;
+    const names = seen.rawHeaders.filter((_, i) => i % 2 === 0);
+    // What a CGI gateway would turn into HTTP_X_PORTLICENSE_*: only the two the proxy vouches for.
+    expect(names.filter((n) => /^x[-_]portlicense[-_]/i.test(n))).toEqual([
+      'x-portlicense-identity',
+      'x-portlicense-license',
+    ]);
+    expect(names.filter((n) => /^x[-_]forwarded[-_]proto$/i.test(n))).toEqual(['x-forwarded-proto']);
+    expect(names.filter((n) => /^proxy$/i.test(n))).toEqual([]);
+    expect(seen.headers['x-portlicense-identity']).toBe(FRONTEND);
+    expect(seen.headers['x-portlicense-license']).toBe('lic_1');
+    expect(seen.headers.x_kept).toBe('k');
+  });
+
   it("appends the caller's address to an existing x-forwarded-for", async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const rx = await rawRequest(

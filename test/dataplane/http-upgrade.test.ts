@@ -1,28 +1,91 @@
 /**
- * Upgrade (WebSocket-style) requests: authorised like any request, then spliced to the upstream;
- * the spliced flow is closed when its license stops granting it (SPEC §2.4, §2.5).
+ * Upgrade (WebSocket) requests: authorised like any request, spliced to the upstream only once it
+ * answered 101; the spliced flow is closed when its license stops granting it (SPEC §2.4, §2.5).
  */
+import { once } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   FRONTEND,
   parseRaw,
   startHttpHarness,
+  startUpstream,
   tlsConnect,
   until,
   Received,
   type HttpHarness,
   type TestLicense,
+  type TestUpstream,
 } from '../helpers/http.js';
 
 let h: HttpHarness | undefined;
+const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   await h?.close();
   h = undefined;
+  for (const c of cleanups.splice(0)) await c();
 });
 
 const UPGRADE =
-  'GET /ws/chat?room=1 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: echo\r\n' +
-  'X-PortLicense-Identity: spiffe://example.org/admin\r\nX-PortLicense-License: lic_forged\r\n\r\n';
+  'GET /ws/chat?room=1 HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+  'X-PortLicense-Identity: spiffe://example.org/admin\r\nX-PortLicense-License: lic_forged\r\n' +
+  'X_PortLicense_Identity: spiffe://example.org/admin\r\nx-portlicense_LICENSE: lic_forged\r\n\r\n';
+
+/** A second request smuggled behind an upgrade: a path the license does not cover, a forged identity. */
+const SMUGGLED =
+  'GET /admin/secret HTTP/1.1\r\nHost: orders\r\nx-portlicense-identity: spiffe://example.org/admin\r\n\r\n';
+
+function wsRequest(path: string, extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${extra}\r\n`;
+}
+
+/** How many HTTP responses a raw answer holds. */
+function responses(text: string): number {
+  return text.split('HTTP/1.1 ').length - 1;
+}
+
+/** An upstream for upgrade tests, closed after the test. */
+async function upstreamWith(
+  upgrade: (req: IncomingMessage, socket: Socket, head: Buffer) => void,
+): Promise<TestUpstream> {
+  const up = await startUpstream(undefined, { upgrade });
+  cleanups.push(() => up.close());
+  return up;
+}
+
+/**
+ * A raw TCP upstream that speaks plain HTTP/1.1 and knows nothing of upgrades: every request head
+ * gets a 200, the connection stays open, and every byte that arrives is recorded.
+ */
+async function plainHttpUpstream(): Promise<{ port: number; received: () => string; closed: Promise<void> }> {
+  let text = '';
+  let answered = 0;
+  let onClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (onClosed = resolve));
+  const sockets = new Set<Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      while (text.split('\r\n\r\n').length - 1 > answered) {
+        answered++;
+        s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      }
+    });
+    s.on('close', () => {
+      sockets.delete(s);
+      onClosed();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanups.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return { port: (server.address() as AddressInfo).port, received: () => text, closed };
+}
 
 /** Open a connection, send the upgrade request, and wait for the upstream's 101. */
 async function upgraded(
@@ -46,8 +109,13 @@ describe('http port: upgrades', () => {
     expect(seen.headers['x-portlicense-identity']).toBe(FRONTEND);
     expect(seen.headers['x-portlicense-license']).toBe('lic_1');
     expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1');
-    expect(seen.headers.upgrade).toBe('echo');
-    expect(seen.rawHeaders.filter((v) => /^x-portlicense-/i.test(v))).toHaveLength(2);
+    expect(seen.headers.upgrade).toBe('websocket');
+    expect(seen.headers.connection).toBe('upgrade');
+    // Every caller copy is gone, `_` spellings included: only the two the proxy vouches for are left.
+    expect(seen.rawHeaders.filter((v, i) => i % 2 === 0 && /^x[-_]portlicense[-_]/i.test(v))).toEqual([
+      'x-portlicense-identity',
+      'x-portlicense-license',
+    ]);
 
     rx.socket.write('ping');
     await rx.until((t) => t.endsWith('ping'));
@@ -150,5 +218,252 @@ describe('http port: upgrades', () => {
     const rx = await upgraded([{ id: 'lic_1' }], { port: { idleTimeout: 200 } });
     await rx.closed();
     expect(h!.telemetry.terminations).toEqual(['idle_timeout']);
+  });
+});
+
+describe('http port: upgrade requests cannot carry undecided requests', () => {
+  it('never lets a request behind a refused upgrade reach the upstream (Node upstream without upgrade handler)', async () => {
+    const up = await startUpstream();
+    cleanups.push(() => up.close());
+    up.server.removeAllListeners('upgrade');
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1', paths: ['/ws'] }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + SMUGGLED);
+    socket.write(SMUGGLED);
+    const text = await rx.closed();
+    // One answer (the upstream's 200 to /ws, as it ignores the upgrade), then the connection closes.
+    expect(responses(text)).toBe(1);
+    const r = parseRaw(text);
+    expect(r.status).toBe(200);
+    expect(r.head).toMatch(/\r\nconnection: close(\r\n|$)/);
+    expect(JSON.parse(r.body)).toMatchObject({ url: '/ws' });
+    await until(() => up.connections === 1 && up.bytesReceived() > 0);
+    expect(up.requests.map((q) => q.url)).toEqual(['/ws']);
+    expect(h.telemetry.decisionList()).toEqual(['allow:-']);
+  });
+
+  it('never lets a request behind a refused upgrade reach the upstream (raw upstream, every byte recorded)', async () => {
+    const up = await plainHttpUpstream();
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1', paths: ['/ws'] }],
+      port: { upstream: { host: '127.0.0.1', port: up.port } },
+      logAllowedHttp: true,
+    });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + SMUGGLED);
+    socket.write(SMUGGLED);
+    const text = await rx.closed();
+    await up.closed;
+    expect(responses(text)).toBe(1);
+    expect(parseRaw(text)).toMatchObject({ status: 200, body: 'ok' });
+    const received = up.received();
+    expect(received.startsWith('GET /ws HTTP/1.1\r\n')).toBe(true);
+    expect(received.split('\r\n\r\n')).toHaveLength(2);
+    expect(received.endsWith('\r\n\r\n')).toBe(true);
+    expect(received).not.toContain('admin');
+    await until(() => h!.telemetry.access.length === 1);
+    expect(h.telemetry.access[0]).toMatchObject({ path: '/ws', status: 200, bytesIn: 0, bytesOut: 2 });
+  });
+
+  it('relays a non-101 answer with connection: close, never sends the held bytes, and closes both sides', async () => {
+    const seen: { head: number; data: string; closed: boolean } = { head: -1, data: '', closed: false };
+    const up = await upstreamWith((_req, s, head) => {
+      seen.head = head.length;
+      s.on('data', (d: Buffer) => (seen.data += d.toString('latin1')));
+      // Node's server sockets allow half-open: the proxy's close shows as an end of input.
+      s.on('end', () => (seen.closed = true));
+      s.write(
+        'HTTP/1.1 426 Upgrade Required\r\ncontent-length: 5\r\nconnection: keep-alive\r\n' +
+          'keep-alive: timeout=5\r\nx-up: 1\r\n\r\nnope!',
+      );
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + 'held bytes' + SMUGGLED);
+    const text = await rx.closed();
+    const r = parseRaw(text);
+    expect(r.status).toBe(426);
+    expect(r.head).toMatch(/^HTTP\/1\.1 426 Upgrade Required\r\n/);
+    expect(r.head).toMatch(/\r\nx-up: 1/);
+    expect(r.head).toMatch(/\r\nconnection: close$/);
+    expect(r.head).not.toMatch(/keep-alive/i);
+    expect(r.body).toBe('nope!');
+    expect(responses(text)).toBe(1);
+    await until(() => seen.closed);
+    expect(seen).toEqual({ head: 0, data: '', closed: true });
+  });
+
+  it('relays a chunked non-101 answer whole, close-delimited', async () => {
+    const up = await upstreamWith((_req, s) => {
+      s.write(
+        'HTTP/1.1 403 Forbidden\r\ntransfer-encoding: chunked\r\n\r\n5\r\nnope!\r\n3\r\n!!!\r\n0\r\n\r\n',
+      );
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws'));
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(403);
+    expect(r.head).not.toMatch(/transfer-encoding/i);
+    expect(r.body).toBe('nope!!!!');
+    expect(rx.error).toBeNull();
+  });
+
+  it('cuts the caller when the upstream dies in the middle of a relayed answer', async () => {
+    const up = await upstreamWith((_req, s) => {
+      s.write('HTTP/1.1 403 Forbidden\r\ncontent-length: 100\r\n\r\npartial');
+      setImmediate(() => s.destroy());
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.on('error', () => {});
+    socket.write(wsRequest('/ws'));
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(403);
+    expect(r.body.length).toBeLessThan(100);
+  });
+
+  it('sends the bytes held behind the upgrade request only after the upstream answered 101', async () => {
+    const order: string[] = [];
+    const up = await upstreamWith((_req, s, head) => {
+      order.push(`head:${head.length}`);
+      s.on('data', (d: Buffer) => order.push(`data:${d.toString('latin1')}`));
+      s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello');
+      s.pipe(s);
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up, logAllowedHttp: true });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + 'early');
+    await rx.until((t) => t.endsWith('helloearly'));
+    expect(parseRaw(rx.text).status).toBe(101);
+    expect(rx.text).toMatch(/\r\nUpgrade: websocket\r\n/);
+    expect(order).toEqual(['head:0', 'data:early']);
+    socket.end('!');
+    await rx.closed();
+    await until(() => h!.telemetry.access.length === 1);
+    expect(h.telemetry.access[0]).toMatchObject({ status: 101, bytesIn: 6, bytesOut: 11 });
+  });
+
+  it('answers 504 when the upstream does not answer the upgrade within upstreamTimeout, and closes it', async () => {
+    let upstreamClosed = false;
+    let received = '';
+    const up = await upstreamWith((_req, s) => {
+      s.on('data', (d: Buffer) => (received += d.toString('latin1')));
+      s.on('end', () => (upstreamClosed = true));
+    });
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      upstream: up,
+      port: { upstreamTimeout: 1_000 },
+    });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + SMUGGLED);
+    await until(() => up.upgrades.length === 1);
+    h.clock.advance(999);
+    expect(rx.ended).toBe(false);
+    h.clock.advance(1);
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(504);
+    expect(JSON.parse(r.body)).toEqual({
+      error: 'gateway_timeout',
+      reason: 'upstream_timeout',
+      port: 'orders/http',
+    });
+    await until(() => upstreamClosed);
+    expect(received).toBe('');
+  });
+
+  it('answers 502 when the upstream closes without answering the upgrade', async () => {
+    const up = await upstreamWith((_req, s) => s.end());
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws'));
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(502);
+    expect(JSON.parse(r.body)).toMatchObject({ reason: 'upstream_unavailable' });
+  });
+
+  it('answers 502 to an oversize upstream answer head', async () => {
+    const up = await upstreamWith((_req, s) => {
+      s.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nx-big: ${'a'.repeat(70_000)}\r\n\r\n`,
+      );
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + 'held');
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(502);
+    expect(rx.text).not.toContain('x-big');
+  });
+
+  it('does not splice on a 101 that does not switch to anything (no Upgrade/Connection)', async () => {
+    let received = '';
+    const up = await upstreamWith((_req, s) => {
+      s.on('data', (d: Buffer) => (received += d.toString('latin1')));
+      s.write('HTTP/1.1 101 Switching Protocols\r\n\r\n');
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write(wsRequest('/ws') + SMUGGLED);
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(502);
+    expect(received).toBe('');
+  });
+});
+
+describe('http port: only WebSocket upgrades', () => {
+  const refused: Array<[string, string]> = [
+    [
+      'h2c',
+      'GET /ws HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n' +
+        'HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n',
+    ],
+    ['a protocol list', wsRequest('/ws').replace('Upgrade: websocket', 'Upgrade: websocket, h2c')],
+    ['two Upgrade headers', wsRequest('/ws', 'upgrade: h2c\r\n')],
+    ['an unknown protocol', wsRequest('/ws').replace('websocket', 'echo')],
+    ['a POST', wsRequest('/ws').replace('GET', 'POST')],
+    ['a body', wsRequest('/ws', 'Content-Length: 4\r\n') + 'body'],
+    ['HTTP/1.0', wsRequest('/ws').replace('HTTP/1.1', 'HTTP/1.0')],
+  ];
+  for (const [what, request] of refused) {
+    it(`refuses an upgrade with ${what}: 400 unsupported_upgrade, nothing reaches the upstream`, async () => {
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+      const socket = await tlsConnect(h.address, h.creds);
+      const rx = new Received(socket);
+      socket.write(request + SMUGGLED);
+      const text = await rx.closed();
+      expect(responses(text)).toBe(1);
+      const r = parseRaw(text);
+      expect(r.status).toBe(400);
+      expect(r.head).toMatch(/\r\nconnection: close/);
+      expect(JSON.parse(r.body)).toEqual({
+        error: 'bad_request',
+        reason: 'unsupported_upgrade',
+        port: 'orders/http',
+      });
+      expect(h.upstream.connections).toBe(0);
+      expect(h.telemetry.decisionList()).toEqual([]);
+    });
+  }
+
+  it('treats an Upgrade header without Connection: upgrade as a plain request, dropping it', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const socket = await tlsConnect(h.address, h.creds);
+    const rx = new Received(socket);
+    socket.write('GET /api HTTP/1.1\r\nHost: orders\r\nUpgrade: h2c\r\nConnection: close\r\n\r\n');
+    expect(parseRaw(await rx.closed()).status).toBe(200);
+    expect(h.upstream.upgrades).toHaveLength(0);
+    expect(h.upstream.requests[0]!.headers.upgrade).toBeUndefined();
   });
 });
