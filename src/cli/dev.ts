@@ -2,7 +2,9 @@
  * `portlicense dev`: the whole model on one machine, from nothing. Creates a dev CA and workload
  * certificates, starts an authority on an embedded SQLite store, registers a sample service and
  * grants sample licenses, starts a sample HTTP upstream and a TCP echo upstream, and a sidecar in
- * front of both that syncs from the authority. Prints commands to try. Ctrl-C stops everything.
+ * front of both that syncs from the authority. A second sample service, frontend-app, gets its own
+ * sidecar whose outbound listener carries the app's plaintext calls to orders/http over mTLS, so
+ * both directions are visible. Prints commands to try. Ctrl-C stops everything.
  */
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,8 +23,10 @@ const HELP = `Usage: portlicense dev [--dir DIR]
 
 Runs the whole model locally: a dev CA and certificates, an authority on an embedded SQLite store,
 sample licenses, a sample HTTP upstream and a TCP echo upstream, and a sidecar in front of both
-that syncs its licenses from the authority. DIR defaults to a new temp folder; an existing DIR keeps
-its CA, certificates and store. Ctrl-C stops everything.
+that syncs its licenses from the authority; plus the sidecar of a second sample service,
+frontend-app, whose outbound listener lets it call orders/http in plaintext on loopback. DIR
+defaults to a new temp folder; an existing DIR keeps its CA, certificates and store. Ctrl-C stops
+everything.
 `;
 
 const TD = 'example.org';
@@ -126,6 +130,28 @@ drainTimeout: 2s
   );
   const sidecar = await startSidecar(loadSidecarConfig(sidecarFile));
 
+  // 4. frontend-app: a second sample service. Its sidecar guards no port; it carries the app's
+  //    calls to orders/http, dialing with frontend's certificate and requiring the orders identity.
+  const [outboundPort, frontendAdmin] = [await freePort(7001), await freePort(9911)];
+  const frontendFile = join(dir, 'frontend-app-sidecar.yaml');
+  writeFileSync(
+    frontendFile,
+    `# Written by portlicense dev. The sidecar beside frontend-app: outbound only.
+node: dev-frontend-app
+trustDomains: [${TD}]
+tls: { ca: certs/ca.pem, cert: certs/frontend.pem, key: certs/frontend-key.pem }
+authority:
+  url: https://127.0.0.1:${authorityPort}
+  signingPublicKey: certs/${CA_FILES.signingPublicKey}
+ports: []
+outbound:
+  - { name: orders, listen: 127.0.0.1:${outboundPort}, target: localhost:${httpPort}, serverId: "${DEV_IDENTITIES.orders}" }
+admin: { listen: 127.0.0.1:${frontendAdmin} }
+drainTimeout: 2s
+`,
+  );
+  const frontendSidecar = await startSidecar(loadSidecarConfig(frontendFile));
+
   const c = (who: string): string =>
     `--cacert ${certs}/ca.pem --cert ${certs}/${who}.pem --key ${certs}/${who}-key.pem`;
   process.stderr.write(`
@@ -134,6 +160,9 @@ portlicense dev is running in ${dir}
   sidecar     orders/http https://localhost:${httpPort} -> sample HTTP upstream 127.0.0.1:${upstreams.http.port}
               orders/db   127.0.0.1:${tcpPort} (mTLS)   -> TCP echo 127.0.0.1:${upstreams.tcp.port}
               admin http://127.0.0.1:${adminPort} (/metrics /healthz /readyz /status)
+  frontend-app sidecar (identity ${DEV_IDENTITIES.frontend}, outbound only)
+              outbound orders http://127.0.0.1:${outboundPort} (plaintext, loopback) -> mTLS -> orders/http localhost:${httpPort}
+              admin http://127.0.0.1:${frontendAdmin}
   sample licenses: ${applied.created.length} granted to ${DEV_IDENTITIES.frontend}
 
 Try it in another shell (npx lines from the repository folder):
@@ -150,6 +179,13 @@ Try it in another shell (npx lines from the repository folder):
   # revoke every license of intruder: denied again within a second (403 revoked)
   npx portlicense license revoke --subject ${DEV_IDENTITIES.intruder} --reason "demo over"
   curl ${c('intruder')} https://localhost:${httpPort}/api/orders
+  # the frontend app's side: plain HTTP to its own sidecar, no certificate; the sidecars do mTLS and licensing
+  curl http://127.0.0.1:${outboundPort}/api/orders
+  # the orders sidecar's 403 comes back unchanged (path_not_allowed)
+  curl -i http://127.0.0.1:${outboundPort}/admin
+  # outbound connections by result, and the last error, from the frontend-app sidecar
+  curl -s http://127.0.0.1:${frontendAdmin}/status
+  curl -s http://127.0.0.1:${frontendAdmin}/metrics | grep ^portlicense_outbound
   # a licensed TCP flow (type a line, see it echoed)
   openssl s_client -quiet -connect 127.0.0.1:${tcpPort} -CAfile ${certs}/ca.pem -cert ${certs}/frontend.pem -key ${certs}/frontend-key.pem
   # licenses with last access, the audit log, the sidecar's view, metrics
@@ -162,10 +198,12 @@ Ctrl-C stops everything.
 `);
   const code = await waitForSignals({
     reloadTls: () => {
+      frontendSidecar.reloadTls();
       sidecar.reloadTls();
       authority.reloadTls();
     },
     shutdown: async () => {
+      await frontendSidecar.shutdown();
       await sidecar.shutdown();
       await authority.shutdown();
       await upstreams.close();

@@ -1,39 +1,42 @@
 /**
  * `portlicense sidecar --config FILE`: wires config, TLS material, policy, bundle source,
- * telemetry and one listener per port, then runs until SIGTERM/SIGINT (drain, exit 0).
- * SIGHUP reloads certificates.
+ * telemetry, one listener per port and one per outbound entry, then runs until SIGTERM/SIGINT
+ * (drain, exit 0). SIGHUP reloads certificates.
  *
  * Process lifecycle, in order: load config -> load TLS material -> policy store + bundle source ->
- * telemetry -> bind listeners -> admin server -> ready. Shutdown runs it backwards.
+ * telemetry -> bind listeners (ports and outbound) -> admin server -> ready. Shutdown runs it backwards.
  */
 import { systemClock, type Clock } from '../clock.js';
 import { loadSidecarConfig } from '../config/sidecar.js';
-import type { SidecarConfig } from '../config/types.js';
+import type { HostPort, SidecarConfig } from '../config/types.js';
 import { startBundleSource, type BundleSource } from '../control/source.js';
 import { createHttpPort } from '../dataplane/http-proxy.js';
+import { createOutboundListener, type OutboundListener } from '../dataplane/outbound.js';
 import { createTcpPort } from '../dataplane/tcp-proxy.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import type { PortListener } from '../dataplane/types.js';
 import { createLogger, type Logger, type LogSink } from '../log.js';
 import { PolicyStore } from '../policy/store.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
-import { startAdminServer } from '../telemetry/admin-server.js';
+import { formatHostPort, startAdminServer } from '../telemetry/admin-server.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
 import { createPortTelemetry } from '../telemetry/port-telemetry.js';
-import { buildStatus } from '../telemetry/status.js';
+import { buildStatus, type StatusOutboundInput } from '../telemetry/status.js';
 import { UsageTracker } from '../telemetry/usage.js';
 import { parseFlags, required } from './args.js';
 
 const HELP = `Usage: portlicense sidecar --config FILE
 
 Runs the sidecar proxy: one mTLS listener per configured port, default-deny, admitting callers
-only while they hold a valid license. Signals: SIGHUP reloads certificates; SIGTERM/SIGINT drain
+only while they hold a valid license; and one plaintext loopback listener per outbound entry,
+carrying the local app's calls to remote licensed ports over mTLS with this sidecar's identity. Signals: SIGHUP reloads certificates; SIGTERM/SIGINT drain
 open requests and connections (up to drainTimeout) and exit 0.
 `;
 
 export interface RunningSidecar {
   readonly config: SidecarConfig;
   readonly ports: readonly PortListener[];
+  readonly outbound: readonly OutboundListener[];
   readonly adminAddress: { host: string; port: number };
   reloadTls(): void;
   /** Stop accepting, drain, close everything. Idempotent. */
@@ -63,18 +66,22 @@ export async function startSidecar(
 
   const closers: Array<() => unknown> = [() => tls.close()];
   const ports: PortListener[] = [];
+  const outbound: OutboundListener[] = [];
   let source: BundleSource | undefined;
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   try {
-    source = await startBundleSource({
-      config,
-      policy,
-      clock,
-      log: log.child({ component: 'sync' }),
-      metrics,
-      usage,
-      tls,
-    });
+    source =
+      config.ports.length === 0
+        ? clientOnlySource(log)
+        : await startBundleSource({
+            config,
+            policy,
+            clock,
+            log: log.child({ component: 'sync' }),
+            metrics,
+            usage,
+            tls,
+          });
     closers.push(() => source?.close());
 
     for (const port of config.ports) {
@@ -96,9 +103,25 @@ export async function startSidecar(
       const listener = port.protocol === 'http' ? createHttpPort(deps) : createTcpPort(deps);
       ports.push(listener);
     }
-    // Bind all ports before announcing anything: a port that cannot be bound fails the start.
-    const bound = await Promise.all(ports.map(async (p) => ({ key: p.port.key, at: await p.listen() })));
-    const boundAt = new Map(bound.map((b) => [b.key, b.at]));
+    for (const o of config.outbound)
+      outbound.push(
+        createOutboundListener({
+          outbound: o,
+          tls,
+          clock,
+          telemetry: metrics.outbound(o.name),
+          log: log.child({ outbound: o.name }),
+          handshakeTimeout: config.tls.handshakeTimeout,
+        }),
+      );
+    // Bind all listeners before announcing anything: one that cannot be bound fails the start,
+    // once the others have settled (so the drain below leaves none of them bound).
+    const settled = await Promise.allSettled([...ports, ...outbound].map((l) => l.listen()));
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const at = settled.map((r) => (r as PromiseFulfilledResult<HostPort>).value);
+    const boundAt = new Map(ports.map((p, i) => [p.port.key, at[i]!]));
+    const outboundAt = new Map(outbound.map((o, i) => [o.outbound.name, at[ports.length + i]!]));
     tls.watch();
 
     admin = await startAdminServer({
@@ -117,6 +140,7 @@ export async function startSidecar(
             mode: p.port.mode,
             activeConnections: p.activeConnections(),
           })),
+          outbound: outbound.map((o) => outboundStatus(o, outboundAt.get(o.outbound.name))),
           policy: policy.current(),
           sync: source!.state(),
           usage,
@@ -125,14 +149,22 @@ export async function startSidecar(
         }),
       log: log.child({ component: 'admin' }),
     });
-    for (const b of bound) log.info('listening', { port: b.key, address: `${b.at.host}:${b.at.port}` });
+    for (const [key, a] of boundAt) log.info('listening', { port: key, address: `${a.host}:${a.port}` });
+    for (const o of config.outbound)
+      log.info('outbound listening', {
+        outbound: o.name,
+        address: formatHostPort(outboundAt.get(o.name) ?? o.listen),
+        target: formatHostPort(o.target),
+        serverId: o.serverId,
+      });
     log.info('sidecar started', {
       ports: config.ports.length,
+      outbound: config.outbound.length,
       admin: `${admin.address.host}:${admin.address.port}`,
       bundleVersion: policy.current().version,
     });
   } catch (err) {
-    await Promise.allSettled(ports.map((p) => p.drain(0)));
+    await Promise.allSettled([...ports.map((p) => p.drain(0)), ...outbound.map((o) => o.drain(0))]);
     for (const c of closers.reverse()) await Promise.resolve(c());
     throw err;
   }
@@ -142,6 +174,7 @@ export async function startSidecar(
   return {
     config,
     ports,
+    outbound,
     adminAddress: adminServer.address,
     reloadTls: () => {
       const r = tls.reload();
@@ -151,11 +184,48 @@ export async function startSidecar(
       (stopping ??= (async () => {
         log.info('draining', { deadlineMs: config.drainTimeout });
         const deadline = clock.now() + config.drainTimeout;
-        await Promise.allSettled(ports.map((p) => p.drain(deadline)));
+        await Promise.allSettled([
+          ...ports.map((p) => p.drain(deadline)),
+          ...outbound.map((o) => o.drain(deadline)),
+        ]);
         for (const c of closers.reverse()) await Promise.resolve(c());
         await adminServer.close();
         log.info('sidecar stopped');
       })()),
+  };
+}
+
+/**
+ * A client-only sidecar (outbound entries, no ports) guards nothing, so it has no use for license
+ * bundles (the authority serves them per guarded service) and pulls none. It is ready once its
+ * certificate is loaded; the licenses that matter to its calls are enforced by the remote sidecars.
+ */
+function clientOnlySource(log: Logger): BundleSource {
+  log.info('no ports to guard: not pulling license bundles (outbound only)');
+  const state = { lastSuccess: null, source: 'none (no ports to guard)', lastError: null };
+  return { readiness: () => ({ ok: true, reasons: [] }), state: () => state, close: () => {} };
+}
+
+/** An outbound listener as /status shows it. */
+function outboundStatus(o: OutboundListener, boundAt: HostPort | undefined): StatusOutboundInput {
+  const s = o.stats();
+  const e = s.lastError;
+  return {
+    name: o.outbound.name,
+    listen: boundAt ?? o.outbound.listen,
+    target: o.outbound.target,
+    serverId: o.outbound.serverId,
+    activeConnections: s.activeConnections,
+    connections: s.results,
+    lastError:
+      e === null
+        ? null
+        : {
+            at: e.at,
+            result: e.result,
+            detail: e.detail,
+            ...(e.presented ? { presentedUris: e.presented.uris } : {}),
+          },
   };
 }
 

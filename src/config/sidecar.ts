@@ -314,6 +314,21 @@ function checkListeners(
     );
     if (loop) report(ctx, keyPath(path, 'upstream'), `points at this sidecar's own listener ${loop.path}`);
   }
+  // A target that is one of our own outbound listeners would dial itself, one connection per hop.
+  const outboundListens = taken.filter((t) => t.path.startsWith('outbound['));
+  for (const { path, rec } of outbound) {
+    const target = peek(hostPort(), rec.target, ctx);
+    if (!target || !isLoopbackHost(target.host)) continue;
+    const loop = outboundListens.find(
+      (t) => t.addr.port === target.port && (isLoopbackHost(t.addr.host) || listenersClash(t.addr, target)),
+    );
+    if (loop)
+      report(
+        ctx,
+        keyPath(path, 'target'),
+        `points at this sidecar's own outbound listener ${loop.path} (plaintext; it would dial itself)`,
+      );
+  }
 }
 
 interface Entry {

@@ -197,10 +197,15 @@ const LISTEN_HINTS: Record<string, string> = {
 };
 
 /**
- * Bind `server` to `port.listen`. Rejects with PortlicenseError('LISTEN_FAILED') naming the port and
- * the address; resolves the bound address (the real port when 0 was asked for).
+ * Bind `server` to `port.listen`. Rejects with PortlicenseError('LISTEN_FAILED') naming the listener
+ * (`label`, default `port <key>`) and the address; resolves the bound address (the real port when 0
+ * was asked for).
  */
-export function listenOn(server: NetServer, port: PortConfig): Promise<HostPort> {
+export function listenOn(
+  server: NetServer,
+  port: Pick<PortConfig, 'key' | 'listen'>,
+  label = `port ${port.key}`,
+): Promise<HostPort> {
   const { host, port: number } = port.listen;
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
@@ -210,11 +215,9 @@ export function listenOn(server: NetServer, port: PortConfig): Promise<HostPort>
           ? `${err.code} (${LISTEN_HINTS[err.code]})`
           : err.message;
       reject(
-        new PortlicenseError(
-          'LISTEN_FAILED',
-          `port ${port.key}: cannot listen on ${host}:${number}: ${why}`,
-          { cause: err },
-        ),
+        new PortlicenseError('LISTEN_FAILED', `${label}: cannot listen on ${host}:${number}: ${why}`, {
+          cause: err,
+        }),
       );
     };
     const onListening = (): void => {

@@ -1,8 +1,8 @@
 /**
  * A `tcp` port (SPEC §2.4): accept -> handshake -> identity -> authorize once -> dial -> splice ->
  * close. The decision is made once per connection; after that the flow is watched by the
- * FlowRegistry, which closes it when its license stops granting it. Bytes are spliced with
- * `pipe` both ways, so backpressure is the kernel's and no data is copied into our own buffers.
+ * FlowRegistry, which closes it when its license stops granting it. Bytes are spliced both ways
+ * by a Splice (splice.ts), shared with the outbound listeners.
  */
 import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -12,6 +12,7 @@ import type { CompiledLicense, Decision, DenyReason } from '../policy/types.js';
 import type { UsageEntry } from '../telemetry/types.js';
 import { FlowRegistry, type Flow } from './flows.js';
 import { createTlsListener, listenOn, LogThrottle } from './handshake.js';
+import { Splice } from './splice.js';
 import type { Peer, PortDeps, PortListener } from './types.js';
 
 export interface TcpPortOptions {
@@ -36,26 +37,19 @@ interface PortState {
 }
 
 /**
- * One admitted connection, from dial to close. Both sockets close on their own after a clean
- * half-close in each direction; anything abnormal (error, timeout, termination) destroys both.
+ * One admitted connection, from dial to close. The bytes move in a Splice (half-close, idle
+ * timeout); this class dials the upstream and keeps the flow's accounting.
  *
  * The access log's `closeReason` is the first of: `client_close` / `upstream_close` (that side
  * finished sending first), `idle_timeout`, `expired` / `revoked` / `license_removed` (mid-flow
  * enforcement), `shutdown` (drain deadline), `client_error: CODE`, `upstream_error: CODE`,
  * `upstream_connect_failed: CODE`, `upstream_connect_timeout`.
- *
- * The idle timeout is a socket timer on the caller's side, which every byte either way touches
- * (a read from the caller or a write to it): I/O inactivity is measured in real time, not on the
- * policy clock.
  */
 class TcpFlow {
   /** What the FlowRegistry watches; null for an audit-allowed flow, which no license covers. */
   readonly tracked: Flow | null;
+  private readonly splice: Splice;
   private up: Socket | null = null;
-  private connected = false;
-  private closeReason: string | null = null;
-  private openSockets = 1;
-  private done = false;
   private readonly start: number;
   /** Bytes already handed to telemetry by periodic flushes. */
   private reportedIn = 0;
@@ -63,7 +57,7 @@ class TcpFlow {
 
   constructor(
     private readonly port: PortState,
-    private readonly down: TLSSocket,
+    down: TLSSocket,
     private readonly identity: string | null,
     private readonly origin: string,
     license: CompiledLicense | null,
@@ -76,49 +70,33 @@ class TcpFlow {
       license === null || identity === null
         ? null
         : { identity, origin, portKey: port.deps.port.key, license, terminate: (r) => this.abort(r) };
+    const { telemetry, port: config } = port.deps;
+    this.splice = new Splice(down, {
+      idleTimeout: config.idleTimeout,
+      onIdle: () => telemetry.terminated('idle_timeout'),
+      onClosed: (reason) => this.finished(reason),
+    });
   }
 
   open(): void {
     const { deps } = this.port;
-    const down = this.down;
-    // Half-close is part of many TCP protocols: a caller that has finished sending still reads the reply.
-    down.allowHalfOpen = true;
-    down.setNoDelay(true);
-    down.on('error', (err: NodeJS.ErrnoException) => this.abort(`client_error: ${err.code ?? err.message}`));
-    down.on('end', () => this.noteClose('client_close'));
-    down.on('close', () => {
-      // Clean close: this side finished both ways, so the upstream can deliver nothing more to it.
-      if (this.up !== null && !this.up.readableEnded) this.abort('client_close');
-      this.socketClosed();
-    });
-    down.setTimeout(deps.port.idleTimeout, () => {
-      deps.telemetry.terminated('idle_timeout');
-      this.abort('idle_timeout');
-    });
-
+    const splice = this.splice;
     const { host, port } = deps.port.upstream;
     const up = connect({ host, port, allowHalfOpen: true, noDelay: true });
     this.up = up;
-    this.openSockets++;
-    up.setTimeout(this.port.connectTimeout, () => this.abort('upstream_connect_timeout'));
+    splice.attach(up);
+    up.setTimeout(this.port.connectTimeout, () => splice.abort('upstream_connect_timeout'));
     up.on('connect', () => {
-      this.connected = true;
       up.setTimeout(0);
-      down.pipe(up);
-      up.pipe(down);
+      splice.start();
     });
     up.on('error', (err: NodeJS.ErrnoException) => {
+      if (splice.started) return;
       const code = err.code ?? err.message;
-      if (this.connected) return this.abort(`upstream_error: ${code}`);
       const fields = { upstream: `${host}:${port}`, error: code };
       if (this.port.throttle.allow('upstream_connect', fields))
         deps.log.warn('cannot connect to the upstream; closing the caller', fields);
-      this.abort(`upstream_connect_failed: ${code}`);
-    });
-    up.on('end', () => this.noteClose('upstream_close'));
-    up.on('close', () => {
-      if (!down.readableEnded) this.abort(this.connected ? 'upstream_close' : 'upstream_connect_failed');
-      this.socketClosed();
+      splice.abort(`upstream_connect_failed: ${code}`);
     });
   }
 
@@ -140,19 +118,11 @@ class TcpFlow {
     this.reportedOut = bytesOut;
   }
 
-  private noteClose(r: string): void {
-    this.closeReason ??= r;
-  }
-
   abort(reason: string): void {
-    this.noteClose(reason);
-    this.down.destroy();
-    this.up?.destroy();
+    this.splice.abort(reason);
   }
 
-  private socketClosed(): void {
-    if (--this.openSockets > 0 || this.done) return;
-    this.done = true;
+  private finished(closeReason: string): void {
     const { deps } = this.port;
     this.flushBytes();
     if (this.usage !== null) this.usage.at = deps.clock.now();
@@ -166,7 +136,7 @@ class TcpFlow {
       bytesIn: this.reportedIn,
       bytesOut: this.reportedOut,
       durationMs: deps.clock.now() - this.start,
-      closeReason: this.closeReason ?? 'closed',
+      closeReason,
     });
     this.port.closed(this);
   }

@@ -1,8 +1,8 @@
 /**
- * The JSON of the sidecar's GET /status (read by `portlicense status`): ports, the bundle and its
- * age, every license with its state, time left and last access, and the recent denials. Built
- * from plain inputs at request time, so the CLI wires it without this module knowing the control
- * plane or the listeners.
+ * The JSON of the sidecar's GET /status (read by `portlicense status`): ports, outbound listeners,
+ * the bundle and its age, every license with its state, time left and last access, and the recent
+ * denials. Built from plain inputs at request time, so the CLI wires it without this module knowing
+ * the control plane or the listeners.
  */
 import type { HostPort, PortMode } from '../config/types.js';
 import type { CompiledLicense, PortProtocol } from '../policy/types.js';
@@ -20,11 +20,33 @@ export interface StatusPortInput {
   readonly activeConnections: number;
 }
 
+/** One outbound listener (plain values, so this module needs nothing from the data plane). */
+export interface StatusOutboundInput {
+  readonly name: string;
+  /** The bound address, or the configured one. */
+  readonly listen: HostPort;
+  readonly target: HostPort;
+  readonly serverId: string;
+  readonly activeConnections: number;
+  /** Connections since start by `result` (the labels of `portlicense_outbound_connections_total`). */
+  readonly connections: Readonly<Record<string, number>>;
+  readonly lastError: {
+    /** Epoch ms. */
+    readonly at: number;
+    readonly result: string;
+    readonly detail: string;
+    /** URI SANs of the certificate the server presented, when the failure was about it. */
+    readonly presentedUris?: readonly string[];
+  } | null;
+}
+
 export interface StatusInput {
   /** Epoch ms. */
   now: number;
   node: string;
   ports: readonly StatusPortInput[];
+  /** Outbound listeners; the `outbound` section is left out when this is. */
+  outbound?: readonly StatusOutboundInput[];
   /** The snapshot being enforced (version 0 before the first bundle). */
   policy: {
     readonly version: number;
@@ -80,6 +102,15 @@ export interface SidecarStatus {
     mode: PortMode;
     activeConnections: number;
   }>;
+  outbound?: Array<{
+    name: string;
+    listen: string;
+    target: string;
+    serverId: string;
+    activeConnections: number;
+    connections: Record<string, number>;
+    lastError: { at: string; result: string; detail: string; presentedUris?: string[] } | null;
+  }>;
   bundle: {
     /** 0 before the first bundle. */
     version: number;
@@ -125,6 +156,7 @@ export function buildStatus(input: StatusInput): SidecarStatus {
       mode: p.mode,
       activeConnections: p.activeConnections,
     })),
+    ...(input.outbound ? { outbound: input.outbound.map(outboundStatus) } : {}),
     bundle: {
       version: policy.version,
       issuedAt: hasBundle ? iso(policy.issuedAt) : null,
@@ -136,6 +168,27 @@ export function buildStatus(input: StatusInput): SidecarStatus {
     },
     licenses,
     recentDenials: usage.recentDenials().map((d) => ({ ...d, at: iso(d.at) })),
+  };
+}
+
+function outboundStatus(o: StatusOutboundInput): NonNullable<SidecarStatus['outbound']>[number] {
+  const e = o.lastError;
+  return {
+    name: o.name,
+    listen: formatHostPort(o.listen),
+    target: formatHostPort(o.target),
+    serverId: o.serverId,
+    activeConnections: o.activeConnections,
+    connections: { ...o.connections },
+    lastError:
+      e === null
+        ? null
+        : {
+            at: iso(e.at),
+            result: e.result,
+            detail: e.detail,
+            ...(e.presentedUris ? { presentedUris: [...e.presentedUris] } : {}),
+          },
   };
 }
 

@@ -1,0 +1,111 @@
+/**
+ * Two sockets spliced both ways, with half-close and an idle timeout: the byte-moving core shared
+ * by `tcp` ports (TLS caller -> plaintext upstream) and outbound listeners (plaintext app -> mTLS
+ * target). Bytes move with `pipe`, so backpressure is the kernel's and nothing is copied into our
+ * own buffers.
+ *
+ * The owner of a Splice owns the dial: it attaches the upstream socket while that is still
+ * connecting, handles the upstream's failures until `start()` (and aborts with its own reason),
+ * then starts the splice once the upstream is usable. Every socket event after that is handled
+ * here, and the owner learns the outcome once, in `onClosed`, when both sockets have closed.
+ */
+import type { Socket } from 'node:net';
+
+export interface SpliceOptions {
+  /** Close the flow after this long without a byte either way (ms, real time: a socket timer). */
+  readonly idleTimeout: number;
+  /** Called when the idle timeout fires, before the flow is aborted with `idle_timeout`. */
+  onIdle?(): void;
+  /**
+   * Called once, after both sockets have closed, with the first close reason: `client_close` /
+   * `upstream_close` (that side finished sending first), `idle_timeout`, `client_error: CODE`,
+   * `upstream_error: CODE`, `upstream_connect_failed`, or whatever the owner passed to `abort`.
+   */
+  onClosed(closeReason: string): void;
+}
+
+/** One flow between `down` (the side that connected to us) and an upstream socket. */
+export class Splice {
+  private up: Socket | null = null;
+  private spliced = false;
+  private closeReason: string | null = null;
+  private openSockets = 1;
+  private done = false;
+
+  constructor(
+    private readonly down: Socket,
+    private readonly opts: SpliceOptions,
+  ) {
+    // Half-close is part of many TCP protocols: a peer that has finished sending still reads the reply.
+    down.allowHalfOpen = true;
+    down.setNoDelay(true);
+    down.on('error', (err: NodeJS.ErrnoException) => this.abort(`client_error: ${err.code ?? err.message}`));
+    down.on('end', () => this.note('client_close'));
+    down.on('close', () => {
+      // Clean close: this side finished both ways, so the upstream can deliver nothing more to it.
+      if (this.up !== null && !this.up.readableEnded) this.abort('client_close');
+      this.socketClosed();
+    });
+    // The timer is on the downstream socket, which every byte either way touches (a read from it
+    // or a write to it): I/O inactivity, measured in real time rather than on the policy clock.
+    down.setTimeout(opts.idleTimeout, () => {
+      opts.onIdle?.();
+      this.abort('idle_timeout');
+    });
+  }
+
+  /** Whether `start()` has run: upstream errors from then on are the splice's, not the dialer's. */
+  get started(): boolean {
+    return this.spliced;
+  }
+
+  /**
+   * Hand over the upstream socket, usually still connecting (create it with `allowHalfOpen`).
+   * Until `start()`, its 'error' events are ignored here: the owner must listen and abort.
+   */
+  attach(up: Socket): void {
+    this.up = up;
+    this.openSockets++;
+    up.on('error', (err: NodeJS.ErrnoException) => {
+      if (this.spliced) this.abort(`upstream_error: ${err.code ?? err.message}`);
+    });
+    up.on('end', () => this.note('upstream_close'));
+    up.on('close', () => {
+      if (!this.down.readableEnded) this.abort(this.spliced ? 'upstream_close' : 'upstream_connect_failed');
+      this.socketClosed();
+    });
+  }
+
+  /** The upstream is usable: move bytes both ways. */
+  start(): void {
+    const up = this.up;
+    if (up === null || this.spliced || this.done) return;
+    this.spliced = true;
+    this.down.pipe(up);
+    up.pipe(this.down);
+  }
+
+  /**
+   * Close both sockets now; `reason` becomes the close reason unless one was already noted.
+   * `reset` closes the downstream with a TCP RST rather than a FIN, so a plaintext peer sees a
+   * failure (ECONNRESET), never a clean, empty answer; only for a plain TCP downstream (Node
+   * throws for a TLS one).
+   */
+  abort(reason: string, reset = false): void {
+    this.note(reason);
+    const down = this.down;
+    if (reset && !down.destroyed) down.resetAndDestroy();
+    else down.destroy();
+    this.up?.destroy();
+  }
+
+  private note(reason: string): void {
+    this.closeReason ??= reason;
+  }
+
+  private socketClosed(): void {
+    if (--this.openSockets > 0 || this.done) return;
+    this.done = true;
+    this.opts.onClosed(this.closeReason ?? 'closed');
+  }
+}
