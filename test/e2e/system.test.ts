@@ -239,7 +239,7 @@ drainTimeout: 2s
       '8s',
     );
     await waitFor(async () => (await get('steady')).status === 200, {
-      timeoutMs: 2_000,
+      timeoutMs: 5_000,
       what: 'steady allowed',
     });
     const started = Date.now();
