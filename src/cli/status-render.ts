@@ -43,13 +43,36 @@ export function renderStatus(body: unknown): string {
       (b.lastError ? `\n  last error: ${b.lastError}` : '') +
       '\n\n',
   );
-  out.push(
-    table([
-      ['PORT', 'PROTOCOL', 'LISTEN', 'MODE', 'CONNECTIONS'],
-      ...s.ports.map((p) => [p.port, p.protocol, p.listen, p.mode, String(p.activeConnections)]),
-    ]),
-  );
-  out.push('\n');
+  if (s.ports.length > 0) {
+    out.push(
+      table([
+        ['PORT', 'PROTOCOL', 'LISTEN', 'MODE', 'CONNECTIONS'],
+        ...s.ports.map((p) => [p.port, p.protocol, p.listen, p.mode, String(p.activeConnections)]),
+      ]),
+    );
+    out.push('\n');
+  }
+  if (s.outbound && s.outbound.length > 0) {
+    out.push(
+      table([
+        ['OUTBOUND', 'LISTEN', 'TARGET', 'SERVER ID', 'ACTIVE', 'CONNECTIONS', 'LAST ERROR'],
+        ...s.outbound.map((o) => [
+          o.name,
+          o.listen,
+          o.target,
+          o.serverId,
+          String(o.activeConnections),
+          Object.entries(o.connections)
+            .filter(([, n]) => n > 0)
+            .map(([r, n]) => `${r}=${n}`)
+            .join(' ') || '-',
+          o.lastError ? `${o.lastError.at} ${o.lastError.result}: ${o.lastError.detail}` : '-',
+        ]),
+      ]),
+    );
+    out.push('\n');
+  }
+  if (s.ports.length === 0) return out.join('');
   out.push(
     s.licenses.length === 0
       ? 'no licenses: every port denies everything\n'
