@@ -1,221 +1,292 @@
 /**
- * `npm run bench`: the sidecar against a direct connection to the same upstream, in the same run.
- * Modes: HTTP keep-alive requests per second (closed loop, 16 connections) with latency
- * percentiles, and one-stream TCP bulk throughput. The sidecar and the upstreams share CPU 0; this
- * load generator runs on CPU 1. Targets alternate and each is measured ROUNDS times; medians are
- * reported. Correctness is checked in the run: the allowed identity is served, a stranger never.
+ * `npm run bench`: portlicense side by side with a direct connection, haproxy and nginx doing the
+ * same job, in one run. The proxies and the upstream share CPU 0; the Go load generator runs on
+ * CPU 1. Targets alternate within each round, rounds repeat, and the report gives medians,
+ * spreads (min–max over rounds) and ratios paired within rounds. Correctness is checked inside
+ * every run: the allowed identity is always served, the denied one never.
  *
- * Options (env): BENCH_SECONDS (default 5), BENCH_ROUNDS (3), BENCH_CONNECTIONS (16), BENCH_MB (256).
+ * Options (env): BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (16),
+ * BENCH_RATE (2000), BENCH_PROBE_MS (100), BENCH_LICENSES (10000), BENCH_TARGETS and BENCH_MODES
+ * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1. See docs/performance.md.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
-import { cpus, totalmem } from 'node:os';
-import { connect as tlsConnect } from 'node:tls';
-import { Pool } from 'undici';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { applies, measure, MODES, type LoadOptions, type Sample } from './loadgen.js';
+import { measureLicenseMemory, type MemoryResult } from './memory.js';
+import { canPin, pinSelf, stopAll } from './procs.js';
+import { checkCorrectness, markdownTable, memoryLine, summarizeSamples } from './report.js';
+import { CLI, freePort, makePki, type BenchPki } from './setup.js';
+import { fmt } from './stats.js';
 import {
-  CLI,
-  freePort,
-  makePki,
-  spawnPinned,
-  waitForOutput,
-  writeSidecarConfig,
-  type BenchPki,
-} from './setup.js';
+  checkIdentities,
+  directTarget,
+  LOAD_CPU,
+  PROXY_CPU,
+  startHaproxy,
+  startNginx,
+  startPortlicense,
+  startUpstream,
+  stopTarget,
+  type Target,
+  type TargetName,
+  type Upstream,
+} from './targets.js';
+import { ensureTools, type Tools } from './tools.js';
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
-const MB = Number(process.env.BENCH_MB ?? 256);
-
-interface HttpResult {
-  rps: number;
-  p50: number;
-  p99: number;
+function num(name: string, dflt: number): number {
+  const v = Number(process.env[name] ?? dflt);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
+  return v;
 }
 
-async function httpLoad(pool: Pool, seconds: number): Promise<HttpResult> {
-  const lat: number[] = [];
-  let done = 0;
-  const end = performance.now() + seconds * 1000;
-  const worker = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const t0 = performance.now();
-      const r = await pool.request({ method: 'GET', path: '/api/items' });
-      await r.body.dump();
-      if (r.statusCode !== 200) throw new Error(`unexpected status ${r.statusCode}`);
-      lat.push(performance.now() - t0);
-      done++;
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: CONNECTIONS }, worker));
-  const elapsed = (performance.now() - t0) / 1000;
-  lat.sort((a, b) => a - b);
-  const pct = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))]!;
-  return { rps: done / elapsed, p50: pct(0.5), p99: pct(0.99) };
+function list<T extends string>(name: string, all: readonly T[]): T[] {
+  const v = process.env[name];
+  if (!v) return [...all];
+  const want = v.split(',').map((s) => s.trim());
+  for (const w of want)
+    if (!all.includes(w as T)) throw new Error(`${name}: unknown "${w}" (known: ${all.join(', ')})`);
+  return all.filter((x) => want.includes(x));
 }
 
-async function tcpBulk(open: () => import('node:net').Socket, megabytes: number): Promise<number> {
-  const sock = open();
-  await new Promise<void>((resolve, reject) => {
-    sock.once('error', reject);
-    sock.once(sock.constructor.name === 'TLSSocket' ? 'secureConnect' : 'connect', () => resolve());
-  });
-  const chunk = Buffer.alloc(64 * 1024, 0x61);
-  const total = megabytes * 1024 * 1024;
-  let reply = '';
-  sock.setEncoding('utf8').on('data', (d: string) => (reply += d));
-  const t0 = performance.now();
-  for (let sent = 0; sent < total; sent += chunk.length) {
-    if (!sock.write(chunk)) await new Promise((r) => sock.once('drain', r));
-  }
-  sock.end();
-  await new Promise((r) => sock.once('end', r));
-  const secs = (performance.now() - t0) / 1000;
-  if (Number(reply.trim()) !== total)
-    throw new Error(`upstream counted ${reply.trim()} bytes, sent ${total}`);
-  return total / 1024 / 1024 / secs;
-}
+const ALL_TARGETS: readonly TargetName[] = ['direct', 'portlicense', 'haproxy', 'nginx'];
+const O: LoadOptions & { rounds: number; licenses: number } = {
+  seconds: num('BENCH_SECONDS', 5),
+  rounds: Math.round(num('BENCH_ROUNDS', 3)),
+  warmup: num('BENCH_WARMUP', 1),
+  connections: Math.round(num('BENCH_CONNECTIONS', 16)),
+  rate: num('BENCH_RATE', 2000),
+  probeMs: num('BENCH_PROBE_MS', 100),
+  licenses: Math.max(2, Math.round(num('BENCH_LICENSES', 10_000))),
+};
+const WANT_TARGETS = list('BENCH_TARGETS', ALL_TARGETS);
+const WANT_MODES = list('BENCH_MODES', MODES);
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const spread = (xs: number[]): string => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
+const log = (line: string): boolean => process.stderr.write(`${line}\n`);
 
-async function checkCorrectness(pki: BenchPki, port: number): Promise<void> {
-  for (const [who, want] of [
-    [pki.client, 200],
-    [pki.stranger, 403],
-  ] as const) {
-    const p = new Pool(`https://127.0.0.1:${port}`, {
-      connect: { ca: pki.ca, cert: who.cert, key: who.key, servername: 'localhost' },
-    });
-    const r = await p.request({ method: 'GET', path: '/api/items' });
-    await r.body.dump();
-    await p.close();
-    if (r.statusCode !== want) throw new Error(`correctness: expected ${want}, got ${r.statusCode}`);
+/** Start a comparison proxy; a failure skips it with a line instead of ending the run. */
+async function optional(
+  name: TargetName,
+  notes: string[],
+  startIt: () => Promise<Target>,
+  pki: BenchPki,
+): Promise<Target | null> {
+  let t: Target | null = null;
+  try {
+    t = await startIt();
+    await checkIdentities(t, pki);
+    return t;
+  } catch (err) {
+    notes.push(`SKIPPED ${name}: ${(err as Error).message}`);
+    if (t !== null) await stopTarget(t);
+    return null;
   }
 }
 
-async function main(): Promise<void> {
-  if (!existsSync(CLI)) throw new Error('dist/ is missing: run `npm run build` first');
-  if (cpus().length > 1) {
-    try {
-      execFileSync('taskset', ['-cp', '1', String(process.pid)], { stdio: 'ignore' });
-    } catch {
-      // taskset missing: unpinned, noted in the report
-    }
+async function startTargets(tools: Tools, pki: BenchPki, up: Upstream, notes: string[]): Promise<Target[]> {
+  const out: Target[] = [];
+  if (WANT_TARGETS.includes('direct')) out.push(directTarget(up));
+  if (WANT_TARGETS.includes('portlicense')) {
+    const pl = await startPortlicense(pki, up);
+    await checkIdentities(pl, pki);
+    out.push(pl);
   }
-  const pki = makePki();
-  const ups = spawnPinned(0, [
-    process.execPath,
-    '--import',
-    'tsx',
-    new URL('./upstreams.ts', import.meta.url).pathname,
-  ]);
-  const ready = await waitForOutput(ups, /ready http=(\d+) tcp=(\d+)/);
-  const [, httpUp, tcpUp] = /http=(\d+) tcp=(\d+)/.exec(ready)!.map(Number) as [number, number, number];
-  const ports = { http: await freePort(), tcp: await freePort(), admin: await freePort(), httpUp, tcpUp };
-  const config = writeSidecarConfig(pki, ports);
-  const sidecar = spawnPinned(0, [process.execPath, CLI, 'sidecar', '--config', config]);
-  await new Promise((r) => setTimeout(r, 300));
-  for (let i = 0; i < 50; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${ports.admin}/readyz`)).ok) break;
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  if (WANT_TARGETS.includes('haproxy') && tools.haproxy !== null) {
+    const t = await optional('haproxy', notes, () => startHaproxy(tools.haproxy!, pki, up), pki);
+    if (t) out.push(t);
   }
-  await checkCorrectness(pki, ports.http);
+  if (WANT_TARGETS.includes('nginx') && tools.nginx !== null) {
+    const t = await optional('nginx', notes, () => startNginx(tools.nginx!, tools.nginxStream, pki, up), pki);
+    if (t) out.push(t);
+  }
+  return out;
+}
 
-  const direct = new Pool(`http://127.0.0.1:${httpUp}`, { connections: CONNECTIONS });
-  const viaSidecar = new Pool(`https://127.0.0.1:${ports.http}`, {
-    connections: CONNECTIONS,
-    connect: { ca: pki.ca, cert: pki.client.cert, key: pki.client.key, servername: 'localhost' },
-  });
-  await httpLoad(direct, 1);
-  await httpLoad(viaSidecar, 1);
-  const res = {
-    direct: [] as HttpResult[],
-    sidecar: [] as HttpResult[],
-    tcpDirect: [] as number[],
-    tcpSidecar: [] as number[],
-  };
-  for (let i = 0; i < ROUNDS; i++) {
-    res.direct.push(await httpLoad(direct, SECONDS));
-    res.sidecar.push(await httpLoad(viaSidecar, SECONDS));
-    res.tcpDirect.push(await tcpBulk(() => netConnect(tcpUp, '127.0.0.1'), MB));
-    res.tcpSidecar.push(
-      await tcpBulk(
-        () =>
-          tlsConnect({
-            port: ports.tcp,
-            host: '127.0.0.1',
-            ca: pki.ca,
-            cert: pki.client.cert,
-            key: pki.client.key,
-            servername: 'localhost',
-          }),
-        MB,
-      ),
+function progress(s: Sample): string {
+  const g = s.gen;
+  const parts = [`round ${s.round}/${O.rounds}`, s.mode.padEnd(9), s.target.padEnd(11)];
+  if (s.mode.startsWith('bulk')) parts.push(`${fmt(g.mbps ?? 0)} MB/s`);
+  else
+    parts.push(
+      `${fmt(g.rate)} ${s.mode === 'conn' ? 'conn' : 'req'}/s`,
+      `p99 ${fmt((g.latencyUs?.p99 ?? 0) / 1000)} ms`,
     );
-    process.stderr.write(`round ${i + 1}/${ROUNDS} done\n`);
-  }
-  await checkCorrectness(pki, ports.http);
-  await direct.close();
-  await viaSidecar.close();
-  sidecar.kill('SIGTERM');
-  ups.kill('SIGTERM');
+  if (s.proxyCpuS !== null)
+    parts.push(
+      `proxy ${fmt((s.proxyCpuS * 1e6) / Math.max(1, s.work))} µs/${s.mode.startsWith('bulk') ? 'MiB' : s.mode === 'conn' ? 'conn' : 'req'}`,
+    );
+  parts.push(`gen ${(g.genCpuShare * 100).toFixed(0)}% CPU`);
+  if (g.bad + g.errors > 0) parts.push(`ALLOWED NOT SERVED ×${g.bad + g.errors}`);
+  if ((g.deny?.leaked ?? 0) > 0) parts.push(`DENIED SERVED ×${g.deny!.leaked}`);
+  return parts.join('  ');
+}
 
-  const rps = (xs: HttpResult[]): number[] => xs.map((x) => x.rps);
+/** The generator's own CPU, so a reader can see it was not what limited a proxy's numbers. */
+function generatorLine(samples: readonly Sample[]): string {
+  const share = (xs: readonly Sample[]): number => Math.max(0, ...xs.map((s) => s.gen.genCpuShare));
+  const proxies = share(samples.filter((s) => s.target !== 'direct'));
+  const direct = share(samples.filter((s) => s.target === 'direct'));
+  const lags = samples.flatMap((s) => (s.gen.timerLagUs ? [s.gen.timerLagUs.p99 / 1000] : []));
+  const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
+  return (
+    `load generator CPU: at most ${pct(proxies)} of its core against the proxies, ${pct(direct)} against direct` +
+    (Math.max(proxies, direct) > 0.9 ? ' — above 90%, it may have limited those runs' : '') +
+    (lags.length > 0 ? `; open-loop send lateness p99 ≤ ${fmt(Math.max(...lags))} ms` : '')
+  );
+}
+
+async function main(): Promise<number> {
+  const began = Date.now();
+  if (!existsSync(CLI)) throw new Error('dist/ is missing: run `npm run build` first (npm run bench does)');
+  const pinnedSelf = pinSelf(LOAD_CPU);
+  const tools = ensureTools();
+  const notes = [...tools.notes];
+  if (!canPin) notes.push('NOT PINNED: taskset or a second CPU is missing; proxy and load share the CPUs');
+  for (const n of notes) log(`bench: ${n}`);
+  const loadAvgStart = loadavg();
+  const pki = makePki();
+  const samples: Sample[] = [];
+  const runFailures: string[] = [];
+  let memory: MemoryResult | null = null;
+  let targets: Target[] = [];
+  try {
+    let up: Upstream | null = null;
+    if (tools.loadgen !== null) {
+      up = await startUpstream(tools.loadgen);
+      targets = await startTargets(tools, pki, up, notes);
+      const runs = WANT_MODES.reduce((n, m) => n + targets.filter((t) => applies(m, t)).length, 0);
+      const perRound = WANT_MODES.reduce(
+        (sec, m) =>
+          sec +
+          targets.filter((t) => applies(m, t)).length *
+            (O.seconds + (m.startsWith('bulk') ? 0 : O.warmup) + 0.5),
+        0,
+      );
+      log(`bench: ${runs} runs per round, about ${Math.ceil((perRound * O.rounds) / 60)} min of load`);
+      log(
+        `bench: targets ${targets.map((t) => t.name).join(', ')}; modes ${WANT_MODES.join(', ')}; ${O.rounds} rounds of ${O.seconds}s (+${O.warmup}s warm-up)`,
+      );
+      for (let round = 1; round <= O.rounds; round++) {
+        // Rotate the order every round so no target always runs right after the same one.
+        const order = targets.map((_, i) => targets[(i + round - 1) % targets.length]!);
+        for (const mode of WANT_MODES) {
+          for (const t of order) {
+            if (!applies(mode, t)) continue;
+            try {
+              const s = await measure(tools.loadgen, mode, t, up, pki, O, round);
+              samples.push(s);
+              log(progress(s));
+            } catch (err) {
+              // One failed run (a proxy that died, a transfer cut short) is reported, not fatal.
+              const msg = `${t.name} ${mode} round ${round}: the run failed: ${(err as Error).message}`;
+              runFailures.push(msg);
+              log(msg);
+            }
+          }
+        }
+      }
+    }
+    if (WANT_TARGETS.includes('portlicense')) {
+      log(`bench: sidecar memory with 1 and ${fmt(O.licenses)} licenses…`);
+      memory = await measureLicenseMemory(
+        pki,
+        up ?? { http: await freePort(), tcp: await freePort() },
+        O.rounds,
+        O.licenses,
+      );
+    }
+  } finally {
+    await stopAll();
+    rmSync(pki.dir, { recursive: true, force: true });
+  }
+
+  const { results, ratios } = summarizeSamples(samples);
+  const correctness = checkCorrectness(samples);
+  correctness.failures.push(...runFailures);
+  const names = targets.map((t) => t.name);
+  const table = samples.length > 0 ? markdownTable(results, ratios, names, O) : '';
   const report = {
+    finishedAt: new Date().toISOString(),
+    wallSeconds: Math.round((Date.now() - began) / 1000),
     machine: {
       cpus: cpus().length,
       model: cpus()[0]?.model,
       memGiB: Math.round(totalmem() / 2 ** 30),
-      node: process.version,
+      kernel: release(),
+      loadAvgStart,
+      loadAvgEnd: loadavg(),
     },
-    settings: { seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, megabytes: MB },
-    http: {
-      direct: {
-        rps: median(rps(res.direct)),
-        spread: spread(rps(res.direct)),
-        p50ms: median(res.direct.map((x) => x.p50)),
-        p99ms: median(res.direct.map((x) => x.p99)),
-      },
-      sidecar: {
-        rps: median(rps(res.sidecar)),
-        spread: spread(rps(res.sidecar)),
-        p50ms: median(res.sidecar.map((x) => x.p50)),
-        p99ms: median(res.sidecar.map((x) => x.p99)),
-      },
-    },
-    tcp: {
-      directMBps: median(res.tcpDirect),
-      sidecarMBps: median(res.tcpSidecar),
-      spreadDirect: spread(res.tcpDirect),
-      spreadSidecar: spread(res.tcpSidecar),
-    },
+    versions: tools.versions,
+    pinning: canPin
+      ? { proxyAndUpstreamCpu: PROXY_CPU, loadGeneratorCpu: LOAD_CPU, benchProcessPinned: pinnedSelf }
+      : null,
+    settings: { ...O, targets: WANT_TARGETS, modes: WANT_MODES },
+    notes,
+    identityChecks: Object.fromEntries(targets.map((t) => [t.name, t.identityCheck])),
+    tls: Object.fromEntries(
+      targets.map((t) => [t.name, samples.find((s) => s.target === t.name && s.gen.tls)?.gen.tls ?? null]),
+    ),
+    results,
+    ratios,
+    memory,
+    correctness,
+    table,
+    samples,
   };
-  mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-  writeFileSync(new URL('./results/latest.json', import.meta.url), JSON.stringify(report, null, 2) + '\n');
-  const h = report.http;
-  console.log(`
-machine: ${report.machine.cpus} × ${report.machine.model}, ${report.machine.memGiB} GiB, node ${report.machine.node}
-HTTP keep-alive, ${CONNECTIONS} connections, ${SECONDS}s × ${ROUNDS} rounds (median, [min–max])
-  direct (plain HTTP)     ${h.direct.rps.toFixed(0)} req/s [${h.direct.spread}]  p50 ${h.direct.p50ms.toFixed(2)} ms  p99 ${h.direct.p99ms.toFixed(2)} ms
-  via sidecar (mTLS)      ${h.sidecar.rps.toFixed(0)} req/s [${h.sidecar.spread}]  p50 ${h.sidecar.p50ms.toFixed(2)} ms  p99 ${h.sidecar.p99ms.toFixed(2)} ms
-  ratio sidecar/direct    ${(h.sidecar.rps / h.direct.rps).toFixed(2)}
-TCP bulk, one stream, ${MB} MB
-  direct                  ${report.tcp.directMBps.toFixed(0)} MB/s [${report.tcp.spreadDirect}]
-  via sidecar (mTLS)      ${report.tcp.sidecarMBps.toFixed(0)} MB/s [${report.tcp.spreadSidecar}]
-  ratio sidecar/direct    ${(report.tcp.sidecarMBps / report.tcp.directMBps).toFixed(2)}
-correctness: allowed identity served, stranger denied (checked before and after the load)
-`);
+  const dir = new URL('./results/', import.meta.url);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(new URL('latest.json', dir), JSON.stringify(report, null, 2) + '\n');
+
+  const out: string[] = [''];
+  out.push(
+    `machine: ${report.machine.cpus} × ${report.machine.model ?? '?'}, ${report.machine.memGiB} GiB, Linux ${report.machine.kernel}; ` +
+      `load average ${loadAvgStart.map((x) => x.toFixed(1)).join(' ')} at start`,
+  );
+  out.push(
+    `versions: ${Object.entries(tools.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(' · ')}`,
+  );
+  out.push(
+    `settings: ${O.rounds} rounds × ${O.seconds}s (+${O.warmup}s warm-up), ${O.connections} connections; ` +
+      (canPin ? `proxy + upstream on CPU ${PROXY_CPU}, load generator on CPU ${LOAD_CPU}` : 'unpinned'),
+  );
+  out.push('');
+  if (table) {
+    out.push(
+      'Median [min–max] over rounds; ratios are medians of per-round ratios (for latency and CPU, lower is better).',
+    );
+    out.push('');
+    out.push(table);
+    out.push('');
+    out.push(generatorLine(samples));
+  }
+  if (memory) out.push(memoryLine(memory));
+  for (const t of targets) out.push(`identity check, ${t.name}: ${t.identityCheck}`);
+  for (const n of notes) out.push(`note: ${n}`);
+  const plFailures = correctness.failures.filter((f) => f.startsWith('portlicense '));
+  if (samples.length > 0) {
+    const c = correctness.targets;
+    out.push(
+      correctness.failures.length === 0
+        ? `correctness: allowed identity served every time, denied identity never served (` +
+            Object.entries(c)
+              .map(
+                ([t, v]) =>
+                  `${t}: ${fmt(v.allowedOk)} served` +
+                  (t === 'direct' ? '' : `, ${fmt(v.deniedProbes)} probes denied`),
+              )
+              .join('; ') +
+            ')'
+        : `CORRECTNESS FAILURES:\n  ${correctness.failures.join('\n  ')}`,
+    );
+  }
+  out.push(`wrote bench/results/latest.json (${report.wallSeconds}s)`);
+  console.log(out.join('\n'));
+  return plFailures.length > 0 ? 1 : 0;
 }
 
 main().then(
-  () => process.exit(0),
+  (code) => process.exit(code),
   (err: unknown) => {
     console.error(err);
     process.exit(1);

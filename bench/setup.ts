@@ -1,127 +1,234 @@
 /**
- * Shared set-up for benchmarks: certificates, a signed bundle, a sidecar config, and the real
- * sidecar and upstreams as child processes pinned to one core (the load stays on the other).
+ * The benchmark's world: an ECDSA P-256 PKI made with openssl (CA, a server certificate, the
+ * allowed and the denied client), a signed license bundle, and a sidecar config. Everything lives
+ * in one temp folder that is removed at the end.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildCertificate } from '../src/pki/x509.js';
 import { signBundle } from '../src/policy/bundle.js';
+import type { LicenseWire } from '../src/policy/types.js';
 
 export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+export const TRUST_DOMAIN = 'example.org';
 export const ALLOWED = 'spiffe://example.org/ns/bench/sa/client';
 export const DENIED = 'spiffe://example.org/ns/bench/sa/stranger';
+/** Subject CNs: nginx cannot read a URI SAN, so it matches the allowed client by CN. */
+export const ALLOWED_CN = 'bench-client';
+export const DENIED_CN = 'bench-stranger';
+export const SERVICE = 'bench';
+
+export interface KeyPairFiles {
+  cert: string;
+  key: string;
+}
 
 export interface BenchPki {
   dir: string;
-  ca: Buffer;
-  client: { cert: Buffer; key: Buffer };
-  stranger: { cert: Buffer; key: Buffer };
+  ca: string;
+  server: KeyPairFiles;
+  /** server certificate and key in one file (haproxy's `crt`). */
+  serverCombined: string;
+  client: KeyPairFiles;
+  stranger: KeyPairFiles;
+  signingKey: KeyObject;
+  signingPub: string;
+  /** Upper-case hex of the DER GeneralName `[6] URI` of the allowed identity (haproxy matches it). */
+  allowedSanHex: string;
 }
 
+function openssl(dir: string, args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function ecKey(dir: string, file: string): void {
+  openssl(dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', file]);
+}
+
+function leaf(dir: string, name: string, cn: string, ext: string[]): KeyPairFiles {
+  const key = `${name}-key.pem`;
+  const cert = `${name}.pem`;
+  ecKey(dir, key);
+  writeFileSync(join(dir, `${name}.ext`), ['[v3]', ...ext, ''].join('\n'));
+  openssl(dir, ['req', '-new', '-key', key, '-subj', `/CN=${cn}`, '-out', `${name}.csr`]);
+  openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca-key.pem',
+    '-set_serial',
+    String(Date.now() * 1000 + Math.floor(Math.random() * 1000)),
+    '-days',
+    '2',
+    '-sha256',
+    '-extfile',
+    `${name}.ext`,
+    '-extensions',
+    'v3',
+    '-out',
+    cert,
+  ]);
+  return { cert: join(dir, cert), key: join(dir, key) };
+}
+
+/** DER of a GeneralName uniformResourceIdentifier: context tag [6], length, bytes. */
+function sanHex(uri: string): string {
+  const bytes = Buffer.from(uri, 'utf8');
+  if (bytes.length > 127) throw new Error('bench identities must be shorter than 128 bytes');
+  return Buffer.concat([Buffer.from([0x86, bytes.length]), bytes])
+    .toString('hex')
+    .toUpperCase();
+}
+
+/** A CA and three leaves, ECDSA P-256, valid for two days. */
 export function makePki(): BenchPki {
   const dir = mkdtempSync(join(tmpdir(), 'pl-bench-'));
-  const ca = buildCertificate({ commonName: 'bench CA', isCA: true });
-  const server = buildCertificate({
-    commonName: 'server',
-    uris: ['spiffe://example.org/ns/bench/sa/server'],
-    dns: ['localhost'],
-    ips: ['127.0.0.1'],
-    issuer: ca,
-  });
-  const client = buildCertificate({ commonName: 'client', uris: [ALLOWED], issuer: ca });
-  const stranger = buildCertificate({ commonName: 'stranger', uris: [DENIED], issuer: ca });
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  writeFileSync(join(dir, 'ca.pem'), ca.cert);
-  writeFileSync(join(dir, 'server.pem'), server.cert);
-  writeFileSync(join(dir, 'server-key.pem'), server.key);
-  writeFileSync(join(dir, 'signing.pub.pem'), publicKey.export({ type: 'spki', format: 'pem' }));
-  const now = Date.now();
-  const lic = (port: string) => ({
-    id: `lic_bench_${port}`,
-    subject: ALLOWED,
-    service: 'bench',
-    port,
-    notBefore: new Date(now - 60_000).toISOString(),
-    expiresAt: new Date(now + 3_600_000).toISOString(),
-  });
-  const bundle = signBundle(
-    {
-      version: 1,
-      issuedAt: new Date(now).toISOString(),
-      node: 'bench',
-      services: ['bench'],
-      licenses: [lic('http'), lic('tcp')],
-    },
-    privateKey,
+  ecKey(dir, 'ca-key.pem');
+  openssl(dir, [
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca-key.pem',
+    '-subj',
+    '/CN=portlicense bench CA',
+    '-days',
+    '2',
+    '-sha256',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-out',
+    'ca.pem',
+  ]);
+  const svid = (uri: string, eku: string, extra = ''): string[] => [
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature',
+    `extendedKeyUsage=${eku}`,
+    `subjectAltName=URI:${uri}${extra}`,
+  ];
+  const server = leaf(
+    dir,
+    'server',
+    'bench-server',
+    svid(
+      `spiffe://${TRUST_DOMAIN}/ns/bench/sa/server`,
+      'serverAuth,clientAuth',
+      ',DNS:localhost,IP:127.0.0.1',
+    ),
   );
-  writeFileSync(join(dir, 'bundle.json'), JSON.stringify(bundle));
+  const client = leaf(dir, 'client', ALLOWED_CN, svid(ALLOWED, 'clientAuth'));
+  const stranger = leaf(dir, 'stranger', DENIED_CN, svid(DENIED, 'clientAuth'));
+  const serverCombined = join(dir, 'server-combined.pem');
+  writeFileSync(serverCombined, readFileSync(server.cert, 'utf8') + readFileSync(server.key, 'utf8'));
+
+  const allowedSanHex = sanHex(ALLOWED);
+  const der = (f: string): string => new X509Certificate(readFileSync(f)).raw.toString('hex').toUpperCase();
+  if (!der(client.cert).includes(allowedSanHex) || der(stranger.cert).includes(allowedSanHex))
+    throw new Error('bench PKI: the allowed URI SAN is not where haproxy will look for it');
+
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const signingPub = join(dir, 'signing.pub.pem');
+  writeFileSync(signingPub, publicKey.export({ type: 'spki', format: 'pem' }));
   return {
     dir,
-    ca: Buffer.from(ca.cert),
-    client: { cert: Buffer.from(client.cert), key: Buffer.from(client.key) },
-    stranger: { cert: Buffer.from(stranger.cert), key: Buffer.from(stranger.key) },
+    ca: join(dir, 'ca.pem'),
+    server,
+    serverCombined,
+    client,
+    stranger,
+    signingKey: privateKey,
+    signingPub,
+    allowedSanHex,
   };
 }
 
+/**
+ * `count` licenses for service `bench`: the allowed identity on ports http and tcp, then filler
+ * licenses for other identities (exact and `/*` prefix subjects, some with method and path
+ * rules), as a real node's bundle would hold.
+ */
+export function benchLicenses(count: number, now = Date.now()): LicenseWire[] {
+  const window = {
+    notBefore: new Date(now - 60_000).toISOString(),
+    expiresAt: new Date(now + 86_400_000).toISOString(),
+  };
+  const out: LicenseWire[] = [
+    { id: 'lic_bench_http', subject: ALLOWED, service: SERVICE, port: 'http', ...window },
+    { id: 'lic_bench_tcp', subject: ALLOWED, service: SERVICE, port: 'tcp', ...window },
+  ];
+  for (let i = 0; out.length < count; i++) {
+    const prefix = i % 10 === 0;
+    const l: LicenseWire = {
+      id: `lic_fill_${i}`,
+      subject: prefix
+        ? `spiffe://${TRUST_DOMAIN}/ns/team${i}/*`
+        : `spiffe://${TRUST_DOMAIN}/ns/team${i % 97}/sa/svc${i}`,
+      service: SERVICE,
+      port: i % 3 === 0 ? 'tcp' : 'http',
+      ...window,
+    };
+    if (l.port === 'http' && i % 2 === 0) {
+      l.methods = ['GET', 'POST'];
+      l.paths = [`/api/v${i % 5}/*`, '/healthz'];
+    }
+    out.push(l);
+  }
+  return out.slice(0, count);
+}
+
+/** Sign `licenses` into a bundle file in `dir`; returns its path. */
+export function writeBundle(pki: BenchPki, file: string, licenses: LicenseWire[], version = 1): string {
+  const bundle = signBundle(
+    { version, issuedAt: new Date().toISOString(), node: 'bench', services: [SERVICE], licenses },
+    pki.signingKey,
+  );
+  const path = join(pki.dir, file);
+  writeFileSync(path, JSON.stringify(bundle));
+  return path;
+}
+
+export interface SidecarPorts {
+  http: number;
+  tcp: number;
+  admin: number;
+  upHttp: number;
+  upTcp: number;
+}
+
+/** A sidecar config in the PKI folder with ports http and tcp in front of the upstreams. */
+export function writeSidecarConfig(pki: BenchPki, name: string, bundleFile: string, p: SidecarPorts): string {
+  const file = join(pki.dir, `${name}.yaml`);
+  writeFileSync(
+    file,
+    `node: bench
+trustDomains: [${TRUST_DOMAIN}]
+tls: { ca: ca.pem, cert: server.pem, key: server-key.pem }
+authority: { bundleFile: ${bundleFile}, signingPublicKey: signing.pub.pem }
+ports:
+  - { name: http, service: ${SERVICE}, protocol: http, listen: 127.0.0.1:${p.http}, upstream: 127.0.0.1:${p.upHttp} }
+  - { name: tcp, service: ${SERVICE}, protocol: tcp, listen: 127.0.0.1:${p.tcp}, upstream: 127.0.0.1:${p.upTcp} }
+admin: { listen: 127.0.0.1:${p.admin} }
+log: { level: warn }
+`,
+  );
+  return file;
+}
+
+/** A port that was free a moment ago (the usual race, fine on a quiet loopback). */
 export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
   const { port } = s.address() as AddressInfo;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
-}
-
-/** Pin a child to a CPU with taskset when the machine has more than one core. */
-export function pinned(cpu: number, argv: string[]): [string, string[]] {
-  return cpus().length > 1 ? ['taskset', ['-c', String(cpu), ...argv]] : [argv[0]!, argv.slice(1)];
-}
-
-export function spawnPinned(cpu: number, argv: string[], opts: { cwd?: string } = {}): ChildProcess {
-  const [cmd, args] = pinned(cpu, argv);
-  return spawn(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'inherit'] });
-}
-
-export function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs = 15_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const t = setTimeout(
-      () => reject(new Error(`timed out waiting for ${pattern}: ${buf.slice(-500)}`)),
-      timeoutMs,
-    );
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      const m = pattern.exec(buf);
-      if (m) {
-        clearTimeout(t);
-        child.stdout!.resume();
-        resolve(m[0]);
-      }
-    });
-  });
-}
-
-export function writeSidecarConfig(
-  pki: BenchPki,
-  p: { http: number; tcp: number; admin: number; httpUp: number; tcpUp: number },
-): string {
-  const file = join(pki.dir, 'sidecar.yaml');
-  writeFileSync(
-    file,
-    `node: bench
-trustDomains: [example.org]
-tls: { ca: ca.pem, cert: server.pem, key: server-key.pem }
-authority: { bundleFile: bundle.json, signingPublicKey: signing.pub.pem }
-ports:
-  - { name: http, service: bench, protocol: http, listen: 127.0.0.1:${p.http}, upstream: 127.0.0.1:${p.httpUp} }
-  - { name: tcp, service: bench, protocol: tcp, listen: 127.0.0.1:${p.tcp}, upstream: 127.0.0.1:${p.tcpUp} }
-admin: { listen: 127.0.0.1:${p.admin} }
-log: { level: warn }
-`,
-  );
-  return file;
 }

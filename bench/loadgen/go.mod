@@ -1,0 +1,3 @@
+module portlicense.bench/loadgen
+
+go 1.19
