@@ -7,11 +7,9 @@ import { formatDuration } from './duration.js';
 import { readYamlFile, type YamlDocument } from './yaml.js';
 import { LOG_LEVELS, writableFileProblem } from './sidecar.js';
 import {
-  INVALID,
   arrayOf,
   asRecord,
   boolean,
-  createContext,
   deepFreeze,
   defaultInput,
   duration,
@@ -31,11 +29,11 @@ import {
   resolvePath,
   section,
   subjectPattern,
-  throwIfProblems,
   trustDomain,
   trustDomainOf,
   withDefault,
   type SchemaContext,
+  validateDocument,
 } from './schema.js';
 
 const SECOND = 1_000;
@@ -186,16 +184,12 @@ export function loadAuthorityConfig(file: string): AuthorityConfig {
 
 /** Validate an already-read YAML document as an authority config. */
 export function authorityConfigFrom(doc: YamlDocument): AuthorityConfig {
-  const ctx = createContext({ file: doc.file, dir: doc.dir, lineOf: doc.lineOf });
-  if (doc.value === null || doc.value === undefined) {
-    report(ctx, '', 'the file is empty; expected listen, trustDomains, tls, signingKey, admins and sidecars');
-    throwIfProblems(ctx);
-  }
-  const parsed = authoritySchema.parse(doc.value, '', ctx);
-  const raw = asRecord(doc.value);
-  if (raw) crossCheck(raw, ctx);
-  throwIfProblems(ctx);
-  if (parsed === INVALID) throw new Error('unreachable: invalid config without problems');
+  const parsed = validateDocument(
+    doc,
+    authoritySchema,
+    crossCheck,
+    'listen, trustDomains, tls, signingKey, admins and sidecars',
+  );
   return deepFreeze({ file: doc.path, ...parsed });
 }
 

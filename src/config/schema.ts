@@ -594,3 +594,27 @@ function fail(ctx: SchemaContext, path: string, message: string): typeof INVALID
   report(ctx, path, message);
   return INVALID;
 }
+
+/**
+ * The steps every config file goes through: an empty document is one problem naming what was
+ * expected; otherwise the schema, then the cross-field checks, then every problem at once.
+ * @throws ConfigError
+ */
+export function validateDocument<T>(
+  doc: { file: string; dir: string; value: unknown; lineOf: (path: string) => number },
+  schema: Schema<T>,
+  crossCheck: (raw: Record<string, unknown>, ctx: SchemaContext) => void,
+  expected: string,
+): T {
+  const ctx = createContext({ file: doc.file, dir: doc.dir, lineOf: doc.lineOf });
+  if (doc.value === null || doc.value === undefined) {
+    report(ctx, '', `the file is empty; expected ${expected}`);
+    throwIfProblems(ctx);
+  }
+  const parsed = schema.parse(doc.value, '', ctx);
+  const raw = asRecord(doc.value);
+  if (raw) crossCheck(raw, ctx);
+  throwIfProblems(ctx);
+  if (parsed === INVALID) throw new Error('unreachable: invalid config without problems');
+  return parsed;
+}

@@ -9,11 +9,9 @@ import type { HostPort, OutboundConfig, PortConfig, SidecarConfig } from './type
 import { formatDuration } from './duration.js';
 import { readYamlFile, type YamlDocument } from './yaml.js';
 import {
-  INVALID,
   arrayOf,
   asRecord,
   boolean,
-  createContext,
   deepFreeze,
   duration,
   filePath,
@@ -37,10 +35,10 @@ import {
   section,
   string,
   subjectPattern,
-  throwIfProblems,
   trustDomain,
   withDefault,
   type SchemaContext,
+  validateDocument,
 } from './schema.js';
 
 const SECOND = 1_000;
@@ -178,16 +176,12 @@ export function loadSidecarConfig(file: string): SidecarConfig {
 
 /** Validate an already-read YAML document as a sidecar config. */
 export function sidecarConfigFrom(doc: YamlDocument): SidecarConfig {
-  const ctx = createContext({ file: doc.file, dir: doc.dir, lineOf: doc.lineOf });
-  if (doc.value === null || doc.value === undefined) {
-    report(ctx, '', 'the file is empty; expected node, trustDomains, tls, authority and ports');
-    throwIfProblems(ctx);
-  }
-  const parsed = sidecarSchema.parse(doc.value, '', ctx);
-  const raw = asRecord(doc.value);
-  if (raw) crossCheck(raw, ctx);
-  throwIfProblems(ctx);
-  if (parsed === INVALID) throw new Error('unreachable: invalid config without problems');
+  const parsed = validateDocument(
+    doc,
+    sidecarSchema,
+    crossCheck,
+    'node, trustDomains, tls, authority and ports',
+  );
   const { url, bundleFile, cacheFile, ...authority } = parsed.authority;
   const config: SidecarConfig = {
     file: doc.path,
