@@ -3,9 +3,10 @@
  * Times are epoch ms inside, RFC 3339 outside; durations ms inside, `24h` outside.
  */
 import { formatDuration, formatTime } from '../config/duration.js';
+import { licenseStateAt, type LicenseState } from '../policy/state.js';
 import type { LicenseWire, PortProtocol } from '../policy/types.js';
 
-export type LicenseState = 'pending' | 'active' | 'expired' | 'revoked';
+export type { LicenseState } from '../policy/state.js';
 
 export interface LicenseRecord {
   id: string;
@@ -76,12 +77,7 @@ export interface NodeRecord {
   lastReport: number | null;
 }
 
-export function licenseState(l: LicenseRecord, now: number): LicenseState {
-  if (l.revokedAt !== null) return 'revoked';
-  if (now < l.notBefore) return 'pending';
-  if (now >= l.expiresAt) return 'expired';
-  return 'active';
-}
+export const licenseState: (l: LicenseRecord, now: number) => LicenseState = licenseStateAt;
 
 /** Hard cap of expiresAt: a license never outlives createdAt + maxLifetime without a re-grant. */
 export function hardExpiry(l: LicenseRecord): number {

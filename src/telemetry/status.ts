@@ -4,6 +4,7 @@
  * denials. Built from plain inputs at request time, so the CLI wires it without this module knowing
  * the control plane or the listeners.
  */
+import { licenseStateAt, type LicenseState } from '../policy/state.js';
 import type { HostPort, PortMode } from '../config/types.js';
 import type { CompiledLicense, PortProtocol } from '../policy/types.js';
 import { formatHostPort, type Readiness } from './admin-server.js';
@@ -69,7 +70,7 @@ export interface StatusInput {
   ready?: Readiness;
 }
 
-export type LicenseState = 'pending' | 'active' | 'expired' | 'revoked';
+export type { LicenseState } from '../policy/state.js';
 
 export interface LicenseStatus {
   id: string;
@@ -127,12 +128,7 @@ export interface SidecarStatus {
 }
 
 /** The state of a license at `now` (SPEC §5 `state`). */
-export function licenseState(l: CompiledLicense, now: number): LicenseState {
-  if (l.revokedAt !== null) return 'revoked';
-  if (now < l.notBefore) return 'pending';
-  if (now >= l.expiresAt) return 'expired';
-  return 'active';
-}
+export const licenseState: (l: CompiledLicense, now: number) => LicenseState = licenseStateAt;
 
 export function buildStatus(input: StatusInput): SidecarStatus {
   const { now, policy, sync, usage } = input;
