@@ -291,6 +291,35 @@ describe('signBundle / verifyBundle', () => {
   });
 });
 
+describe('signed bytes: the fast path and the general path agree', () => {
+  it('writes the payload with canonical key order, and still verifies a document whose keys were reordered', () => {
+    const signed = signBundle(payload(), keys.privateKey);
+    const text = JSON.stringify(signed);
+    // Keys as written are already canonical: what the verifier re-serialises natively.
+    expect(JSON.stringify(signed.payload)).toBe(canonicalJson(signed.payload));
+    expect(verifyBundle(text, keys.publicKey).version).toBe(signed.payload.version);
+    // The same payload with its keys in another order (another signer's JSON writer) verifies too.
+    const p = signed.payload;
+    const shuffled = {
+      payload: {
+        licenses: p.licenses.map((l) => Object.fromEntries(Object.entries(l).reverse())),
+        version: p.version,
+        node: p.node,
+        issuedAt: p.issuedAt,
+        services: p.services,
+      },
+      signature: signed.signature,
+    };
+    expect(verifyBundle(JSON.stringify(shuffled), keys.publicKey).licenses).toHaveLength(p.licenses.length);
+    // A changed value is caught on the fast path as well.
+    const tampered = JSON.parse(text) as SignedBundle;
+    tampered.payload.node = 'other-node';
+    expect(
+      failsWith('BUNDLE_SIGNATURE', () => verifyBundle(JSON.stringify(tampered), keys.publicKey)),
+    ).toMatch(/does not match/);
+  });
+});
+
 describe('loadEd25519PrivateKey / loadEd25519PublicKey', () => {
   let dir: string;
   beforeEach(() => {
