@@ -10,7 +10,7 @@ import { compileLicenses, parseRfc3339, pathsMatch } from './compile.js';
 import type { BundlePayload, CompiledLicense, DenyReason, PolicySnapshot } from './types.js';
 
 export interface SnapshotOptions {
-  /** Identities whose candidate licenses are remembered per port (default 10,000). */
+  /** Identities whose candidate licenses are remembered per port (default 1,024; a miss costs a few Map lookups). */
   identityCacheSize?: number;
 }
 
@@ -147,7 +147,7 @@ export function buildSnapshot(payload: BundlePayload, opts: SnapshotOptions = {}
     );
   const byId = new Map<string, CompiledLicense>();
   const licenses: readonly CompiledLicense[] = compileLicenses(payload.licenses, byId);
-  const cacheSize = opts.identityCacheSize ?? 10_000;
+  const cacheSize = opts.identityCacheSize ?? 1_024;
   const ports = new Map<string, PortIndex>();
   for (const l of licenses) {
     let port = ports.get(l.portKey);
