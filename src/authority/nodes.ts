@@ -6,7 +6,7 @@
  * away from its next one, so two missed polls mean it is down, cut off or stuck.
  * Denials reported by sidecars are summed in memory (they are telemetry, not state to keep).
  */
-import type { Clock } from '../clock.js';
+import type { Clock, TimerHandle } from '../clock.js';
 import { formatTime } from '../config/duration.js';
 import type { Logger } from '../log.js';
 import type { NodeRecord } from './model.js';
@@ -41,42 +41,103 @@ export function staleAfter(maxWaitMs: number): number {
   return 2 * maxWaitMs + 30_000;
 }
 
+/**
+ * Nodes live in memory and in the store. A change of identity, services or bundle version is
+ * written at once; a bare "still here" (lastSync, lastReport) only marks the node dirty, and dirty
+ * nodes are written together by `flush()` (periodically and at shutdown), so a thousand sidecars
+ * long-polling do not cost a thousand fsyncs per wait period.
+ */
 export class NodeTracker {
   private readonly denials = new Map<string, Map<string, DenialCount>>();
+  private readonly nodes = new Map<string, NodeRecord>();
+  private readonly dirty = new Set<string>();
 
   constructor(
     private readonly store: AuthorityStore,
     private readonly clock: Clock,
     private readonly staleAfterMs: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    for (const n of store.listNodes()) this.nodes.set(n.node, n);
+  }
+
+  private put(next: NodeRecord, prev: NodeRecord | undefined): void {
+    this.nodes.set(next.node, next);
+    const same =
+      prev !== undefined &&
+      prev.identity === next.identity &&
+      prev.bundleVersion === next.bundleVersion &&
+      prev.services.join(',') === next.services.join(',');
+    if (same) {
+      this.dirty.add(next.node);
+      return;
+    }
+    this.store.putNode(next);
+    this.dirty.delete(next.node);
+  }
+
+  private flushTimer: TimerHandle | null = null;
+
+  /** Flush every `intervalMs` until `stop()`; `stop()` flushes one last time. */
+  startFlushing(intervalMs = 5_000): { stop(): void } {
+    const loop = (): void => {
+      try {
+        this.flush();
+      } catch (err) {
+        this.log.error('could not record node contact times; retrying', { err });
+      }
+      this.flushTimer = this.clock.setTimer(loop, intervalMs);
+    };
+    this.flushTimer = this.clock.setTimer(loop, intervalMs);
+    return {
+      stop: () => {
+        this.flushTimer?.cancel();
+        this.flush();
+      },
+    };
+  }
+
+  /** Write the last-contact times of nodes that only checked in since the last flush. */
+  flush(): void {
+    if (this.dirty.size === 0) return;
+    this.store.transaction(() => {
+      for (const n of this.dirty) this.store.putNode(this.nodes.get(n)!);
+    });
+    this.dirty.clear();
+  }
 
   /** A bundle request was answered (200 or 304): the node holds `version` as of now. */
   synced(node: string, identity: string, services: readonly string[], version: number): void {
-    const prev = this.store.getNode(node);
+    const prev = this.nodes.get(node);
     this.noteIdentity(node, prev, identity);
-    this.store.putNode({
-      node,
-      identity,
-      services: [...services],
-      bundleVersion: version,
-      lastSync: this.clock.now(),
-      lastReport: prev?.lastReport ?? null,
-    });
+    this.put(
+      {
+        node,
+        identity,
+        services: [...services],
+        bundleVersion: version,
+        lastSync: this.clock.now(),
+        lastReport: prev?.lastReport ?? null,
+      },
+      prev,
+    );
   }
 
   /** A usage report from `node` was ingested. */
   reported(node: string, identity: string, denials: readonly DenialCount[]): void {
-    const prev = this.store.getNode(node);
+    const prev = this.nodes.get(node);
     this.noteIdentity(node, prev, identity);
-    this.store.putNode({
-      node,
-      identity,
-      services: prev?.services ?? [],
-      bundleVersion: prev?.bundleVersion ?? 0,
-      lastSync: prev?.lastSync ?? null,
-      lastReport: this.clock.now(),
-    });
+    this.put(
+      {
+        node,
+        identity,
+        services: prev?.services ?? [],
+        bundleVersion: prev?.bundleVersion ?? 0,
+        lastSync: prev?.lastSync ?? null,
+        lastReport: this.clock.now(),
+      },
+      prev,
+    );
     if (denials.length === 0) return;
     let byKey = this.denials.get(node);
     if (!byKey) this.denials.set(node, (byKey = new Map<string, DenialCount>()));
@@ -104,23 +165,25 @@ export class NodeTracker {
 
   list(): NodeView[] {
     const now = this.clock.now();
-    return this.store.listNodes().map((n) => ({
-      node: n.node,
-      identity: n.identity,
-      services: n.services,
-      bundleVersion: n.bundleVersion,
-      lastSync: n.lastSync === null ? null : formatTime(n.lastSync),
-      lastReport: n.lastReport === null ? null : formatTime(n.lastReport),
-      state: this.state(n, now),
-      denials: [...(this.denials.get(n.node)?.values() ?? [])].map((d) => ({ ...d })),
-    }));
+    return [...this.nodes.values()]
+      .sort((a, b) => (a.node < b.node ? -1 : 1))
+      .map((n) => ({
+        node: n.node,
+        identity: n.identity,
+        services: n.services,
+        bundleVersion: n.bundleVersion,
+        lastSync: n.lastSync === null ? null : formatTime(n.lastSync),
+        lastReport: n.lastReport === null ? null : formatTime(n.lastReport),
+        state: this.state(n, now),
+        denials: [...(this.denials.get(n.node)?.values() ?? [])].map((d) => ({ ...d })),
+      }));
   }
 
   /** Nodes per state, for the sidecars gauge. */
   counts(): Record<NodeState, number> {
     const now = this.clock.now();
     const out: Record<NodeState, number> = { fresh: 0, stale: 0 };
-    for (const n of this.store.listNodes()) out[this.state(n, now)]++;
+    for (const n of this.nodes.values()) out[this.state(n, now)]++;
     return out;
   }
 }

@@ -176,6 +176,7 @@ export async function startAuthority(
     });
     admin = adm;
     const ticker = startExpiryTicker(licensing, clock, log, opts.expiryInterval ?? EXPIRY_INTERVAL_MS);
+    const nodeFlush = nodes.startFlushing();
     log.info('authority started', {
       address: formatHostPort(address),
       admin: formatHostPort(adm.address),
@@ -207,6 +208,7 @@ export async function startAuthority(
           longPoll.close();
           await closed;
           await adm.close();
+          nodeFlush.stop();
           store.close();
           log.info('authority stopped');
         })()),

@@ -1,0 +1,47 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NodeTracker } from '../../src/authority/nodes.js';
+import { SqliteStore } from '../../src/authority/sqlite-store.js';
+import { ManualClock } from '../../src/clock.js';
+import { silentLogger } from '../../src/log.js';
+
+const ID = 'spiffe://example.org/ns/default/sa/orders';
+
+describe('NodeTracker', () => {
+  const dirs: string[] = [];
+  afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+  it('writes a changed node at once, batches bare check-ins, and flushes them on stop', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pl-nodes-'));
+    dirs.push(dir);
+    const file = join(dir, 'a.db');
+    const store = new SqliteStore(file);
+    const clock = new ManualClock('2026-11-28T10:00:00Z');
+    const nodes = new NodeTracker(store, clock, 60_000, silentLogger);
+    const flushing = nodes.startFlushing(5_000);
+
+    nodes.synced('node-a', ID, ['orders'], 7);
+    expect(store.getNode('node-a')).toMatchObject({ bundleVersion: 7, lastSync: clock.now() });
+
+    clock.advance(1_000);
+    nodes.synced('node-a', ID, ['orders'], 7); // a 304: nothing changed but the time
+    expect(store.getNode('node-a')!.lastSync).toBe(clock.now() - 1_000);
+    expect(nodes.list()[0]).toMatchObject({ lastSync: '2026-11-28T10:00:01Z', state: 'fresh' });
+
+    clock.advance(4_000); // the flush timer fires
+    expect(store.getNode('node-a')!.lastSync).toBe(clock.now() - 4_000);
+
+    clock.advance(1_000);
+    nodes.reported('node-a', ID, []);
+    flushing.stop();
+    expect(store.getNode('node-a')!.lastReport).toBe(clock.now());
+    store.close();
+
+    // A restarted authority knows the node from the store.
+    const again = new NodeTracker(new SqliteStore(file), clock, 60_000, silentLogger);
+    expect(again.list()).toHaveLength(1);
+    expect(again.counts()).toEqual({ fresh: 1, stale: 0 });
+  });
+});
