@@ -1,5 +1,3 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/authority/api-error.js';
@@ -8,6 +6,7 @@ import { licenseState } from '../../src/authority/model.js';
 import { SqliteStore } from '../../src/authority/sqlite-store.js';
 import { ManualClock } from '../../src/clock.js';
 import { createLogger, MemorySink } from '../../src/log.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const H = 3_600_000;
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
@@ -28,7 +27,7 @@ describe('Licensing', () => {
   let versions: number[];
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-lic-'));
+    dir = tempDir('pl-lic-');
     store = new SqliteStore(join(dir, 'a.db'));
     clock = new ManualClock('2026-11-28T10:00:00Z');
     sink = new MemorySink();
@@ -44,7 +43,7 @@ describe('Licensing', () => {
   });
   afterEach(() => {
     store.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   it('grants with defaults, bumps the bundle version and audits who and why', () => {

@@ -1,20 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NodeTracker } from '../../src/authority/nodes.js';
 import { SqliteStore } from '../../src/authority/sqlite-store.js';
 import { ManualClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const ID = 'spiffe://example.org/ns/default/sa/orders';
 
 describe('NodeTracker', () => {
   const dirs: string[] = [];
-  afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+  afterEach(() => dirs.splice(0).forEach(removeDir));
 
   it('writes a changed node at once, batches bare check-ins, and flushes them on stop', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pl-nodes-'));
+    const dir = tempDir('pl-nodes-');
     dirs.push(dir);
     const file = join(dir, 'a.db');
     const store = new SqliteStore(file);

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createTestCa } from '../helpers/pki.js';
+import { createTestCa, svid } from '../helpers/pki.js';
 import { tlsAttempt, tlsConnect, waitFor } from '../helpers/net.js';
 import {
   ADMIN,
@@ -9,7 +9,6 @@ import {
   ORDERS_SERVICE,
   SIDECAR,
   startTestAuthority,
-  svid,
   pluck,
   type ApiClient,
   type TestAuthority,

@@ -1,4 +1,4 @@
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -8,10 +8,11 @@ import {
   authorityFiles,
   FRONTEND,
   ORDERS_SERVICE,
-  svid,
   type AuthorityFiles,
 } from '../helpers/authority.js';
+import { svid } from '../helpers/pki.js';
 import { CLI, startCli, type CliProcess } from '../helpers/proc.js';
+import { removeDir } from '../helpers/tmp.js';
 
 /** The real `portlicense authority` process, as operators run it. */
 describe('portlicense authority (process)', () => {
@@ -28,7 +29,7 @@ describe('portlicense authority (process)', () => {
       p.kill();
       await p.exited;
     }
-    rmSync(files.dir, { recursive: true, force: true });
+    removeDir(files.dir);
   });
 
   const start = async (): Promise<{ proc: CliProcess; client: ApiClient }> => {

@@ -1,17 +1,17 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { connect as netConnect } from 'node:net';
-import { hasCompleteResponse, parseRaw, rawRequest, tlsConnect } from '../helpers/http.js';
-import { outcome, tlsAttempt, waitFor } from '../helpers/net.js';
+import { hasCompleteResponse, parseRaw, rawRequest } from '../helpers/http-client.js';
+import { outcome, tlsAttempt, tlsConnect, waitFor } from '../helpers/net.js';
 import {
   ADMIN,
   FRONTEND,
   ORDERS_SERVICE,
   startTestAuthority,
-  svid,
   pluck,
   type ApiClient,
   type TestAuthority,
 } from '../helpers/authority.js';
+import { svid } from '../helpers/pki.js';
 
 describe('authority API: bad input gets a clear answer and changes nothing', () => {
   let t: TestAuthority;
@@ -193,7 +193,10 @@ describe('authority API: slow and excess clients', () => {
 
   it('refuses connections beyond limits.maxConnections, and serves again once they close', async () => {
     const creds = { ca: t.ca.cert, ...svid(ADMIN) };
-    const held = [await tlsConnect(t.running.address, creds), await tlsConnect(t.running.address, creds)];
+    const held = [
+      await tlsConnect({ ...t.running.address, ...creds }),
+      await tlsConnect({ ...t.running.address, ...creds }),
+    ];
     const extra = await tlsAttempt({ port: t.running.address.port, ca: t.ca.cert, ...svid(ADMIN) });
     expect(extra.secure).toBe(false);
     for (const s of held) s.destroy();

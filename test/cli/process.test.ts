@@ -3,13 +3,14 @@
  * (test/helpers/authority.ts) over real mTLS: exit codes, stdout and stderr as an operator sees them.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LicenseJson } from '../../src/authority/model.js';
-import { ADMIN, FRONTEND, startTestAuthority, svid, type TestAuthority } from '../helpers/authority.js';
+import { ADMIN, FRONTEND, startTestAuthority, type TestAuthority } from '../helpers/authority.js';
+import { svid } from '../helpers/pki.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
@@ -41,7 +42,7 @@ let env: Record<string, string>;
 
 beforeAll(async () => {
   authority = await startTestAuthority();
-  dir = mkdtempSync(join(tmpdir(), 'pl-cli-proc-'));
+  dir = tempDir('pl-cli-proc-');
   const admin = svid(ADMIN);
   const f = (n: string, text: string): string => {
     writeFileSync(join(dir, n), text);
@@ -69,7 +70,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await authority?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  if (dir) removeDir(dir);
 });
 
 describe('portlicense against the real authority', () => {

@@ -3,17 +3,15 @@
  * records every request (method, path, query, headers, JSON body, client identity) and answers
  * with whatever the test's script returns. Plus the certificate files a CLI needs to reach it.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { LicenseJson } from '../../src/authority/model.js';
 import type { CliIo } from '../../src/cli/client.js';
 import { ManualClock } from '../../src/clock.js';
 import { errorMessage, exitCodeFor } from '../../src/errors.js';
-import { createTestCa, type PemPair, type TestCa } from '../helpers/pki.js';
+import { sharedCa, svid, writeTlsFiles, type TestCa } from '../helpers/pki.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 export interface SeenRequest {
   method: string;
@@ -56,30 +54,19 @@ export interface CertFiles {
   remove(): void;
 }
 
-// Key generation and forge signing cost a few hundred ms each: one CA and pair per test worker.
-let shared: { ca: TestCa; admin: PemPair; server: PemPair } | undefined;
-
-/** Write a CA, an admin client certificate and a server certificate into a fresh temp dir. */
+/** Write the shared CA and an admin client certificate into a fresh temp dir. */
 export function writeCertFiles(): CertFiles {
-  shared ??= (() => {
-    const ca = createTestCa();
-    return { ca, admin: ca.svid(ADMIN_ID), server: ca.svid('spiffe://example.org/authority') };
-  })();
-  const { ca, admin, server } = shared;
-  const dir = mkdtempSync(join(tmpdir(), 'pl-cli-'));
-  const caFile = join(dir, 'ca.pem');
-  const certFile = join(dir, 'admin.pem');
-  const keyFile = join(dir, 'admin-key.pem');
-  writeFileSync(caFile, ca.cert);
-  writeFileSync(certFile, admin.cert);
-  writeFileSync(keyFile, admin.key);
+  const ca = sharedCa();
+  const dir = tempDir('pl-cli-');
+  const written = writeTlsFiles(dir, ca.cert, svid(ADMIN_ID), { name: 'admin' });
+  const { ca: caFile, cert: certFile, key: keyFile } = written;
   return {
     dir,
     ca,
     caFile,
     certFile,
     keyFile,
-    server,
+    server: svid('spiffe://example.org/authority'),
     env: (url) => ({
       PORTLICENSE_AUTHORITY: url,
       PORTLICENSE_CERT: certFile,
@@ -87,7 +74,7 @@ export function writeCertFiles(): CertFiles {
       PORTLICENSE_CA: caFile,
     }),
     flags: (url) => ['--authority', url, '--cert', certFile, '--key', keyFile, '--ca', caFile],
-    remove: () => rmSync(dir, { recursive: true, force: true }),
+    remove: () => removeDir(dir),
   };
 }
 

@@ -1,24 +1,27 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/errors.js';
 import { loadAuthorityConfig } from '../../src/config/authority.js';
+import { configErrorOf } from '../helpers/errors.js';
+import { removeDir, tempDir, writePlaceholders } from '../helpers/tmp.js';
 
 let root: string;
 let confDir: string;
 
 beforeEach(() => {
-  root = mkdtempSync(join(tmpdir(), 'pl-authority-'));
-  mkdirSync(join(root, 'certs'));
+  root = tempDir('pl-authority-');
+  writePlaceholders(join(root, 'certs'), [
+    'ca.pem',
+    'authority.pem',
+    'authority-key.pem',
+    'bundle-signing-key.pem',
+  ]);
   confDir = join(root, 'conf');
   mkdirSync(confDir);
-  for (const f of ['ca.pem', 'authority.pem', 'authority-key.pem', 'bundle-signing-key.pem'])
-    writeFileSync(join(root, 'certs', f), 'placeholder\n');
 });
 
 afterEach(() => {
-  rmSync(root, { recursive: true, force: true });
+  removeDir(root);
 });
 
 const BASE = `listen: 0.0.0.0:7443
@@ -36,13 +39,8 @@ function write(text: string): string {
 }
 
 function lines(text: string): string[] {
-  try {
-    loadAuthorityConfig(write(text));
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    return err.message.split('\n').map((l) => l.replace(`${confDir}/`, ''));
-  }
-  throw new Error('expected the config to be rejected');
+  const err = configErrorOf(() => loadAuthorityConfig(write(text)), 'expected the config to be rejected');
+  return err.message.split('\n').map((l) => l.replace(`${confDir}/`, ''));
 }
 
 describe('loadAuthorityConfig', () => {

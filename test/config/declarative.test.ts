@@ -1,5 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
@@ -10,6 +9,8 @@ import {
   parseLicenseSpec,
   pathPatternProblem,
 } from '../../src/config/declarative.js';
+import { configErrorOf } from '../helpers/errors.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const SPEC_EXAMPLE = `services:
   - name: orders
@@ -26,15 +27,7 @@ licenses:
     reason: frontend reads orders
 `;
 
-function messages(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message.split('\n');
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
+const messages = (fn: () => unknown): string[] => configErrorOf(fn).message.split('\n');
 
 describe('from YAML', () => {
   it('parses the SPEC example', () => {
@@ -194,10 +187,10 @@ licenses:
   describe('from a file', () => {
     let dir: string;
     beforeEach(() => {
-      dir = mkdtempSync(join(tmpdir(), 'pl-decl-'));
+      dir = tempDir('pl-decl-');
     });
     afterEach(() => {
-      rmSync(dir, { recursive: true, force: true });
+      removeDir(dir);
     });
 
     it('reports problems with the file name and line', () => {

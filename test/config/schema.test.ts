@@ -1,5 +1,4 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
@@ -39,6 +38,7 @@ import {
   withDefault,
   type Schema,
 } from '../../src/config/schema.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 /** Parse `value` and return the value or the list of `path: message` problems. */
 function run<T>(
@@ -255,10 +255,10 @@ describe('SPIFFE IDs and subject patterns', () => {
 describe('files', () => {
   let dir: string;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-schema-'));
+    dir = tempDir('pl-schema-');
   });
   afterEach(() => {
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   const parse = (s: Schema<string>, v: unknown): { value: string | typeof INVALID; problems: string[] } => {

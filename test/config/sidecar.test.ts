@@ -1,9 +1,10 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { configErrorOf } from '../helpers/errors.js';
+import { removeDir, tempDir, writePlaceholders } from '../helpers/tmp.js';
 
 let root: string;
 let confDir: string;
@@ -12,15 +13,14 @@ let confDir: string;
 const CERTS = ['ca.pem', 'orders.pem', 'orders-key.pem', 'bundle-signing.pub.pem', 'bundle.json'];
 
 beforeEach(() => {
-  root = mkdtempSync(join(tmpdir(), 'pl-sidecar-'));
-  mkdirSync(join(root, 'certs'));
+  root = tempDir('pl-sidecar-');
+  writePlaceholders(join(root, 'certs'), CERTS);
   confDir = join(root, 'conf');
   mkdirSync(confDir);
-  for (const f of CERTS) writeFileSync(join(root, 'certs', f), 'placeholder\n');
 });
 
 afterEach(() => {
-  rmSync(root, { recursive: true, force: true });
+  removeDir(root);
 });
 
 // Line numbers matter: the SPEC's example error is on line 9 (ports[0].protocol).
@@ -47,14 +47,9 @@ function write(text: string, name = 'sidecar.yaml'): string {
 
 function errorOf(text: string): { file: string; err: ConfigError; lines: string[] } {
   const file = write(text);
-  try {
-    loadSidecarConfig(file);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    // Drop the file prefix so expectations read like the SPEC's `sidecar.yaml:9: ...`.
-    return { file, err, lines: err.message.split('\n').map((l) => l.replace(`${confDir}/`, '')) };
-  }
-  throw new Error('expected the config to be rejected');
+  const err = configErrorOf(() => loadSidecarConfig(file), 'expected the config to be rejected');
+  // Drop the file prefix so expectations read like the SPEC's `sidecar.yaml:9: ...`.
+  return { file, err, lines: err.message.split('\n').map((l) => l.replace(`${confDir}/`, '')) };
 }
 
 /** Replace one exact substring of BASE (which must occur exactly once). */

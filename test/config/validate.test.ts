@@ -1,5 +1,4 @@
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { detectKind, validateConfigFile } from '../../src/config/validate.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { loadAuthorityConfig } from '../../src/config/authority.js';
 import { loadDeclarativeFile } from '../../src/config/declarative.js';
+import { removeDir, tempDir, writePlaceholders } from '../helpers/tmp.js';
 
 const REPO_CONFIG = fileURLToPath(new URL('../../config/', import.meta.url));
 
@@ -26,14 +26,13 @@ let root: string;
 
 beforeEach(() => {
   // A temp copy of the repository layout: config/ beside certs/ holding placeholder files.
-  root = mkdtempSync(join(tmpdir(), 'pl-validate-'));
+  root = tempDir('pl-validate-');
   cpSync(REPO_CONFIG, join(root, 'config'), { recursive: true });
-  mkdirSync(join(root, 'certs'));
-  for (const f of DEV_CERTS) writeFileSync(join(root, 'certs', f), 'placeholder\n');
+  writePlaceholders(join(root, 'certs'), DEV_CERTS);
 });
 
 afterEach(() => {
-  rmSync(root, { recursive: true, force: true });
+  removeDir(root);
 });
 
 describe('the examples in config/', () => {

@@ -1,19 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/errors.js';
 import { parseYamlText, readYamlFile } from '../../src/config/yaml.js';
-
-function problemsOf(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err;
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
+import { configErrorOf } from '../helpers/errors.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 describe('parseYamlText', () => {
   it('keeps the line of every key and list entry', () => {
@@ -56,7 +46,7 @@ describe('parseYamlText', () => {
   });
 
   it('reports a syntax error with its line', () => {
-    const err = problemsOf(() => parseYamlText('a: 1\nb: 2\nc: @x\n', 'bad.yaml'));
+    const err = configErrorOf(() => parseYamlText('a: 1\nb: 2\nc: @x\n', 'bad.yaml'));
     expect(err.problems).toEqual([
       {
         file: 'bad.yaml',
@@ -67,33 +57,33 @@ describe('parseYamlText', () => {
     ]);
     expect(err.message).toBe('bad.yaml:3: YAML: Plain value cannot start with reserved character @');
     expect(err.code).toBe('CONFIG_INVALID');
-    const indent = problemsOf(() => parseYamlText('node: a\nports:\n  - name: x\n   bad: y\n', 'i.yaml'));
+    const indent = configErrorOf(() => parseYamlText('node: a\nports:\n  - name: x\n   bad: y\n', 'i.yaml'));
     expect(indent.problems[0]!.line).toBe(4);
   });
 
   it('reports tabs as indentation with the line', () => {
-    const err = problemsOf(() => parseYamlText('a:\n\tb: 1\n', 't.yaml'));
+    const err = configErrorOf(() => parseYamlText('a:\n\tb: 1\n', 't.yaml'));
     expect(err.message).toContain('t.yaml:2: YAML:');
   });
 
   it('reports duplicate keys with both lines', () => {
-    const err = problemsOf(() => parseYamlText('a: 1\nb:\n  c: 1\n  c: 2\na: 3\n', 'd.yaml'));
+    const err = configErrorOf(() => parseYamlText('a: 1\nb:\n  c: 1\n  c: 2\na: 3\n', 'd.yaml'));
     expect(err.message).toBe(
       'd.yaml:4: b.c: duplicate key (first at line 3)\nd.yaml:5: a: duplicate key (first at line 1)',
     );
   });
 
   it('rejects non-string keys and multiple documents', () => {
-    expect(problemsOf(() => parseYamlText('? [a]\n: 1\n', 'k.yaml')).message).toBe(
+    expect(configErrorOf(() => parseYamlText('? [a]\n: 1\n', 'k.yaml')).message).toBe(
       'k.yaml:1: keys must be plain strings',
     );
-    expect(problemsOf(() => parseYamlText('a: 1\n---\nb: 2\n', 'm.yaml')).message).toBe(
+    expect(configErrorOf(() => parseYamlText('a: 1\n---\nb: 2\n', 'm.yaml')).message).toBe(
       'm.yaml:2: YAML: more than one document ("---") in one file',
     );
   });
 
   it('rejects unknown tags', () => {
-    expect(problemsOf(() => parseYamlText('a: !secret x\n', 'tag.yaml')).message).toMatch(
+    expect(configErrorOf(() => parseYamlText('a: !secret x\n', 'tag.yaml')).message).toMatch(
       /^tag\.yaml:1: YAML: .*!secret/,
     );
   });
@@ -111,10 +101,10 @@ describe('parseYamlText', () => {
 describe('readYamlFile', () => {
   let dir: string;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-yaml-'));
+    dir = tempDir('pl-yaml-');
   });
   afterEach(() => {
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   it('knows its absolute path and folder', () => {
@@ -127,11 +117,11 @@ describe('readYamlFile', () => {
   });
 
   it('names a missing file and a folder as config errors', () => {
-    expect(problemsOf(() => readYamlFile(join(dir, 'nope.yaml'))).message).toBe(
+    expect(configErrorOf(() => readYamlFile(join(dir, 'nope.yaml'))).message).toBe(
       `${join(dir, 'nope.yaml')}: cannot read config: file not found`,
     );
     mkdirSync(join(dir, 'sub'));
-    expect(problemsOf(() => readYamlFile(join(dir, 'sub'))).message).toMatch(
+    expect(configErrorOf(() => readYamlFile(join(dir, 'sub'))).message).toMatch(
       /cannot read config: is a directory/,
     );
   });

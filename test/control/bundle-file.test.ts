@@ -1,6 +1,5 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
@@ -17,6 +16,8 @@ import { signBundle } from '../../src/policy/bundle.js';
 import { buildSnapshot } from '../../src/policy/snapshot.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import type { BundlePayload, SignedBundle } from '../../src/policy/types.js';
+import { waitFor } from '../helpers/net.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const keys = generateKeyPairSync('ed25519');
 const foreign = generateKeyPairSync('ed25519');
@@ -41,14 +42,6 @@ function payload(version: number, expiresAt = '2026-11-29T10:00:00Z'): BundlePay
   };
 }
 
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 describe('BundleFileSource', () => {
   let dir: string;
   let file: string;
@@ -61,7 +54,7 @@ describe('BundleFileSource', () => {
   const sources: BundleFileSource[] = [];
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'portlicense-bundle-file-'));
+    dir = tempDir('portlicense-bundle-file-');
     file = join(dir, 'bundle.json');
     store = new PolicyStore();
     clock = new ManualClock('2026-11-28T10:30:00Z');
@@ -74,7 +67,7 @@ describe('BundleFileSource', () => {
 
   afterEach(() => {
     for (const s of sources.splice(0)) s.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   /** Writes like an atomic writer: a temp file renamed over the target. */
@@ -147,7 +140,7 @@ describe('BundleFileSource', () => {
     src.watch();
     src.watch();
     writeAtomic(signed(1));
-    await waitFor(() => store.current().version === 1, 'version 1');
+    await waitFor(() => store.current().version === 1, { what: 'version 1' });
     expect(bundleRejectReason(new PortlicenseError('FILE_UNREADABLE', 'x'))).toBe('unreadable');
     expect(bundleRejectReason(new Error('x'))).toBe('invalid');
   });
@@ -166,7 +159,7 @@ describe('BundleFileSource', () => {
     writeAtomic(signed(1));
     await source().start();
     writeAtomic(signed(2));
-    await waitFor(() => store.current().version === 2, 'version 2');
+    await waitFor(() => store.current().version === 2, { what: 'version 2' });
     expect(loaded.map((e) => e.version)).toEqual([1, 2]);
     expect(store.current().license('lic_v2')).toBeDefined();
   });
@@ -175,7 +168,7 @@ describe('BundleFileSource', () => {
     writeAtomic(signed(1));
     await source().start();
     writeFileSync(file, JSON.stringify(signed(2)));
-    await waitFor(() => store.current().version === 2, 'version 2');
+    await waitFor(() => store.current().version === 2, { what: 'version 2' });
   });
 
   it('rejects a tampered bundle, keeps the last good one and logs why', async () => {
@@ -184,7 +177,7 @@ describe('BundleFileSource', () => {
     const tampered = signed(2);
     tampered.payload.licenses[0]!.expiresAt = '2036-01-01T00:00:00Z';
     writeAtomic(tampered);
-    await waitFor(() => rejected.length === 1, 'a rejection');
+    await waitFor(() => rejected.length === 1, { what: 'a rejection' });
     expect(rejected[0]).toMatchObject({ file, reason: 'signature', keptVersion: 1, at: clock.now() });
     expect(rejected[0]!.error.code).toBe('BUNDLE_SIGNATURE');
     expect(store.current().version).toBe(1);
@@ -199,7 +192,7 @@ describe('BundleFileSource', () => {
     );
     // A good newer bundle afterwards still gets through.
     writeAtomic(signed(3));
-    await waitFor(() => store.current().version === 3, 'version 3');
+    await waitFor(() => store.current().version === 3, { what: 'version 3' });
   });
 
   it('sorts every rejection by reason', async () => {
@@ -246,7 +239,7 @@ describe('BundleFileSource', () => {
     writeAtomic(signed(1));
     await source({ watch: false, pollIntervalMs: 20 }).start();
     writeAtomic(signed(2));
-    await waitFor(() => store.current().version === 2, 'version 2 via polling');
+    await waitFor(() => store.current().version === 2, { what: 'version 2 via polling' });
   });
 
   it('survives a callback that throws', async () => {

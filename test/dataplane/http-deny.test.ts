@@ -4,18 +4,10 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DenyReason } from '../../src/policy/types.js';
-import {
-  FRONTEND,
-  hasCompleteResponse,
-  parseRaw,
-  rawRequest,
-  startHttpHarness,
-  testPki,
-  tlsConnect,
-  Received,
-  type HttpHarness,
-  type TestLicense,
-} from '../helpers/http.js';
+import { FRONTEND, startHttpHarness, type HttpHarness, type TestLicense } from '../helpers/http.js';
+import { hasCompleteResponse, parseRaw, rawRequest } from '../helpers/http-client.js';
+import { Received, tlsConnect } from '../helpers/net.js';
+import { sharedCa } from '../helpers/pki.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -112,8 +104,8 @@ describe('http port: deny reasons', () => {
   ] as const) {
     it(`bad_identity (${name}): every request on the connection gets 403`, async () => {
       h = await startHttpHarness({ licenses: [{ id: 'lic_1', subject: 'spiffe://example.org/*' }] });
-      const leaf = testPki().ca.issue({ uris: [...uris], dns: ['localhost'] });
-      const socket = await tlsConnect(h.address, h.credsFor(leaf));
+      const leaf = sharedCa().issue({ uris: [...uris], dns: ['localhost'] });
+      const socket = await tlsConnect({ ...h.address, ...h.credsFor(leaf) });
       const rx = new Received(socket);
       socket.write('GET /api HTTP/1.1\r\nHost: orders\r\n\r\n');
       await rx.until(hasCompleteResponse);
@@ -198,7 +190,7 @@ describe('http port: path tricks against a /api/* license', () => {
 describe('http port: the body of a denied request', () => {
   it('a small body is discarded and the connection kept for the next request', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1', methods: ['GET'] }] });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write('POST /api HTTP/1.1\r\nHost: orders\r\nContent-Length: 11\r\n\r\nhello world');
     await rx.until(hasCompleteResponse);
@@ -211,7 +203,7 @@ describe('http port: the body of a denied request', () => {
 
   it('a large pending body is not read: 403 with connection: close, the caller can still read it', async () => {
     h = await startHttpHarness({ licenses: [] });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(`POST /api HTTP/1.1\r\nHost: orders\r\nContent-Length: ${100 * 1024 * 1024}\r\n\r\n`);
     socket.write(Buffer.alloc(64 * 1024, 7));

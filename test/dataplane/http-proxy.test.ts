@@ -5,14 +5,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  FRONTEND,
-  parseRaw,
-  rawRequest,
-  startHttpHarness,
-  until,
-  type HttpHarness,
-} from '../helpers/http.js';
+import { FRONTEND, startHttpHarness, type HttpHarness } from '../helpers/http.js';
+import { parseRaw, rawRequest } from '../helpers/http-client.js';
+import { waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -187,7 +182,7 @@ describe('http port: allowed requests', () => {
     body.end(Buffer.alloc(CHUNK, 3));
     for (let r = await it.next(); !r.done; r = await it.next()) text += String(r.value);
     expect(text).toContain(`end ${3 * CHUNK}`);
-    await until(() => h!.telemetry.durations.length === 1);
+    await waitFor(() => h!.telemetry.durations.length === 1);
     expect(h.telemetry.bytesIn).toBe(3 * CHUNK);
     expect(h.telemetry.bytesOut).toBe(Buffer.byteLength(text));
   });
@@ -222,7 +217,7 @@ describe('http port: allowed requests', () => {
     expect(h.upstream.requests).toHaveLength(5);
     expect(h.upstream.connections).toBe(1);
     expect(h.telemetry.usageLookups).toBe(1);
-    const entry = [...h.telemetry.entries.values()][0]!;
+    const entry = [...h.telemetry.usageEntries.values()][0]!;
     expect(entry).toMatchObject({ licenseId: 'lic_1', identity: FRONTEND, origin: '127.0.0.1', count: 5 });
     expect(entry.at).toBe(h.clock.now());
   });
@@ -242,7 +237,7 @@ describe('http port: allowed requests', () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], logAllowedHttp: true });
     const res = await h.client().request({ path: '/api/x', method: 'POST', body: 'hello' });
     const text = await res.body.text();
-    await until(() => h!.telemetry.access.length === 1);
+    await waitFor(() => h!.telemetry.access.length === 1);
     expect(h.telemetry.access[0]).toMatchObject({
       kind: 'http',
       decision: 'allow',
@@ -262,7 +257,7 @@ describe('http port: allowed requests', () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const res = await h.client().request({ path: '/api/x', method: 'GET' });
     await res.body.dump();
-    await until(() => h!.telemetry.durations.length === 1);
+    await waitFor(() => h!.telemetry.durations.length === 1);
     expect(h.telemetry.access).toHaveLength(0);
   });
 
@@ -292,7 +287,7 @@ describe('http port: audit mode', () => {
     expect(echo.headers['x-portlicense-license']).toBeUndefined();
     expect(h.telemetry.decisionList()).toEqual(['audit_deny:no_license']);
     expect(h.telemetry.denials).toHaveLength(0);
-    await until(() => h!.telemetry.access.length === 1);
+    await waitFor(() => h!.telemetry.access.length === 1);
     expect(h.telemetry.access[0]).toMatchObject({
       decision: 'audit_deny',
       reason: 'no_license',

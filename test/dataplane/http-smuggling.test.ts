@@ -4,16 +4,9 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import {
-  parseRaw,
-  rawRequest,
-  startHttpHarness,
-  startUpstream,
-  tlsConnect,
-  until,
-  Received,
-  type HttpHarness,
-} from '../helpers/http.js';
+import { startHttpHarness, startUpstream, type HttpHarness } from '../helpers/http.js';
+import { parseRaw, rawRequest } from '../helpers/http-client.js';
+import { Received, tlsConnect, waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -182,10 +175,10 @@ describe('http port: bodies that break mid-way', () => {
     });
     try {
       h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream });
-      const socket = await tlsConnect(h.address, h.creds);
+      const socket = await tlsConnect({ ...h.address, ...h.creds });
       const rx = new Received(socket);
       socket.write('POST /api HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
-      await until(() => upstream.requests.length === 1);
+      await waitFor(() => upstream.requests.length === 1);
       socket.write('zz\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n');
       const r = parseRaw(await rx.closed());
       expect(r.status).toBe(400);
@@ -221,7 +214,7 @@ describe('http port: head size and head time limits', () => {
 
   it('times out a client that dribbles its head (408, connection closed)', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { headersTimeout: 300 } });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     const started = Date.now();
     // One header byte every 50 ms: each write is activity, none completes the head.
@@ -252,14 +245,14 @@ describe('http port: head size and head time limits', () => {
         upstream,
         port: { idleTimeout: 200, upstreamTimeout: 200 },
       });
-      const socket = await tlsConnect(h.address, h.creds);
+      const socket = await tlsConnect({ ...h.address, ...h.creds });
       const rx = new Received(socket);
       const started = Date.now();
       socket.write('POST /api HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789');
       await rx.closed(5_000);
       // Inactivity limit while a request is open: max(idleTimeout, upstreamTimeout) + 1 s.
       expect(Date.now() - started).toBeLessThan(4_000);
-      await until(() => upstreamClosed);
+      await waitFor(() => upstreamClosed);
     } finally {
       await h?.close();
       h = undefined;

@@ -8,16 +8,14 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   FRONTEND,
-  parseRaw,
   startHttpHarness,
   startUpstream,
-  tlsConnect,
-  until,
-  Received,
   type HttpHarness,
   type TestLicense,
   type TestUpstream,
 } from '../helpers/http.js';
+import { parseRaw } from '../helpers/http-client.js';
+import { Received, tlsConnect, waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -93,7 +91,7 @@ async function upgraded(
   port: Parameters<typeof startHttpHarness>[0] = {},
 ): Promise<Received> {
   h = await startHttpHarness({ licenses, ...port });
-  const socket = await tlsConnect(h.address, h.creds);
+  const socket = await tlsConnect({ ...h.address, ...h.creds });
   const rx = new Received(socket);
   socket.write(UPGRADE);
   await rx.until((t) => t.includes('\r\n\r\n'));
@@ -124,7 +122,7 @@ describe('http port: upgrades', () => {
     const text = await rx.closed();
     expect(text.endsWith('pinglast')).toBe(true);
     expect(rx.error).toBeNull();
-    await until(() => h!.telemetry.access.length === 1);
+    await waitFor(() => h!.telemetry.access.length === 1);
     expect(h!.telemetry.access[0]).toMatchObject({
       decision: 'allow',
       license: 'lic_1',
@@ -139,7 +137,7 @@ describe('http port: upgrades', () => {
 
   it('refuses an upgrade without a license: raw 403, nothing reaches the upstream', async () => {
     h = await startHttpHarness({ licenses: [] });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(UPGRADE);
     const r = parseRaw(await rx.closed());
@@ -153,7 +151,7 @@ describe('http port: upgrades', () => {
 
   it('refuses an upgrade to a path the license does not cover', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1', paths: ['/api/*'] }] });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(UPGRADE);
     const r = parseRaw(await rx.closed());
@@ -165,7 +163,7 @@ describe('http port: upgrades', () => {
   it('answers 502 when the upstream cannot be reached for an upgrade', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     await h.upstream.close();
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(UPGRADE);
     const r = parseRaw(await rx.closed());
@@ -178,7 +176,7 @@ describe('http port: upgrades', () => {
     h!.setLicenses([{ id: 'lic_1', revokedAt: 0 }]);
     await rx.closed();
     expect(h!.telemetry.terminations).toEqual(['revoked']);
-    await until(() => h!.listener.activeConnections() === 0);
+    await waitFor(() => h!.listener.activeConnections() === 0);
   });
 
   it('closes the flow when its license is removed from the policy', async () => {
@@ -227,7 +225,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
     cleanups.push(() => up.close());
     up.server.removeAllListeners('upgrade');
     h = await startHttpHarness({ licenses: [{ id: 'lic_1', paths: ['/ws'] }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + SMUGGLED);
     socket.write(SMUGGLED);
@@ -238,7 +236,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
     expect(r.status).toBe(200);
     expect(r.head).toMatch(/\r\nconnection: close(\r\n|$)/);
     expect(JSON.parse(r.body)).toMatchObject({ url: '/ws' });
-    await until(() => up.connections === 1 && up.bytesReceived() > 0);
+    await waitFor(() => up.connections === 1 && up.bytesReceived() > 0);
     expect(up.requests.map((q) => q.url)).toEqual(['/ws']);
     expect(h.telemetry.decisionList()).toEqual(['allow:-']);
   });
@@ -250,7 +248,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       port: { upstream: { host: '127.0.0.1', port: up.port } },
       logAllowedHttp: true,
     });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + SMUGGLED);
     socket.write(SMUGGLED);
@@ -263,7 +261,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
     expect(received.split('\r\n\r\n')).toHaveLength(2);
     expect(received.endsWith('\r\n\r\n')).toBe(true);
     expect(received).not.toContain('admin');
-    await until(() => h!.telemetry.access.length === 1);
+    await waitFor(() => h!.telemetry.access.length === 1);
     expect(h.telemetry.access[0]).toMatchObject({ path: '/ws', status: 200, bytesIn: 0, bytesOut: 2 });
   });
 
@@ -280,7 +278,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       );
     });
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + 'held bytes' + SMUGGLED);
     const text = await rx.closed();
@@ -292,7 +290,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
     expect(r.head).not.toMatch(/keep-alive/i);
     expect(r.body).toBe('nope!');
     expect(responses(text)).toBe(1);
-    await until(() => seen.closed);
+    await waitFor(() => seen.closed);
     expect(seen).toEqual({ head: 0, data: '', closed: true });
   });
 
@@ -303,7 +301,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       );
     });
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws'));
     const r = parseRaw(await rx.closed());
@@ -319,7 +317,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       setImmediate(() => s.destroy());
     });
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.on('error', () => {});
     socket.write(wsRequest('/ws'));
@@ -337,7 +335,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       s.pipe(s);
     });
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up, logAllowedHttp: true });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + 'early');
     await rx.until((t) => t.endsWith('helloearly'));
@@ -346,7 +344,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
     expect(order).toEqual(['head:0', 'data:early']);
     socket.end('!');
     await rx.closed();
-    await until(() => h!.telemetry.access.length === 1);
+    await waitFor(() => h!.telemetry.access.length === 1);
     expect(h.telemetry.access[0]).toMatchObject({ status: 101, bytesIn: 6, bytesOut: 11 });
   });
 
@@ -362,10 +360,10 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       upstream: up,
       port: { upstreamTimeout: 1_000 },
     });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + SMUGGLED);
-    await until(() => up.upgrades.length === 1);
+    await waitFor(() => up.upgrades.length === 1);
     h.clock.advance(999);
     expect(rx.ended).toBe(false);
     h.clock.advance(1);
@@ -376,14 +374,14 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       reason: 'upstream_timeout',
       port: 'orders/http',
     });
-    await until(() => upstreamClosed);
+    await waitFor(() => upstreamClosed);
     expect(received).toBe('');
   });
 
   it('answers 502 when the upstream closes without answering the upgrade', async () => {
     const up = await upstreamWith((_req, s) => s.end());
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws'));
     const r = parseRaw(await rx.closed());
@@ -398,7 +396,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       );
     });
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + 'held');
     const r = parseRaw(await rx.closed());
@@ -413,7 +411,7 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
       s.write('HTTP/1.1 101 Switching Protocols\r\n\r\n');
     });
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write(wsRequest('/ws') + SMUGGLED);
     const r = parseRaw(await rx.closed());
@@ -439,7 +437,7 @@ describe('http port: only WebSocket upgrades', () => {
   for (const [what, request] of refused) {
     it(`refuses an upgrade with ${what}: 400 unsupported_upgrade, nothing reaches the upstream`, async () => {
       h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
-      const socket = await tlsConnect(h.address, h.creds);
+      const socket = await tlsConnect({ ...h.address, ...h.creds });
       const rx = new Received(socket);
       socket.write(request + SMUGGLED);
       const text = await rx.closed();
@@ -459,7 +457,7 @@ describe('http port: only WebSocket upgrades', () => {
 
   it('treats an Upgrade header without Connection: upgrade as a plain request, dropping it', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(socket);
     socket.write('GET /api HTTP/1.1\r\nHost: orders\r\nUpgrade: h2c\r\nConnection: close\r\n\r\n');
     expect(parseRaw(await rx.closed()).status).toBe(200);

@@ -7,15 +7,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpPort } from '../../src/dataplane/http-proxy.js';
 import { PortlicenseError } from '../../src/errors.js';
-import {
-  hasCompleteResponse,
-  parseRaw,
-  startHttpHarness,
-  tlsConnect,
-  until,
-  Received,
-  type HttpHarness,
-} from '../helpers/http.js';
+import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
+import { hasCompleteResponse, parseRaw } from '../helpers/http-client.js';
+import { Received, tlsConnect, waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -109,12 +103,12 @@ describe('http port: upstream failures', () => {
         void req;
       },
     });
-    const socket = await tlsConnect(h.address, h.creds);
+    const socket = await tlsConnect({ ...h.address, ...h.creds });
     socket.write('GET /slow HTTP/1.1\r\nHost: orders\r\n\r\n');
-    await until(() => h!.upstream.requests.length === 1);
+    await waitFor(() => h!.upstream.requests.length === 1);
     socket.destroy();
     expect(await closed).toBe(true);
-    await until(() => h!.telemetry.durations.length === 1);
+    await waitFor(() => h!.telemetry.durations.length === 1);
     expect(h.listener.activeConnections()).toBe(0);
   });
 });
@@ -146,13 +140,13 @@ describe('http port: lifecycle', () => {
   it('counts active connections', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     expect(h.listener.activeConnections()).toBe(0);
-    const a = await tlsConnect(h.address, h.creds);
-    const b = await tlsConnect(h.address, h.creds);
-    await until(() => h!.listener.activeConnections() === 2);
+    const a = await tlsConnect({ ...h.address, ...h.creds });
+    const b = await tlsConnect({ ...h.address, ...h.creds });
+    await waitFor(() => h!.listener.activeConnections() === 2);
     expect(h.telemetry.opened).toBe(2);
     a.destroy();
     b.destroy();
-    await until(() => h!.listener.activeConnections() === 0);
+    await waitFor(() => h!.listener.activeConnections() === 0);
     expect(h.telemetry.closed).toBe(2);
   });
 
@@ -166,19 +160,19 @@ describe('http port: lifecycle', () => {
       },
     });
     // An idle keep-alive connection.
-    const idle = await tlsConnect(h.address, h.creds);
+    const idle = await tlsConnect({ ...h.address, ...h.creds });
     const idleRx = new Received(idle);
     idle.write('GET /fast HTTP/1.1\r\nHost: orders\r\n\r\n');
     await idleRx.until(hasCompleteResponse);
     // A connection with a request in flight.
-    const busy = await tlsConnect(h.address, h.creds);
+    const busy = await tlsConnect({ ...h.address, ...h.creds });
     const busyRx = new Received(busy);
     busy.write('GET /slow HTTP/1.1\r\nHost: orders\r\n\r\n');
-    await until(() => release !== undefined);
+    await waitFor(() => release !== undefined);
 
     const drained = h.listener.drain(h.clock.now() + 60_000);
     await idleRx.closed();
-    await expect(tlsConnect(h.address, h.creds)).rejects.toThrow();
+    await expect(tlsConnect({ ...h.address, ...h.creds })).rejects.toThrow();
     release!();
     const text = await busyRx.closed();
     const r = parseRaw(text);
@@ -196,10 +190,10 @@ describe('http port: lifecycle', () => {
         // never answers
       },
     });
-    const busy = await tlsConnect(h.address, h.creds);
+    const busy = await tlsConnect({ ...h.address, ...h.creds });
     const rx = new Received(busy);
     busy.write('GET /stuck HTTP/1.1\r\nHost: orders\r\n\r\n');
-    await until(() => h!.upstream.requests.length === 1);
+    await waitFor(() => h!.upstream.requests.length === 1);
     let done = false;
     const drained = h.listener.drain(h.clock.now() + 5_000).then(() => (done = true));
     await new Promise((r) => setTimeout(r, 50));

@@ -3,24 +3,22 @@
  * unless allowNonLoopback, unique names and listen addresses, valid targets and SPIFFE IDs, and no
  * target that is one of the sidecar's own outbound listeners.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
-import { ConfigError } from '../../src/errors.js';
+import { configErrorOf } from '../helpers/errors.js';
+import { removeDir, tempDir, writePlaceholders } from '../helpers/tmp.js';
 
 let root: string;
 
 beforeEach(() => {
-  root = mkdtempSync(join(tmpdir(), 'pl-outbound-config-'));
-  mkdirSync(join(root, 'certs'));
-  for (const f of ['ca.pem', 'app.pem', 'app-key.pem', 'signing.pub.pem'])
-    writeFileSync(join(root, 'certs', f), 'placeholder\n');
+  root = tempDir('pl-outbound-config-');
+  writePlaceholders(join(root, 'certs'), ['ca.pem', 'app.pem', 'app-key.pem', 'signing.pub.pem']);
 });
 
 afterEach(() => {
-  rmSync(root, { recursive: true, force: true });
+  removeDir(root);
 });
 
 /** A client-only sidecar (no ports) with the given outbound entries; line 8 is outbound[0]. */
@@ -39,13 +37,8 @@ ${entries.map((e) => `  - ${e}\n`).join('')}`;
 }
 
 function problems(file: string): string[] {
-  try {
-    loadSidecarConfig(file);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    return err.message.split('\n').map((l) => l.replace(`${root}/`, ''));
-  }
-  throw new Error('expected the config to be rejected');
+  const err = configErrorOf(() => loadSidecarConfig(file), 'expected the config to be rejected');
+  return err.message.split('\n').map((l) => l.replace(`${root}/`, ''));
 }
 
 const ORDERS = 'spiffe://example.org/ns/default/sa/orders';

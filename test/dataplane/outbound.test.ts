@@ -2,10 +2,8 @@
  * Outbound listeners with real sockets: a plaintext app on loopback, the listener under test, and a
  * real mTLS target server that requires a client certificate and records who presented it.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
@@ -18,7 +16,7 @@ import {
 } from '../../src/dataplane/outbound.js';
 import { peerIdentity } from '../../src/dataplane/identity.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
-import { createLogger, MemorySink } from '../../src/log.js';
+import { MemorySink } from '../../src/log.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import { createSidecarMetrics, type SidecarMetrics } from '../../src/telemetry/metrics.js';
 import { UsageTracker } from '../../src/telemetry/usage.js';
@@ -28,10 +26,13 @@ import {
   readUntil,
   roundTrip,
   startTcpServer,
+  tcpConnect,
   waitFor,
   type TestServer,
 } from '../helpers/net.js';
 import { createTestCa, type PemPair, type TestCa } from '../helpers/pki.js';
+import { loadTlsFixture } from '../helpers/tls.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 import { parseExposition } from '../telemetry/helpers.js';
 
 const TD = 'example.org';
@@ -125,12 +126,12 @@ let dir: string;
 const cleanups: Array<() => unknown> = [];
 
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-outbound-'));
+  dir = tempDir('pl-outbound-');
 });
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-  rmSync(dir, { recursive: true, force: true });
+  removeDir(dir);
 });
 
 async function start(
@@ -138,13 +139,7 @@ async function start(
   serverId: string,
   opts: OutboundOptions & { handshakeTimeout?: number; listenPort?: number } = {},
 ): Promise<Fixture> {
-  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
-  writeFileSync(files.ca, ca.cert);
-  writeFileSync(files.cert, frontend.cert);
-  writeFileSync(files.key, frontend.key);
-  const sink = new MemorySink();
-  const log = createLogger({ sink, level: 'debug' });
-  const tls = TlsMaterialStore.load(files, log);
+  const { files, sink, log, tls } = loadTlsFixture(dir, ca.cert, frontend);
   const clock = new ManualClock(Date.now());
   const policy = new PolicyStore();
   const metrics = createSidecarMetrics({
@@ -178,16 +173,10 @@ async function start(
 }
 
 /** The local app: a plaintext TCP client of the listener, destroyed after the test. */
-function app(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ host: '127.0.0.1', port }, () => {
-      s.off('error', reject);
-      s.on('error', () => {});
-      resolve(s);
-    });
-    s.once('error', reject);
-    cleanups.push(() => s.destroy());
-  });
+async function app(port: number): Promise<Socket> {
+  const s = await tcpConnect(port);
+  cleanups.push(() => s.destroy());
+  return s;
 }
 
 async function counted(fx: Fixture): Promise<Record<string, number>> {

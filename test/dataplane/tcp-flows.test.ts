@@ -3,9 +3,9 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { FlowRegistry, type Flow } from '../../src/dataplane/flows.js';
 import { createLogger, MemorySink } from '../../src/log.js';
-import { buildSnapshot } from '../../src/policy/snapshot.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import type { LicenseWire, PolicySnapshot, TerminationReason } from '../../src/policy/types.js';
+import { dbLicense, iso, ordersSnapshot } from '../helpers/policy.js';
 import { RecordingTelemetry } from '../helpers/telemetry.js';
 
 const MIN = 60_000;
@@ -19,38 +19,12 @@ let t0: number;
 let policy: PolicyStore;
 let telemetry: RecordingTelemetry;
 let sink: MemorySink;
-let version = 0;
-
-const iso = (ms: number) => new Date(ms).toISOString();
 
 /** A license valid from `from` to `to` minutes after the test's start. */
-function lic(
-  id: string,
-  subject: string,
-  from: number,
-  to: number,
-  extra: Partial<LicenseWire> = {},
-): LicenseWire {
-  return {
-    id,
-    subject,
-    service: 'orders',
-    port: 'db',
-    notBefore: iso(t0 + from * MIN),
-    expiresAt: iso(t0 + to * MIN),
-    ...extra,
-  };
-}
+const lic = (id: string, subject: string, from: number, to: number, extra?: Partial<LicenseWire>) =>
+  dbLicense(t0, id, subject, from, to, extra);
 
-function snapshot(licenses: LicenseWire[]): PolicySnapshot {
-  return buildSnapshot({
-    version: ++version,
-    issuedAt: iso(clock.now()),
-    node: 'n',
-    services: ['orders'],
-    licenses,
-  });
-}
+const snapshot = (licenses: LicenseWire[]): PolicySnapshot => ordersSnapshot(licenses, clock.now());
 
 /** `s` with its decide() calls counted. */
 function counting(s: PolicySnapshot): { snapshot: PolicySnapshot; decisions: () => number } {

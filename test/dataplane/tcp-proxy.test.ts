@@ -1,8 +1,6 @@
 /** The tcp port end to end: real TLS callers, a real upstream, ManualClock for license time. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import type { PortConfig } from '../../src/config/types.js';
@@ -10,7 +8,6 @@ import { createTcpPort, type TcpPortOptions } from '../../src/dataplane/tcp-prox
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import type { PortListener } from '../../src/dataplane/types.js';
 import { createLogger, MemorySink } from '../../src/log.js';
-import { buildSnapshot } from '../../src/policy/snapshot.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import type { LicenseWire } from '../../src/policy/types.js';
 import {
@@ -28,6 +25,9 @@ import {
 } from '../helpers/net.js';
 import { buildCertificate } from '../../src/pki/x509.js';
 import { createTestCa, type PemPair, type TestCa } from '../helpers/pki.js';
+import { loadTlsFixture } from '../helpers/tls.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
+import { dbLicense, dbPortConfig, iso, ordersSnapshot } from '../helpers/policy.js';
 import { RecordingTelemetry } from '../helpers/telemetry.js';
 
 const MIN = 60_000;
@@ -76,77 +76,36 @@ interface StartOptions {
 let dir: string;
 let fx: Fixture;
 const cleanups: Array<() => unknown> = [];
-let version = 0;
 
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-tcp-'));
+  dir = tempDir('pl-tcp-');
 });
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-  rmSync(dir, { recursive: true, force: true });
+  removeDir(dir);
 });
 
-const iso = (ms: number) => new Date(ms).toISOString();
-
-function lic(
-  t0: number,
-  id: string,
-  from: number,
-  to: number,
-  extra: Partial<LicenseWire> = {},
-): LicenseWire {
-  return {
-    id,
-    subject: FRONTEND,
-    service: 'orders',
-    port: 'db',
-    notBefore: iso(t0 + from * MIN),
-    expiresAt: iso(t0 + to * MIN),
-    ...extra,
-  };
-}
+/** A license of FRONTEND valid from `from` to `to` minutes after `t0`. */
+const lic = (t0: number, id: string, from: number, to: number, extra?: Partial<LicenseWire>) =>
+  dbLicense(t0, id, FRONTEND, from, to, extra);
 
 function publish(licenses: LicenseWire[]): void {
-  fx.policy.swap(
-    buildSnapshot({
-      version: ++version,
-      issuedAt: iso(fx.clock.now()),
-      node: 'n',
-      services: ['orders'],
-      licenses,
-    }),
-  );
+  fx.policy.swap(ordersSnapshot(licenses, fx.clock.now()));
 }
 
 async function start(opts: StartOptions = {}): Promise<Fixture> {
-  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
-  writeFileSync(files.ca, ca.cert);
-  writeFileSync(files.cert, serverA.cert);
-  writeFileSync(files.key, serverA.key);
-  const sink = new MemorySink();
-  const log = createLogger({ sink, level: 'debug' });
-  const tls = TlsMaterialStore.load(files, log);
+  const { files, sink, log, tls } = loadTlsFixture(dir, ca.cert, serverA);
   const upstream = opts.upstream ?? (await startTcpEcho());
   const clock = new ManualClock(Date.now());
   const t0 = clock.now();
   const policy = new PolicyStore();
   const telemetry = new RecordingTelemetry();
-  const port: PortConfig = {
-    name: 'db',
-    service: 'orders',
-    protocol: 'tcp',
-    listen: { host: '127.0.0.1', port: 0 },
+  const port = dbPortConfig({
     upstream: { host: upstream.host, port: upstream.port },
     mode: opts.mode ?? 'enforce',
-    key: 'orders/db',
-    upstreamTimeout: 30_000,
-    maxConnections: 100,
-    idleTimeout: 60_000,
-    headersTimeout: 10_000,
-    maxHeaderSize: 16_384,
     ...opts.port,
-  };
+  });
   const listener = createTcpPort(
     {
       port,

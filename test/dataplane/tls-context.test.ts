@@ -1,14 +1,14 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TlsMaterialStore, type TlsFiles } from '../../src/dataplane/tls-context.js';
 import { PortlicenseError } from '../../src/errors.js';
 import { createLogger, MemorySink } from '../../src/log.js';
 import { generateRsaKey } from '../../src/pki/x509.js';
-import { createTestCa, type PemPair, type TestCa } from '../helpers/pki.js';
+import { createTestCa, writeTlsFiles, type PemPair, type TestCa } from '../helpers/pki.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/net.js';
+import { thrown } from '../helpers/errors.js';
 
 let ca: TestCa;
 let serverA: PemPair;
@@ -27,9 +27,7 @@ let store: TlsMaterialStore | undefined;
 const log = () => createLogger({ sink, level: 'debug' });
 
 function write(pair: PemPair, caPem = ca.cert): void {
-  writeFileSync(files.ca, caPem);
-  writeFileSync(files.cert, pair.cert);
-  writeFileSync(files.key, pair.key);
+  files = writeTlsFiles(dir, caPem, pair);
 }
 
 /** Replace a file the way rotation tools do: write aside, rename over. */
@@ -40,18 +38,11 @@ function replace(path: string, content: string): void {
 
 const fingerprint = (pem: string) => new X509Certificate(pem).fingerprint256;
 
-function loadError(): PortlicenseError {
-  try {
-    TlsMaterialStore.load(files, log());
-  } catch (err) {
-    return err as PortlicenseError;
-  }
-  throw new Error('load succeeded');
-}
+const loadError = () =>
+  thrown(() => TlsMaterialStore.load(files, log()), 'load succeeded') as PortlicenseError;
 
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-tls-'));
-  files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
+  dir = tempDir('pl-tls-');
   sink = new MemorySink();
   write(serverA);
 });
@@ -59,7 +50,7 @@ beforeEach(() => {
 afterEach(() => {
   store?.close();
   store = undefined;
-  rmSync(dir, { recursive: true, force: true });
+  removeDir(dir);
 });
 
 describe('TlsMaterialStore.load', () => {

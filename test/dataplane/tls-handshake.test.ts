@@ -1,7 +1,5 @@
 import { connect as netConnect, type Server } from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
@@ -18,6 +16,9 @@ import { createLogger, MemorySink } from '../../src/log.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import { closed, outcome, roundTrip, tlsAttempt, tlsConnect, waitFor } from '../helpers/net.js';
 import { createTestCa, opensslLeaf, type PemPair, type TestCa } from '../helpers/pki.js';
+import { loadTlsFixture } from '../helpers/tls.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
+import { dbPortConfig } from '../helpers/policy.js';
 import { RecordingTelemetry } from '../helpers/telemetry.js';
 
 const DAY = 86_400_000;
@@ -44,24 +45,6 @@ beforeAll(() => {
   notYetValid = ca.svid('spiffe://example.org/x', { notBefore: new Date(Date.now() + DAY) });
 });
 
-function portConfig(over: Partial<PortConfig> = {}): PortConfig {
-  return {
-    name: 'db',
-    service: 'orders',
-    protocol: 'tcp',
-    listen: { host: '127.0.0.1', port: 0 },
-    upstream: { host: '127.0.0.1', port: 1 },
-    mode: 'enforce',
-    key: 'orders/db',
-    upstreamTimeout: 30_000,
-    maxConnections: 100,
-    idleTimeout: 60_000,
-    headersTimeout: 10_000,
-    maxHeaderSize: 16_384,
-    ...over,
-  };
-}
-
 interface Fixture {
   port: number;
   clock: ManualClock;
@@ -78,26 +61,20 @@ let fx: Fixture | undefined;
 const cleanups: Array<() => unknown> = [];
 
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-hs-'));
+  dir = tempDir('pl-hs-');
 });
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
   fx = undefined;
-  rmSync(dir, { recursive: true, force: true });
+  removeDir(dir);
 });
 
 /** A TLS listener whose accepted sockets greet with the peer identity and then echo. */
 async function start(opts: { handshakeTimeout?: number; port?: Partial<PortConfig> } = {}): Promise<Fixture> {
-  const files = { ca: join(dir, 'ca.pem'), cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
-  writeFileSync(files.ca, ca.cert);
-  writeFileSync(files.cert, serverA.cert);
-  writeFileSync(files.key, serverA.key);
-  const sink = new MemorySink();
-  const log = createLogger({ sink, level: 'debug' });
-  const tls = TlsMaterialStore.load(files, log);
+  const { files, sink, log, tls } = loadTlsFixture(dir, ca.cert, serverA);
   const telemetry = new RecordingTelemetry();
-  const port = portConfig(opts.port);
+  const port = dbPortConfig(opts.port);
   const clock = new ManualClock(Date.now());
   const deps: PortDeps = {
     port,
@@ -342,7 +319,7 @@ describe('createTlsListener: limits and reload', () => {
     const f = await start();
     const err = await listenOn(
       createTlsListener({ deps: { ...deps(f) }, onConnection: () => {} }),
-      portConfig({ listen: { host: '127.0.0.1', port: f.port } }),
+      dbPortConfig({ listen: { host: '127.0.0.1', port: f.port } }),
     ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'LISTEN_FAILED' });
     expect((err as Error).message).toBe(
@@ -369,7 +346,7 @@ describe('helpers', () => {
 
 function deps(f: Fixture): PortDeps {
   return {
-    port: portConfig(),
+    port: dbPortConfig(),
     policy: new PolicyStore(),
     clock: new ManualClock(Date.now()),
     telemetry: f.telemetry,

@@ -7,19 +7,30 @@
  * while the TCP flow is closed; a B that is not who A expects is refused by A; A's /status and
  * metrics and B's last access (license show) both record the calls.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initCa } from '../../src/pki/ca.js';
-import { issueCert } from '../../src/pki/issue.js';
-import { httpsClient, startUpstream, type TestUpstream } from '../helpers/http.js';
-import { closed, roundTrip, startTcpEcho, unusedPort, waitFor, type TestServer } from '../helpers/net.js';
-import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
+import {
+  adminCli,
+  authorityStarted,
+  authorityYaml,
+  credsOf,
+  onOrders,
+  ordersSidecarYaml,
+  pickPorts,
+  SERVICES_YAML,
+  sidecarAuthorityBlock,
+  sidecarStarted,
+  TD,
+  writeCerts,
+} from '../helpers/deployment.js';
+import { httpsGet, type SimpleResponse } from '../helpers/http-client.js';
+import { startUpstream, type TestUpstream } from '../helpers/http.js';
+import { closed, roundTrip, startTcpEcho, tcpConnect, waitFor, type TestServer } from '../helpers/net.js';
+import { startCli, type CliProcess } from '../helpers/proc.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
-const TD = 'example.org';
 const ID = {
   admin: `spiffe://${TD}/admin/ops`,
   orders: `spiffe://${TD}/ns/default/sa/orders`,
@@ -27,14 +38,8 @@ const ID = {
 };
 const PAYMENTS = `spiffe://${TD}/ns/default/sa/payments`;
 
-interface PlainResponse {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
-
 /** What the app does: a plaintext HTTP request on a fresh connection, no certificate anywhere. */
-function plainGet(port: number, path = '/api/orders'): Promise<PlainResponse> {
+function plainGet(port: number, path = '/api/orders'): Promise<SimpleResponse> {
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       const chunks: Buffer[] = [];
@@ -50,17 +55,6 @@ function plainGet(port: number, path = '/api/orders'): Promise<PlainResponse> {
     });
     req.on('error', reject);
     req.end();
-  });
-}
-
-function plainConnect(port: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = netConnect({ host: '127.0.0.1', port }, () => {
-      s.off('error', reject);
-      s.on('error', () => {});
-      resolve(s);
-    });
-    s.once('error', reject);
   });
 }
 
@@ -82,84 +76,39 @@ describe('two sidecars: app -> A (outbound) -> B (inbound) -> upstream', () => {
     aTcp: 0,
     aWrong: 0,
   };
-  const env = (): NodeJS.ProcessEnv => ({
-    PORTLICENSE_AUTHORITY: `https://127.0.0.1:${ports.api}`,
-    PORTLICENSE_CA: join(dir, 'certs/ca.pem'),
-    PORTLICENSE_CERT: join(dir, 'certs/admin.pem'),
-    PORTLICENSE_KEY: join(dir, 'certs/admin-key.pem'),
-  });
-  const cli = async (...args: string[]): Promise<string> => {
-    const r = await runCli(args, { cwd: dir, env: env() });
-    expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0);
-    return r.stdout;
-  };
-  const grant = async (...args: string[]): Promise<string> =>
-    (JSON.parse(await cli('license', 'grant', ...args, '--json')) as { id: string }).id;
+  const { cli, grant } = adminCli(
+    () => dir,
+    () => ports.api,
+  );
   const admin = async (port: number, path: string): Promise<string> =>
     (await fetch(`http://127.0.0.1:${port}${path}`)).text();
   /** The same request made directly to B with frontend's certificate, as a mesh-less app would. */
-  const directToB = async (): Promise<PlainResponse> => {
-    const creds = {
-      ca: readFileSync(join(dir, 'certs/ca.pem'), 'utf8'),
-      cert: readFileSync(join(dir, 'certs/frontend.pem'), 'utf8'),
-      key: readFileSync(join(dir, 'certs/frontend-key.pem'), 'utf8'),
-    };
-    const c = httpsClient({ host: '127.0.0.1', port: ports.bHttp }, creds);
-    try {
-      const r = await c.request({ method: 'GET', path: '/api/orders' });
-      return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
-    } finally {
-      await c.close();
-    }
-  };
+  const directToB = (): Promise<SimpleResponse> =>
+    httpsGet({ host: '127.0.0.1', port: ports.bHttp }, credsOf(dir, 'frontend'), '/api/orders');
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-outbound-'));
-    initCa({ dir: join(dir, 'certs'), trustDomain: TD });
-    for (const [name, id] of Object.entries(ID))
-      issueCert({
-        caDir: join(dir, 'certs'),
-        spiffeId: id,
-        out: join(dir, 'certs', name),
-        dns: ['localhost'],
-        ips: ['127.0.0.1'],
-      });
+    dir = tempDir('pl-e2e-outbound-');
+    writeCerts(dir, ID);
     up = await startUpstream();
     echo = await startTcpEcho();
-    for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await unusedPort();
-    const authorityBlock = (node: string) => `authority:
-  url: https://127.0.0.1:${ports.api}
-  signingPublicKey: certs/bundle-signing.pub.pem
-  cacheFile: data/${node}-bundle.json
-  wait: 5s
-  reportInterval: 1s
-  maxStaleness: 10m`;
+    await pickPorts(ports);
     writeFileSync(
       join(dir, 'authority.yaml'),
-      `listen: 127.0.0.1:${ports.api}
-trustDomains: [${TD}]
-tls: { ca: certs/ca.pem, cert: certs/authority.pem, key: certs/authority-key.pem }
-signingKey: certs/bundle-signing-key.pem
-store: { sqlite: data/authority.db }
-admins: ["spiffe://${TD}/admin/*"]
-sidecars: ["spiffe://${TD}/ns/*"]
-defaults: { ttl: 1h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }
-admin: { listen: 127.0.0.1:${ports.apiAdmin} }
-`,
+      authorityYaml({ api: ports.api, admin: ports.apiAdmin, sidecars: `spiffe://${TD}/ns/*` }),
     );
     // B: beside the orders service, guarding its ports.
     writeFileSync(
       join(dir, 'sidecar-b.yaml'),
-      `node: node-b
-trustDomains: [${TD}]
-tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
-${authorityBlock('node-b')}
-ports:
-  - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${ports.bHttp}, upstream: 127.0.0.1:${up.address.port} }
-  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${ports.bTcp}, upstream: 127.0.0.1:${echo.port} }
-admin: { listen: 127.0.0.1:${ports.bAdmin} }
-drainTimeout: 1s
-`,
+      ordersSidecarYaml({
+        node: 'node-b',
+        authority: sidecarAuthorityBlock(ports.api, 'node-b'),
+        http: ports.bHttp,
+        httpUpstream: up.address.port,
+        tcp: ports.bTcp,
+        tcpUpstream: echo.port,
+        admin: ports.bAdmin,
+        drainTimeout: '1s',
+      }),
     );
     // A: beside the frontend app, carrying its calls; it guards no port of its own.
     writeFileSync(
@@ -167,7 +116,7 @@ drainTimeout: 1s
       `node: node-a
 trustDomains: [${TD}]
 tls: { ca: certs/ca.pem, cert: certs/frontend.pem, key: certs/frontend-key.pem }
-${authorityBlock('node-a')}
+${sidecarAuthorityBlock(ports.api, 'node-a')}
 ports: []
 outbound:
   - { name: orders-http, listen: 127.0.0.1:${ports.aHttp}, target: localhost:${ports.bHttp}, serverId: "${ID.orders}" }
@@ -177,19 +126,13 @@ admin: { listen: 127.0.0.1:${ports.aAdmin} }
 drainTimeout: 1s
 `,
     );
-    writeFileSync(
-      join(dir, 'services.yaml'),
-      'services:\n  - name: orders\n    ports: [ { name: http, protocol: http }, { name: db, protocol: tcp } ]\n',
-    );
+    writeFileSync(join(dir, 'services.yaml'), SERVICES_YAML);
     authority = startCli(['authority', '--config', 'authority.yaml'], { cwd: dir });
-    await authority.waitForLog((l) => /authority (started|listening)/.test(String(l.msg)));
+    await authority.waitForLog(authorityStarted);
     await cli('apply', '-f', 'services.yaml');
     sidecarB = startCli(['sidecar', '--config', 'sidecar-b.yaml'], { cwd: dir });
     sidecarA = startCli(['sidecar', '--config', 'sidecar-a.yaml'], { cwd: dir });
-    await Promise.all([
-      sidecarB.waitForLog((l) => l.msg === 'sidecar started'),
-      sidecarA.waitForLog((l) => l.msg === 'sidecar started'),
-    ]);
+    await Promise.all([sidecarB.waitForLog(sidecarStarted), sidecarA.waitForLog(sidecarStarted)]);
     await waitFor(async () => (await fetch(`http://127.0.0.1:${ports.bAdmin}/readyz`)).status === 200, {
       timeoutMs: 10_000,
       what: 'sidecar B ready',
@@ -204,7 +147,7 @@ drainTimeout: 1s
     authority?.kill();
     await up?.close();
     await echo?.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   it('carries the app only while it holds a license at B; a revoke denies through A, 403 as is, and closes the TCP flow', async () => {
@@ -220,17 +163,8 @@ drainTimeout: 1s
     expect(denied.body).toBe((await directToB()).body);
     expect(up.requests).toHaveLength(0);
 
-    const httpLicense = await grant(
-      '--subject',
-      ID.frontend,
-      '--service',
-      'orders',
-      '--port',
-      'http',
-      '--paths',
-      '/api/*',
-    );
-    await grant('--subject', ID.frontend, '--service', 'orders', '--port', 'db');
+    const httpLicense = await grant(...onOrders(ID.frontend), '--paths', '/api/*');
+    await grant(...onOrders(ID.frontend, 'db'));
     await waitFor(async () => (await plainGet(ports.aHttp)).status === 200, {
       timeoutMs: 3_000,
       what: 'the grant to reach B',
@@ -238,7 +172,7 @@ drainTimeout: 1s
     // B saw A's identity: the sidecar's certificate stands for the app.
     expect(up.requests.at(-1)!.headers['x-portlicense-identity']).toBe(ID.frontend);
     expect(up.requests.at(-1)!.headers['x-portlicense-license']).toBe(httpLicense);
-    const flow = await plainConnect(ports.aTcp);
+    const flow = await tcpConnect(ports.aTcp);
     expect(await roundTrip(flow, 'hello over two sidecars\n')).toBe('hello over two sidecars\n');
 
     // B's last access reaches the authority with its next usage report.
@@ -320,10 +254,10 @@ drainTimeout: 1s
   });
 
   it('drains on SIGTERM: an open flow through A keeps going until drainTimeout, new ones are refused', async () => {
-    await grant('--subject', ID.frontend, '--service', 'orders', '--port', 'db', '--reason', 'drain test');
+    await grant(...onOrders(ID.frontend, 'db'), '--reason', 'drain test');
     const flow = await waitFor(
       async () => {
-        const s = await plainConnect(ports.aTcp);
+        const s = await tcpConnect(ports.aTcp);
         try {
           await roundTrip(s, 'ping\n');
           return s;
@@ -338,7 +272,7 @@ drainTimeout: 1s
     sidecarA.child.kill('SIGTERM');
     await sidecarA.waitForLog((l) => l.msg === 'draining');
     expect(await roundTrip(flow, 'still here\n')).toBe('still here\n');
-    await expect(plainConnect(ports.aTcp)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(tcpConnect(ports.aTcp)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     await closed(flow, 3_000);
     expect((await sidecarA.exited).code).toBe(0);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
@@ -354,11 +288,11 @@ describe('portlicense dev: frontend-app calls orders through its outbound listen
       dev.child.kill('SIGTERM');
       await dev.exited;
     }
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   it('prints a plaintext curl that works from the app side', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-dev-'));
+    dir = tempDir('pl-e2e-dev-');
     dev = startCli(['dev', '--dir', dir]);
     await waitFor(() => dev!.stderr().includes('Ctrl-C stops everything.\n'), {
       timeoutMs: 15_000,

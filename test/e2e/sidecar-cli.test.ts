@@ -3,15 +3,17 @@
  * `bundle sign`, `config validate`, then `portlicense sidecar` as a child process, driven only
  * through TLS, HTTP, files and signals.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTcpEcho, tlsConnect, roundTrip, closed, unusedPort, type TestServer } from '../helpers/net.js';
-import { httpsClient, startUpstream, type TestUpstream } from '../helpers/http.js';
+import { credsOf, ordersSidecarYaml, sidecarStarted } from '../helpers/deployment.js';
+import { httpsGet } from '../helpers/http-client.js';
+import { startUpstream, type TestUpstream } from '../helpers/http.js';
 import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
 import type { SignedBundle } from '../../src/policy/types.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
 const INTRUDER = 'spiffe://example.org/ns/default/sa/intruder';
@@ -25,6 +27,33 @@ licenses:
 ${withDb ? `  - { subject: ${FRONTEND}, service: orders, port: db, ttl: 1h }\n` : ''}`;
 }
 
+/** `bundle sign` of licenses.yaml into bundle.json, as the operator runs it in `dir`. */
+const sign = (dir: string, ...extra: string[]) =>
+  runCli(
+    [
+      'bundle',
+      'sign',
+      '--key',
+      'certs/bundle-signing-key.pem',
+      '--in',
+      'licenses.yaml',
+      '--out',
+      'bundle.json',
+      ...extra,
+    ],
+    { cwd: dir },
+  );
+
+/** `ca init` in `dir`, into certs/. */
+const caInit = (dir: string) =>
+  runCli(['ca', 'init', '--dir', 'certs', '--trust-domain', 'example.org'], { cwd: dir });
+
+/** `cert issue` of `certs/<name>` for `id` from the CA in certs/. */
+const issue = (dir: string, name: string, id: string, ...extra: string[]) =>
+  runCli(['cert', 'issue', '--ca-dir', 'certs', '--spiffe-id', id, '--out', `certs/${name}`, ...extra], {
+    cwd: dir,
+  });
+
 describe('portlicense sidecar (child process)', () => {
   let dir: string;
   let httpUp: TestUpstream;
@@ -33,66 +62,23 @@ describe('portlicense sidecar (child process)', () => {
   let tcpPort: number;
   let adminPort: number;
   let sidecar: CliProcess;
-  const creds = (who: string) => ({
-    ca: readFileSync(join(dir, 'certs/ca.pem'), 'utf8'),
-    cert: readFileSync(join(dir, `certs/${who}.pem`), 'utf8'),
-    key: readFileSync(join(dir, `certs/${who}-key.pem`), 'utf8'),
-  });
-  const sign = () =>
-    runCli(
-      [
-        'bundle',
-        'sign',
-        '--key',
-        'certs/bundle-signing-key.pem',
-        '--in',
-        'licenses.yaml',
-        '--out',
-        'bundle.json',
-      ],
-      { cwd: dir },
-    );
-  const get = async (who: string, path: string, headers: Record<string, string> = {}) => {
-    const c = httpsClient({ host: '127.0.0.1', port: httpPort }, creds(who));
-    try {
-      const r = await c.request({ method: 'GET', path, headers });
-      return { status: r.statusCode, headers: r.headers, body: await r.body.text() };
-    } finally {
-      await c.close();
-    }
-  };
+  const creds = (who: string) => credsOf(dir, who);
+  const get = (who: string, path: string, headers: Record<string, string> = {}) =>
+    httpsGet({ host: '127.0.0.1', port: httpPort }, creds(who), path, headers);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-sidecar-'));
-    expect(
-      (await runCli(['ca', 'init', '--dir', 'certs', '--trust-domain', 'example.org'], { cwd: dir })).code,
-    ).toBe(0);
+    dir = tempDir('pl-e2e-sidecar-');
+    expect((await caInit(dir)).code).toBe(0);
     for (const [name, id] of [
       ['orders', 'spiffe://example.org/ns/default/sa/orders'],
       ['frontend', FRONTEND],
       ['intruder', INTRUDER],
     ]) {
-      const r = await runCli(
-        [
-          'cert',
-          'issue',
-          '--ca-dir',
-          'certs',
-          '--spiffe-id',
-          id!,
-          '--out',
-          `certs/${name}`,
-          '--dns',
-          'localhost',
-          '--ip',
-          '127.0.0.1',
-        ],
-        { cwd: dir },
-      );
+      const r = await issue(dir, name!, id!, '--dns', 'localhost', '--ip', '127.0.0.1');
       expect(r.code, r.stderr).toBe(0);
     }
     writeFileSync(join(dir, 'licenses.yaml'), licenses(true));
-    const s = await sign();
+    const s = await sign(dir);
     expect(s.code, s.stderr).toBe(0);
     expect(s.stdout).toMatch(/bundle version 1, 2 license\(s\)/);
     httpUp = await startUpstream();
@@ -100,29 +86,29 @@ describe('portlicense sidecar (child process)', () => {
     [httpPort, tcpPort, adminPort] = [await unusedPort(), await unusedPort(), await unusedPort()];
     writeFileSync(
       join(dir, 'sidecar.yaml'),
-      `node: node-a
-trustDomains: [example.org]
-tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
-authority: { bundleFile: bundle.json, signingPublicKey: certs/bundle-signing.pub.pem }
-ports:
-  - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${httpPort}, upstream: 127.0.0.1:${httpUp.address.port} }
-  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${tcpPort}, upstream: 127.0.0.1:${tcpUp.port} }
-admin: { listen: 127.0.0.1:${adminPort} }
-drainTimeout: 3s
-`,
+      ordersSidecarYaml({
+        node: 'node-a',
+        authority: 'authority: { bundleFile: bundle.json, signingPublicKey: certs/bundle-signing.pub.pem }',
+        http: httpPort,
+        httpUpstream: httpUp.address.port,
+        tcp: tcpPort,
+        tcpUpstream: tcpUp.port,
+        admin: adminPort,
+        drainTimeout: '3s',
+      }),
     );
     const v = await runCli(['config', 'validate', 'sidecar.yaml'], { cwd: dir });
     expect(v.code, v.stderr).toBe(0);
     expect(v.stdout).toMatch(/valid sidecar config/);
     sidecar = startCli(['sidecar', '--config', 'sidecar.yaml'], { cwd: dir });
-    await sidecar.waitForLog((l) => l.msg === 'sidecar started');
+    await sidecar.waitForLog(sidecarStarted);
   });
 
   afterAll(async () => {
     sidecar?.kill();
     await httpUp?.close();
     await tcpUp?.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   it('allows a licensed caller, adds identity and license headers and strips spoofed ones', async () => {
@@ -173,25 +159,7 @@ drainTimeout: 3s
     await sidecar.waitForLog(
       (l) => l.level === 'warn' && /invalid|payload/.test(JSON.stringify(l)) && l !== undefined,
     );
-    expect(
-      (
-        await runCli(
-          [
-            'bundle',
-            'sign',
-            '--key',
-            'certs/bundle-signing-key.pem',
-            '--in',
-            'licenses.yaml',
-            '--out',
-            'bundle.json',
-            '--version',
-            '2',
-          ],
-          { cwd: dir },
-        )
-      ).code,
-    ).toBe(0);
+    expect((await sign(dir, '--version', '2')).code).toBe(0);
     await sidecar.waitForLog((l) => l.msg === 'bundle loaded' && l.version === 2);
   });
 
@@ -199,7 +167,7 @@ drainTimeout: 3s
     const sock = await tlsConnect({ port: tcpPort, ...creds('frontend') });
     expect(await roundTrip(sock, 'ping\n')).toBe('ping\n');
     writeFileSync(join(dir, 'licenses.yaml'), licenses(false));
-    expect((await sign()).code).toBe(0);
+    expect((await sign(dir)).code).toBe(0);
     await closed(sock, 10_000);
     const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
     expect(metrics).toMatch(
@@ -223,41 +191,17 @@ describe('portlicense sidecar start-up failures', () => {
   let dir: string;
   let blocker: Server;
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-fail-'));
-    await runCli(['ca', 'init', '--dir', 'certs', '--trust-domain', 'example.org'], { cwd: dir });
-    await runCli(
-      [
-        'cert',
-        'issue',
-        '--ca-dir',
-        'certs',
-        '--spiffe-id',
-        'spiffe://example.org/sa/orders',
-        '--out',
-        'certs/orders',
-      ],
-      { cwd: dir },
-    );
+    dir = tempDir('pl-e2e-fail-');
+    await caInit(dir);
+    await issue(dir, 'orders', 'spiffe://example.org/sa/orders');
     writeFileSync(join(dir, 'licenses.yaml'), 'licenses: []\n');
-    await runCli(
-      [
-        'bundle',
-        'sign',
-        '--key',
-        'certs/bundle-signing-key.pem',
-        '--in',
-        'licenses.yaml',
-        '--out',
-        'bundle.json',
-      ],
-      { cwd: dir },
-    );
+    await sign(dir);
     blocker = createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   });
   afterAll(() => {
     blocker.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
   const config = (listen: string, protocol = 'tcp') => `node: n
 trustDomains: [example.org]

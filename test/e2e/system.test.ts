@@ -6,25 +6,29 @@
  * authority killed -> still enforcing; sidecar restarted during the outage -> enforcing from
  * cache; tampered cache -> refused.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initCa } from '../../src/pki/ca.js';
-import { issueCert } from '../../src/pki/issue.js';
-import { httpsClient, startUpstream, type TestUpstream } from '../helpers/http.js';
 import {
-  closed,
-  roundTrip,
-  startTcpEcho,
-  tlsConnect,
-  unusedPort,
-  waitFor,
-  type TestServer,
-} from '../helpers/net.js';
-import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
+  adminCli,
+  authorityStarted,
+  authorityYaml,
+  credsOf,
+  onOrders,
+  ordersSidecarYaml,
+  pickPorts,
+  SERVICES_YAML,
+  sidecarAuthorityBlock,
+  sidecarStarted,
+  TD,
+  writeCerts,
+} from '../helpers/deployment.js';
+import { httpsGet } from '../helpers/http-client.js';
+import { startUpstream, type TestUpstream } from '../helpers/http.js';
+import { closed, roundTrip, startTcpEcho, tlsConnect, waitFor, type TestServer } from '../helpers/net.js';
+import { startCli, type CliProcess } from '../helpers/proc.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
-const TD = 'example.org';
 const ID = {
   admin: `spiffe://${TD}/admin/ops`,
   orders: `spiffe://${TD}/ns/default/sa/orders`,
@@ -42,98 +46,56 @@ describe('authority + sidecar (child processes)', () => {
   let authority: CliProcess;
   let sidecar: CliProcess;
   const ports = { api: 0, apiAdmin: 0, http: 0, tcp: 0, admin: 0 };
-  const creds = (who: Who) => ({
-    ca: readFileSync(join(dir, 'certs/ca.pem'), 'utf8'),
-    cert: readFileSync(join(dir, `certs/${who}.pem`), 'utf8'),
-    key: readFileSync(join(dir, `certs/${who}-key.pem`), 'utf8'),
-  });
-  const env = (): NodeJS.ProcessEnv => ({
-    PORTLICENSE_AUTHORITY: `https://127.0.0.1:${ports.api}`,
-    PORTLICENSE_CA: join(dir, 'certs/ca.pem'),
-    PORTLICENSE_CERT: join(dir, 'certs/admin.pem'),
-    PORTLICENSE_KEY: join(dir, 'certs/admin-key.pem'),
-  });
-  const cli = async (...args: string[]) => {
-    const r = await runCli(args, { cwd: dir, env: env() });
-    expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0);
-    return r.stdout;
-  };
-  const grant = async (...args: string[]): Promise<string> =>
-    (JSON.parse(await cli('license', 'grant', ...args, '--json')) as { id: string }).id;
+  const creds = (who: Who) => credsOf(dir, who);
+  const { cli, grant } = adminCli(
+    () => dir,
+    () => ports.api,
+  );
+  /** A license for `who` on orders/http with a 5 s TTL, capped at `maxLifetime`. */
+  const grantShortLived = (who: Who, maxLifetime: string): Promise<string> =>
+    grant(...onOrders(ID[who]), '--ttl', '5s', '--max-lifetime', maxLifetime);
   const get = async (who: Who, path = '/api/orders') => {
-    const c = httpsClient({ host: '127.0.0.1', port: ports.http }, creds(who));
-    try {
-      const r = await c.request({ method: 'GET', path });
-      const body = await r.body.text();
-      return {
-        status: r.statusCode,
-        reason: r.headers['x-portlicense-deny-reason'] as string | undefined,
-        body,
-      };
-    } finally {
-      await c.close();
-    }
+    const r = await httpsGet({ host: '127.0.0.1', port: ports.http }, creds(who), path);
+    return {
+      status: r.status,
+      reason: r.headers['x-portlicense-deny-reason'] as string | undefined,
+      body: r.body,
+    };
   };
   const ready = async () => (await fetch(`http://127.0.0.1:${ports.admin}/readyz`)).status;
   const startAuthority = async () => {
     authority = startCli(['authority', '--config', 'authority.yaml'], { cwd: dir });
-    await authority.waitForLog((l) => /authority (started|listening)/.test(String(l.msg)));
+    await authority.waitForLog(authorityStarted);
   };
   const startSidecar = async () => {
     sidecar = startCli(['sidecar', '--config', 'sidecar.yaml'], { cwd: dir });
-    await sidecar.waitForLog((l) => l.msg === 'sidecar started');
+    await sidecar.waitForLog(sidecarStarted);
   };
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'pl-e2e-system-'));
-    initCa({ dir: join(dir, 'certs'), trustDomain: TD });
-    for (const [name, id] of Object.entries(ID))
-      issueCert({
-        caDir: join(dir, 'certs'),
-        spiffeId: id,
-        out: join(dir, 'certs', name),
-        dns: ['localhost'],
-        ips: ['127.0.0.1'],
-      });
+    dir = tempDir('pl-e2e-system-');
+    writeCerts(dir, ID);
     up = await startUpstream();
     echo = await startTcpEcho();
-    for (const k of Object.keys(ports) as (keyof typeof ports)[]) ports[k] = await unusedPort();
+    await pickPorts(ports);
     writeFileSync(
       join(dir, 'authority.yaml'),
-      `listen: 127.0.0.1:${ports.api}
-trustDomains: [${TD}]
-tls: { ca: certs/ca.pem, cert: certs/authority.pem, key: certs/authority-key.pem }
-signingKey: certs/bundle-signing-key.pem
-store: { sqlite: data/authority.db }
-admins: ["spiffe://${TD}/admin/*"]
-sidecars: ["${ID.orders}"]
-defaults: { ttl: 1h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }
-admin: { listen: 127.0.0.1:${ports.apiAdmin} }
-`,
+      authorityYaml({ api: ports.api, admin: ports.apiAdmin, sidecars: ID.orders }),
     );
     writeFileSync(
       join(dir, 'sidecar.yaml'),
-      `node: node-a
-trustDomains: [${TD}]
-tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
-authority:
-  url: https://127.0.0.1:${ports.api}
-  signingPublicKey: certs/bundle-signing.pub.pem
-  cacheFile: data/node-a-bundle.json
-  wait: 5s
-  reportInterval: 1s
-  maxStaleness: 10m
-ports:
-  - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${ports.http}, upstream: 127.0.0.1:${up.address.port} }
-  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${ports.tcp}, upstream: 127.0.0.1:${echo.port} }
-admin: { listen: 127.0.0.1:${ports.admin} }
-drainTimeout: 2s
-`,
+      ordersSidecarYaml({
+        node: 'node-a',
+        authority: sidecarAuthorityBlock(ports.api, 'node-a'),
+        http: ports.http,
+        httpUpstream: up.address.port,
+        tcp: ports.tcp,
+        tcpUpstream: echo.port,
+        admin: ports.admin,
+        drainTimeout: '2s',
+      }),
     );
-    writeFileSync(
-      join(dir, 'services.yaml'),
-      'services:\n  - name: orders\n    ports: [ { name: http, protocol: http }, { name: db, protocol: tcp } ]\n',
-    );
+    writeFileSync(join(dir, 'services.yaml'), SERVICES_YAML);
     await startAuthority();
     expect(await cli('apply', '-f', 'services.yaml')).toMatch(/created/);
     await startSidecar();
@@ -145,24 +107,13 @@ drainTimeout: 2s
     authority?.kill();
     await up?.close();
     await echo?.close();
-    rmSync(dir, { recursive: true, force: true });
+    removeDir(dir);
   });
 
   it('a grant reaches the sidecar at once; a revoke denies within 2 s and closes the TCP flow it admitted', async () => {
     expect((await get('frontend')).reason).toBe('no_license');
-    const httpLicense = await grant(
-      '--subject',
-      ID.frontend,
-      '--service',
-      'orders',
-      '--port',
-      'http',
-      '--paths',
-      '/api/*',
-      '--reason',
-      'e2e',
-    );
-    await grant('--subject', ID.frontend, '--service', 'orders', '--port', 'db', '--reason', 'e2e');
+    const httpLicense = await grant(...onOrders(ID.frontend), '--paths', '/api/*', '--reason', 'e2e');
+    await grant(...onOrders(ID.frontend, 'db'), '--reason', 'e2e');
     await waitFor(async () => (await get('frontend')).status === 200, {
       timeoutMs: 2_000,
       what: 'grant to take effect',
@@ -202,42 +153,9 @@ drainTimeout: 2s
   });
 
   it('renews a license in steady use across several TTLs, lets an unused one expire, and expires a capped one after a warning', async () => {
-    const steady = await grant(
-      '--subject',
-      ID.steady,
-      '--service',
-      'orders',
-      '--port',
-      'http',
-      '--ttl',
-      '5s',
-      '--max-lifetime',
-      '1h',
-    );
-    const idle = await grant(
-      '--subject',
-      ID.idle,
-      '--service',
-      'orders',
-      '--port',
-      'http',
-      '--ttl',
-      '5s',
-      '--max-lifetime',
-      '1h',
-    );
-    const capped = await grant(
-      '--subject',
-      ID.capped,
-      '--service',
-      'orders',
-      '--port',
-      'http',
-      '--ttl',
-      '5s',
-      '--max-lifetime',
-      '8s',
-    );
+    const steady = await grantShortLived('steady', '1h');
+    const idle = await grantShortLived('idle', '1h');
+    const capped = await grantShortLived('capped', '8s');
     await waitFor(async () => (await get('steady')).status === 200, {
       timeoutMs: 5_000,
       what: 'steady allowed',
@@ -273,16 +191,7 @@ drainTimeout: 2s
   }, 40_000);
 
   it('keeps enforcing when the authority dies, and from the cache file after a sidecar restart', async () => {
-    const frontend = await grant(
-      '--subject',
-      ID.frontend,
-      '--service',
-      'orders',
-      '--port',
-      'http',
-      '--ttl',
-      '1h',
-    );
+    const frontend = await grant(...onOrders(ID.frontend), '--ttl', '1h');
     await waitFor(async () => (await get('frontend')).status === 200, {
       timeoutMs: 2_000,
       what: 'frontend allowed',

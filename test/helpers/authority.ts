@@ -5,16 +5,17 @@
  * an SVID for any identity.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Client, type Dispatcher } from 'undici';
+import type { Client, Dispatcher } from 'undici';
 import { startAuthority, type RunningAuthority } from '../../src/cli/authority.js';
 import { ManualClock, type Clock } from '../../src/clock.js';
 import { loadAuthorityConfig } from '../../src/config/authority.js';
 import type { HostPort } from '../../src/config/types.js';
 import { MemorySink } from '../../src/log.js';
-import { createTestCa, type PemPair, type TestCa } from './pki.js';
+import { httpsClient, type ClientCreds } from './http-client.js';
+import { sharedCa, svid, writeTlsFiles, type PemPair, type TestCa } from './pki.js';
+import { removeDir, tempDir } from './tmp.js';
 
 export const ADMIN = 'spiffe://example.org/admin/alice';
 export const SIDECAR = 'spiffe://example.org/node/node-a';
@@ -31,21 +32,6 @@ export interface AuthorityFiles {
   writeConfig(opts?: ConfigOptions): string;
 }
 
-/**
- * One CA (and one certificate per identity) per test worker: RSA key generation and forge signing
- * cost a few hundred ms each, and sharing them changes nothing a test checks.
- */
-let sharedCa: TestCa | undefined;
-const svids = new Map<string, PemPair>();
-
-/** The shared test CA's SVID for `identity`, issued once. */
-export function svid(identity: string): PemPair {
-  sharedCa ??= createTestCa();
-  let pair = svids.get(identity);
-  if (!pair) svids.set(identity, (pair = sharedCa.svid(identity)));
-  return pair;
-}
-
 export interface ConfigOptions {
   /** YAML lines appended to the file. */
   extra?: string;
@@ -55,14 +41,11 @@ export interface ConfigOptions {
 }
 
 export function authorityFiles(): AuthorityFiles {
-  const dir = mkdtempSync(join(tmpdir(), 'pl-authority-'));
-  const ca = (sharedCa ??= createTestCa());
-  const server = svid('spiffe://example.org/authority');
+  const dir = tempDir('pl-authority-');
+  const ca = sharedCa();
+  writeTlsFiles(dir, ca.cert, svid('spiffe://example.org/authority'), { name: 'authority', keyMode: 0o600 });
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const f = (n: string): string => join(dir, n);
-  writeFileSync(f('ca.pem'), ca.cert);
-  writeFileSync(f('authority.pem'), server.cert);
-  writeFileSync(f('authority-key.pem'), server.key, { mode: 0o600 });
   writeFileSync(f('signing-key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }), {
     mode: 0o600,
   });
@@ -147,7 +130,7 @@ export async function startTestAuthority(opts: TestAuthorityOptions = {}): Promi
     async close() {
       await Promise.allSettled(clients.map((c) => c.close()));
       await t.running.shutdown();
-      rmSync(files.dir, { recursive: true, force: true });
+      removeDir(files.dir);
     },
   };
   return t;
@@ -179,17 +162,13 @@ export class ApiClient {
 
   constructor(
     address: HostPort,
-    private readonly creds: { ca: string; cert: string; key: string },
+    private readonly creds: ClientCreds,
   ) {
     this.client = this.make(address);
   }
 
   private make(a: HostPort): Client {
-    return new Client(`https://${a.host}:${a.port}`, {
-      connect: { ca: this.creds.ca, cert: this.creds.cert, key: this.creds.key, servername: 'localhost' },
-      headersTimeout: 120_000,
-      bodyTimeout: 120_000,
-    });
+    return httpsClient(a, this.creds, { headersTimeout: 120_000, bodyTimeout: 120_000 });
   }
 
   async retarget(address: HostPort): Promise<void> {

@@ -1,27 +1,26 @@
 /**
- * HTTP test helpers: an upstream server that records what reached it (requests, connections,
- * upgrades), a raw TLS client for byte-exact requests (smuggling, oversize heads, dribbling), and
- * an undici client that presents a client certificate.
+ * The server side of HTTP tests: an upstream that records what reached it (requests, connections,
+ * upgrades), and a whole http port (CA, certificates, policy, clock, recording telemetry,
+ * upstream) to send requests through. Clients are in http-client.ts.
  */
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import tls, { type TLSSocket } from 'node:tls';
-import { Client } from 'undici';
+import type { Client } from 'undici';
 import { ManualClock } from '../../src/clock.js';
 import type { HostPort, PortConfig } from '../../src/config/types.js';
 import { createHttpPort } from '../../src/dataplane/http-proxy.js';
-import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
+import type { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import type { PortListener } from '../../src/dataplane/types.js';
-import { createLogger, MemorySink, type Logger } from '../../src/log.js';
+import type { Logger, MemorySink } from '../../src/log.js';
 import { buildSnapshot } from '../../src/policy/snapshot.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import type { LicenseWire } from '../../src/policy/types.js';
-import { RecordingTelemetry } from './http-telemetry.js';
-import { createTestCa, type PemPair, type TestCa } from './pki.js';
+import { httpsClient, type ClientCreds } from './http-client.js';
+import { sharedCa, svid, type PemPair, type TestCa } from './pki.js';
+import { RecordingTelemetry } from './telemetry.js';
+import { loadTlsFixture } from './tls.js';
+import { removeDir, tempDir } from './tmp.js';
 
 export interface RecordedRequest {
   method: string;
@@ -136,134 +135,6 @@ export function upgradeEcho(_req: IncomingMessage, socket: Socket, head: Buffer)
   socket.pipe(socket);
 }
 
-export interface ClientCreds {
-  ca: string;
-  cert: string;
-  key: string;
-}
-
-/** A TLS connection to the proxy presenting `creds`, resolved once the handshake is done. */
-export async function tlsConnect(addr: HostPort, creds: ClientCreds): Promise<TLSSocket> {
-  const socket = tls.connect({
-    host: addr.host,
-    port: addr.port,
-    ca: creds.ca,
-    cert: creds.cert,
-    key: creds.key,
-    servername: 'localhost',
-  });
-  await once(socket, 'secureConnect');
-  return socket;
-}
-
-/** Bytes a socket receives, with a way to wait for content or for the end. */
-export class Received {
-  private buf = Buffer.alloc(0);
-  private waiters: Array<() => void> = [];
-  ended = false;
-  error: Error | null = null;
-
-  constructor(readonly socket: Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.wake();
-    });
-    socket.on('error', (err) => {
-      this.error = err;
-      this.wake();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.wake();
-    });
-  }
-
-  get text(): string {
-    return this.buf.toString('latin1');
-  }
-
-  get bytes(): Buffer {
-    return this.buf;
-  }
-
-  /** Resolve once `pred(text)` holds or the socket closed; rejects after `timeoutMs`. */
-  async until(pred: (text: string) => boolean, timeoutMs = 5_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pred(this.text) && !this.ended) {
-      const left = deadline - Date.now();
-      if (left <= 0)
-        throw new Error(`timed out waiting; received so far: ${JSON.stringify(this.text.slice(0, 500))}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-    return this.text;
-  }
-
-  /** Resolve once the socket has closed. */
-  async closed(timeoutMs = 5_000): Promise<string> {
-    return this.until(() => false, timeoutMs).catch((err: Error) => {
-      if (this.ended) return this.text;
-      throw err;
-    });
-  }
-
-  private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
-  }
-}
-
-/** Poll `cond` (every few ms) until it holds; for state that has no event to wait on. */
-export async function until(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Open a TLS connection, write `bytes`, and collect the answer. */
-export async function rawRequest(
-  addr: HostPort,
-  creds: ClientCreds,
-  bytes: string | Buffer,
-): Promise<Received> {
-  const socket = await tlsConnect(addr, creds);
-  const rx = new Received(socket);
-  socket.write(bytes);
-  return rx;
-}
-
-/** Whether `text` holds one complete HTTP response with a Content-Length body. */
-export function hasCompleteResponse(text: string): boolean {
-  const end = text.indexOf('\r\n\r\n');
-  if (end === -1) return false;
-  const m = /\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end));
-  return m === null || text.length - end - 4 >= Number(m[1]);
-}
-
-/** Status code and the body of the first response in raw `text`. */
-export function parseRaw(text: string): { status: number; head: string; body: string } {
-  const end = text.indexOf('\r\n\r\n');
-  const head = end === -1 ? text : text.slice(0, end);
-  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0);
-  return { status, head, body: end === -1 ? '' : text.slice(end + 4) };
-}
-
-/** An undici client for the proxy at `addr` that presents `creds` as its client certificate. */
-export function httpsClient(addr: HostPort, creds: ClientCreds, opts: Client.Options = {}): Client {
-  return new Client(`https://${addr.host}:${addr.port}`, {
-    connect: { ca: creds.ca, cert: creds.cert, key: creds.key, servername: 'localhost' },
-    ...opts,
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // A whole http port for tests: CA, certificates, policy, clock, recording telemetry, upstream.
 
@@ -309,17 +180,6 @@ export interface HttpHarness {
   close(): Promise<void>;
 }
 
-let sharedCa: { ca: TestCa; server: PemPair; frontend: PemPair } | undefined;
-
-/** One CA and the two common leaves per test file: key generation is the slow part of a test. */
-export function testPki(): { ca: TestCa; server: PemPair; frontend: PemPair } {
-  if (!sharedCa) {
-    const ca = createTestCa();
-    sharedCa = { ca, server: ca.svid(ORDERS), frontend: ca.svid(FRONTEND) };
-  }
-  return sharedCa;
-}
-
 let version = 0;
 
 export async function startHttpHarness(
@@ -331,17 +191,10 @@ export async function startHttpHarness(
     upstream?: TestUpstream;
   } = {},
 ): Promise<HttpHarness> {
-  const { ca, server, frontend } = testPki();
-  const dir = mkdtempSync(join(tmpdir(), 'pl-http-'));
-  writeFileSync(join(dir, 'ca.pem'), ca.cert);
-  writeFileSync(join(dir, 'cert.pem'), server.cert);
-  writeFileSync(join(dir, 'key.pem'), server.key);
-  const logs = new MemorySink();
-  const log = createLogger({ level: 'debug', sink: logs });
-  const tlsStore = TlsMaterialStore.load(
-    { ca: join(dir, 'ca.pem'), cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') },
-    log,
-  );
+  const ca = sharedCa();
+  const frontend = svid(FRONTEND);
+  const dir = tempDir('pl-http-');
+  const { sink: logs, log, tls: tlsStore } = loadTlsFixture(dir, ca.cert, svid(ORDERS));
   const upstream = opts.upstream ?? (await startUpstream(opts.upstreamHandler));
   const clock = new ManualClock(Date.now());
   const t0 = clock.now();
@@ -426,7 +279,7 @@ export async function startHttpHarness(
       await listener.drain(0);
       tlsStore.close();
       if (!opts.upstream) await upstream.close();
-      rmSync(dir, { recursive: true, force: true });
+      removeDir(dir);
     },
   };
 }

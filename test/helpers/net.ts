@@ -1,8 +1,9 @@
 /**
- * Real-socket helpers for tests: throwaway TCP servers (echo, scripted), TLS clients, and ways to
- * wait for a socket or a condition without sleeping. Everything binds 127.0.0.1 port 0.
+ * Real-socket helpers for tests: throwaway TCP servers (echo, scripted), TCP and TLS clients, a
+ * record of what a socket receives, and ways to wait for a socket or a condition without
+ * sleeping. Everything binds 127.0.0.1 port 0.
  */
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { connect as tlsConnectRaw, type ConnectionOptions, type TLSSocket } from 'node:tls';
 
 export interface TestServer {
@@ -62,6 +63,21 @@ export async function unusedPort(): Promise<number> {
   return s.port;
 }
 
+/**
+ * A plain TCP connection, resolved once connected; rejects on an error before that. An 'error'
+ * listener is attached so a later reset does not crash the test.
+ */
+export function tcpConnect(port: number, host = '127.0.0.1'): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = netConnect({ host, port }, () => {
+      s.off('error', reject);
+      s.on('error', () => {});
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
 export interface TlsClientOptions extends Omit<ConnectionOptions, 'ca' | 'cert' | 'key'> {
   port: number;
   host?: string;
@@ -96,18 +112,10 @@ export interface Outcome {
 }
 
 /** Everything a socket receives from now until it closes, and the error that ended it, if any. */
-export function outcome(socket: Socket, timeoutMs = 5_000): Promise<Outcome> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let error: NodeJS.ErrnoException | null = null;
-    const timer = setTimeout(() => reject(new Error(`socket still open after ${timeoutMs} ms`)), timeoutMs);
-    socket.on('data', (c: Buffer) => chunks.push(c));
-    socket.on('error', (e: NodeJS.ErrnoException) => (error ??= e));
-    socket.once('close', () => {
-      clearTimeout(timer);
-      resolve({ data: Buffer.concat(chunks), error });
-    });
-  });
+export async function outcome(socket: Socket, timeoutMs = 5_000): Promise<Outcome> {
+  const rx = new Received(socket);
+  await rx.closed(timeoutMs);
+  return { data: rx.bytes, error: rx.error };
 }
 
 export interface TlsAttempt extends Outcome {
@@ -174,6 +182,75 @@ export function readUntil(
     socket.once('end', onEnd);
     socket.once('close', onEnd);
   });
+}
+
+/**
+ * Everything a socket receives from now on, kept as it arrives, with ways to wait for content or
+ * for the close. Unlike `readUntil`, it never misses bytes between two waits and resolves (rather
+ * than rejects) when the socket closes first: for tests that look at a whole exchange.
+ */
+export class Received {
+  private buf = Buffer.alloc(0);
+  private waiters: Array<() => void> = [];
+  /** The socket has closed. */
+  ended = false;
+  /** The first error the socket reported, if any. */
+  error: NodeJS.ErrnoException | null = null;
+
+  constructor(readonly socket: Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.wake();
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.error ??= err;
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.ended = true;
+      this.wake();
+    });
+  }
+
+  get text(): string {
+    return this.buf.toString('latin1');
+  }
+
+  get bytes(): Buffer {
+    return this.buf;
+  }
+
+  /** Resolve once `pred(text)` holds or the socket closed; rejects after `timeoutMs`. */
+  async until(pred: (text: string) => boolean, timeoutMs = 5_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pred(this.text) && !this.ended) {
+      const left = deadline - Date.now();
+      if (left <= 0)
+        throw new Error(`timed out waiting; received so far: ${JSON.stringify(this.text.slice(0, 500))}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    return this.text;
+  }
+
+  /** Resolve with everything received once the socket has closed; rejects after `timeoutMs`. */
+  async closed(timeoutMs = 5_000): Promise<string> {
+    return this.until(() => false, timeoutMs).catch((err: Error) => {
+      if (this.ended) return this.text;
+      throw err;
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
 }
 
 /** Write `data` and read until `expect` (default: the same bytes) comes back. */

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TlsFiles } from '../../src/dataplane/tls-context.js';
 import { buildCertificate, generateRsaKey, type PemPair } from '../../src/pki/x509.js';
 
 export type { PemPair };
@@ -49,6 +50,45 @@ function wrap(ca: PemPair): TestCa {
 /** A fresh self-signed root CA. */
 export function createTestCa(commonName = 'portlicense test CA'): TestCa {
   return wrap(buildCertificate({ commonName, isCA: true }));
+}
+
+let sharedRoot: TestCa | undefined;
+const sharedSvids = new Map<string, PemPair>();
+
+/**
+ * One CA per test file (each file gets its own module instance): RSA key generation and forge
+ * signing cost a few hundred ms each, and sharing them changes nothing a test checks.
+ */
+export function sharedCa(): TestCa {
+  return (sharedRoot ??= createTestCa());
+}
+
+/** The shared CA's SVID for `identity`, issued once. */
+export function svid(identity: string): PemPair {
+  let pair = sharedSvids.get(identity);
+  if (!pair) sharedSvids.set(identity, (pair = sharedCa().svid(identity)));
+  return pair;
+}
+
+/**
+ * Write a CA certificate and a leaf into `dir`: `ca.pem`, and `cert.pem`/`key.pem`, or
+ * `<name>.pem`/`<name>-key.pem` when a name is given. Returns the paths.
+ */
+export function writeTlsFiles(
+  dir: string,
+  caCert: string,
+  leaf: PemPair,
+  opts: { name?: string; keyMode?: number } = {},
+): TlsFiles {
+  const files: TlsFiles = {
+    ca: join(dir, 'ca.pem'),
+    cert: join(dir, opts.name ? `${opts.name}.pem` : 'cert.pem'),
+    key: join(dir, opts.name ? `${opts.name}-key.pem` : 'key.pem'),
+  };
+  writeFileSync(files.ca, caCert);
+  writeFileSync(files.cert, leaf.cert);
+  writeFileSync(files.key, leaf.key, opts.keyMode === undefined ? {} : { mode: opts.keyMode });
+  return files;
 }
 
 /**

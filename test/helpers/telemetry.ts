@@ -1,6 +1,7 @@
 /**
  * A PortTelemetry that remembers every call, for data-plane tests that assert what was counted
  * and logged. Cheap helpers count by label so assertions read like the metric they stand for.
+ * Usage entries are real objects, so a proxy's cached-entry fast path is observable.
  */
 import type {
   Decision,
@@ -25,11 +26,14 @@ export class RecordingTelemetry implements PortTelemetry {
   readonly access: AccessRecord[] = [];
   readonly durations: number[] = [];
   readonly usageEntries = new Map<string, UsageEntry>();
+  /** How often `usage()` was asked (the http proxy caches the entry per connection). */
+  usageLookups = 0;
   bytesIn = 0;
   bytesOut = 0;
-  /** The active-connections gauge. */
-  active = 0;
-  /** Highest value the gauge reached. */
+  /** Connections opened and closed so far. */
+  opened = 0;
+  closed = 0;
+  /** Highest value the active-connections gauge reached. */
   maxActive = 0;
 
   constructor(readonly logAllowedHttp = false) {}
@@ -37,12 +41,16 @@ export class RecordingTelemetry implements PortTelemetry {
   decision(decision: Decision, reason: DenyReason | null): void {
     this.decisions.push({ decision, reason });
   }
+  /** The active-connections gauge. */
+  get active(): number {
+    return this.opened - this.closed;
+  }
   connectionOpened(): void {
-    this.active++;
+    this.opened++;
     this.maxActive = Math.max(this.maxActive, this.active);
   }
   connectionClosed(): void {
-    this.active--;
+    this.closed++;
   }
   terminated(reason: TerminationReason): void {
     this.terminations.push(reason);
@@ -58,6 +66,7 @@ export class RecordingTelemetry implements PortTelemetry {
     this.handshakeErrors.push(reason);
   }
   usage(licenseId: string, identity: string, origin: string): UsageEntry {
+    this.usageLookups++;
     const key = `${licenseId} ${identity} ${origin}`;
     let e = this.usageEntries.get(key);
     if (e === undefined) {
@@ -73,6 +82,10 @@ export class RecordingTelemetry implements PortTelemetry {
     this.access.push(record);
   }
 
+  /** Decisions as `decision:reason` strings, e.g. `allow:-`, `deny:expired`. */
+  decisionList(): string[] {
+    return this.decisions.map((d) => `${d.decision}:${d.reason ?? '-'}`);
+  }
   /** How many decisions of this kind (and reason, when given) were counted. */
   countDecisions(decision: Decision, reason?: DenyReason | null): number {
     return this.decisions.filter(

@@ -1,10 +1,10 @@
 import { X509Certificate, createHash, createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { CA_FILES, initCa, readCaMeta } from '../../src/pki/ca.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -12,10 +12,10 @@ const NOW = Date.parse('2026-11-28T10:00:00Z');
 
 let tmp: string;
 beforeEach(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'pl-ca-'));
+  tmp = tempDir('pl-ca-');
 });
 afterEach(() => {
-  rmSync(tmp, { recursive: true, force: true });
+  removeDir(tmp);
 });
 
 const mode = (p: string): number => statSync(p).mode & 0o777;
@@ -27,12 +27,12 @@ describe('initCa output', () => {
   let dir: string;
   let result: ReturnType<typeof initCa>;
   beforeAll(() => {
-    shared = mkdtempSync(join(tmpdir(), 'pl-ca-shared-'));
+    shared = tempDir('pl-ca-shared-');
     dir = join(shared, 'nested', 'certs');
     result = initCa({ dir, trustDomain: 'example.org', now: NOW });
   });
   afterAll(() => {
-    rmSync(shared, { recursive: true, force: true });
+    removeDir(shared);
   });
 
   it('writes every file with the right mode into a new 0700 folder', () => {

@@ -1,38 +1,23 @@
-import {
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PortlicenseError } from '../../src/errors.js';
 import { PRIVATE_MODE, PUBLIC_MODE, readPemFile, writeFileAtomic } from '../../src/pki/files.js';
+import { thrown } from '../helpers/errors.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 let tmp: string;
 beforeEach(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'pl-files-'));
+  tmp = tempDir('pl-files-');
 });
 afterEach(() => {
-  rmSync(tmp, { recursive: true, force: true });
+  removeDir(tmp);
 });
 
 const mode = (p: string): number => statSync(p).mode & 0o777;
 const PEM = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n';
 
-function thrown(fn: () => unknown): PortlicenseError {
-  try {
-    fn();
-  } catch (err) {
-    return err as PortlicenseError;
-  }
-  throw new Error('expected an error');
-}
+const thrownBy = (fn: () => unknown) => thrown(fn) as PortlicenseError;
 
 describe('writeFileAtomic', () => {
   it('writes the data with exactly the requested mode and leaves no temp file', () => {
@@ -64,7 +49,7 @@ describe('writeFileAtomic', () => {
 
   it('fails with the path in the message when the folder does not exist', () => {
     const file = join(tmp, 'missing', 'ca.pem');
-    const err = thrown(() => writeFileAtomic(file, 'x', PUBLIC_MODE));
+    const err = thrownBy(() => writeFileAtomic(file, 'x', PUBLIC_MODE));
     expect(err.code).toBe('INTERNAL');
     expect(err.message).toMatch(new RegExp(`^cannot write ${file}: ENOENT`));
   });
@@ -86,13 +71,13 @@ describe('readPemFile', () => {
 
   it('names the file, what it should hold, and the hint when it is missing', () => {
     const file = join(tmp, 'ca.pem');
-    const err = thrown(() => readPemFile(file, 'CA certificate', 'run portlicense ca init'));
+    const err = thrownBy(() => readPemFile(file, 'CA certificate', 'run portlicense ca init'));
     expect(err.code).toBe('FILE_UNREADABLE');
     expect(err.message).toBe(`CA certificate ${file}: not found (run portlicense ca init)`);
   });
 
   it('reports an unreadable path (a folder) without the not-found hint', () => {
-    const err = thrown(() => readPemFile(tmp, 'CA certificate', 'run portlicense ca init'));
+    const err = thrownBy(() => readPemFile(tmp, 'CA certificate', 'run portlicense ca init'));
     expect(err.code).toBe('FILE_UNREADABLE');
     expect(err.message).toMatch(new RegExp(`^CA certificate ${tmp}: EISDIR`));
     expect(err.message).not.toContain('ca init');
@@ -100,7 +85,7 @@ describe('readPemFile', () => {
 
   it('rejects a file that holds no PEM block', () => {
     writeFileSync(join(tmp, 'ca-key.pem'), 'not a key');
-    const err = thrown(() => readPemFile(join(tmp, 'ca-key.pem'), 'CA private key'));
+    const err = thrownBy(() => readPemFile(join(tmp, 'ca-key.pem'), 'CA private key'));
     expect(err.code).toBe('TLS_MATERIAL_INVALID');
     expect(err.message).toContain('not a PEM file');
   });

@@ -1,20 +1,12 @@
 import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import {
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PortlicenseError, UsageError } from '../../src/errors.js';
 import { CA_FILES, initCa } from '../../src/pki/ca.js';
 import { issueCert, type IssueCertOptions } from '../../src/pki/issue.js';
+import { thrown } from '../helpers/errors.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -26,31 +18,24 @@ let caDir: string;
 let ca: X509Certificate;
 let out: string;
 beforeAll(() => {
-  caDir = mkdtempSync(join(tmpdir(), 'pl-issue-ca-'));
+  caDir = tempDir('pl-issue-ca-');
   initCa({ dir: caDir, trustDomain: 'example.org', now: NOW });
   ca = new X509Certificate(readFileSync(join(caDir, CA_FILES.caCert)));
 });
 afterAll(() => {
-  rmSync(caDir, { recursive: true, force: true });
+  removeDir(caDir);
 });
 beforeEach(() => {
-  out = mkdtempSync(join(tmpdir(), 'pl-issue-out-'));
+  out = tempDir('pl-issue-out-');
 });
 afterEach(() => {
-  rmSync(out, { recursive: true, force: true });
+  removeDir(out);
 });
 
 const issue = (opts: Partial<IssueCertOptions>) =>
   issueCert({ caDir, spiffeId: ORDERS, out: join(out, 'orders'), now: NOW, ...opts });
 
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected an error');
-}
+const thrownBy = (fn: () => unknown) => thrown(fn) as Error;
 
 describe('issueCert', () => {
   it('writes <out>.pem and <out>-key.pem (0600) with a leaf that verifies against the CA', () => {
@@ -121,7 +106,7 @@ describe('issueCert', () => {
     ['dot segment', 'spiffe://example.org/a/../b', /"\." or "\.\."/],
     ['no path', 'spiffe://example.org', /names a trust domain, not a workload/],
   ])('rejects a SPIFFE ID with %s', (_what, spiffeId, message) => {
-    const err = thrown(() => issue({ spiffeId }));
+    const err = thrownBy(() => issue({ spiffeId }));
     expect(err).toBeInstanceOf(UsageError);
     expect(err.message).toMatch(/^--spiffe-id /);
     expect(err.message).toMatch(message);
@@ -129,7 +114,7 @@ describe('issueCert', () => {
   });
 
   it('rejects an identity of another trust domain than the CA', () => {
-    const err = thrown(() => issue({ spiffeId: 'spiffe://other.test/ns/default/sa/orders' }));
+    const err = thrownBy(() => issue({ spiffeId: 'spiffe://other.test/ns/default/sa/orders' }));
     expect(err).toBeInstanceOf(UsageError);
     expect(err.message).toContain('trust domain "other.test" is not the CA\'s trust domain "example.org"');
     expect(readdirSync(out)).toEqual([]);
@@ -146,7 +131,7 @@ describe('issueCert', () => {
 
   it('names the missing CA folder and suggests ca init', () => {
     const missing = join(out, 'nope');
-    const err = thrown(() => issue({ caDir: missing }));
+    const err = thrownBy(() => issue({ caDir: missing }));
     expect(err).toBeInstanceOf(PortlicenseError);
     expect((err as PortlicenseError).code).toBe('FILE_UNREADABLE');
     expect(err.message).toContain(`CA folder ${missing}: not found`);
@@ -154,12 +139,12 @@ describe('issueCert', () => {
   });
 
   it('names a missing CA certificate or key file', () => {
-    const err = thrown(() => issue({ caDir: out }));
+    const err = thrownBy(() => issue({ caDir: out }));
     expect(err.message).toBe(
       `CA certificate ${join(out, 'ca.pem')}: not found (create it with "portlicense ca init --dir ${out} --trust-domain <your trust domain>")`,
     );
     writeFileSync(join(out, 'ca.pem'), readFileSync(join(caDir, CA_FILES.caCert)));
-    expect(thrown(() => issue({ caDir: out })).message).toMatch(
+    expect(thrownBy(() => issue({ caDir: out })).message).toMatch(
       new RegExp(`^CA private key ${join(out, 'ca-key.pem')}: not found`),
     );
   });
@@ -170,19 +155,19 @@ describe('issueCert', () => {
     const put = (name: string, data: string | Buffer): void => writeFileSync(join(dir, name), data);
     put(CA_FILES.caCert, readFileSync(join(caDir, CA_FILES.authorityCert)));
     put(CA_FILES.caKey, readFileSync(join(caDir, CA_FILES.authorityKey)));
-    expect(thrown(() => issue({ caDir: dir })).message).toMatch(/is not a CA certificate/);
+    expect(thrownBy(() => issue({ caDir: dir })).message).toMatch(/is not a CA certificate/);
 
     put(CA_FILES.caCert, readFileSync(join(caDir, CA_FILES.caCert)));
-    expect(thrown(() => issue({ caDir: dir })).message).toMatch(/ca-key\.pem: does not match .*ca\.pem$/);
+    expect(thrownBy(() => issue({ caDir: dir })).message).toMatch(/ca-key\.pem: does not match .*ca\.pem$/);
 
     const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     put(CA_FILES.caKey, ec.privateKey.export({ type: 'pkcs8', format: 'pem' }));
-    expect(thrown(() => issue({ caDir: dir })).message).toMatch(
+    expect(thrownBy(() => issue({ caDir: dir })).message).toMatch(
       /is ec; cert issue signs with an RSA CA key only/,
     );
 
     put(CA_FILES.caKey, 'garbage');
-    expect(thrown(() => issue({ caDir: dir })).message).toMatch(/not a PEM file/);
+    expect(thrownBy(() => issue({ caDir: dir })).message).toMatch(/not a PEM file/);
     expect(readdirSync(out).sort()).toEqual(['bad-ca']);
   });
 
@@ -195,7 +180,7 @@ describe('issueCert', () => {
     ['an IP', '127.0.0.1'],
     ['a long label', `${'a'.repeat(64)}.example`],
   ])('rejects a DNS name with %s', (_what, name) => {
-    const err = thrown(() => issue({ dns: [name] }));
+    const err = thrownBy(() => issue({ dns: [name] }));
     expect(err).toBeInstanceOf(UsageError);
     expect(err.message).toMatch(new RegExp(`^--dns "${name.replace(/[.*]/g, '\\$&')}"`));
   });
@@ -203,22 +188,22 @@ describe('issueCert', () => {
   it.each(['256.1.1.1', '127.0.0.1:80', 'fe80::1%eth0', 'localhost', '01.2.3.4'])(
     'rejects the IP %s',
     (ip) => {
-      const err = thrown(() => issue({ ips: [ip] }));
+      const err = thrownBy(() => issue({ ips: [ip] }));
       expect(err).toBeInstanceOf(UsageError);
       expect(err.message).toContain(`--ip "${ip}"`);
     },
   );
 
   it.each(['1h30m', '30', '0s', '-5m', 0, -1, 1.5])('rejects the ttl %s', (ttl) => {
-    const err = thrown(() => issue({ ttl }));
+    const err = thrownBy(() => issue({ ttl }));
     expect(err).toBeInstanceOf(UsageError);
     expect(err.message).toMatch(/^--ttl/);
   });
 
   it('refuses a certificate that would outlive its CA, and a CA that is not valid now', () => {
-    expect(thrown(() => issue({ ttl: '3651d' })).message).toMatch(/would expire after its CA/);
-    expect(thrown(() => issue({ now: NOW + 3651 * 86_400_000 })).message).toMatch(/is not valid now/);
-    expect(thrown(() => issue({ now: NOW - 86_400_000 })).message).toMatch(/is not valid now/);
+    expect(thrownBy(() => issue({ ttl: '3651d' })).message).toMatch(/would expire after its CA/);
+    expect(thrownBy(() => issue({ now: NOW + 3651 * 86_400_000 })).message).toMatch(/is not valid now/);
+    expect(thrownBy(() => issue({ now: NOW - 86_400_000 })).message).toMatch(/is not valid now/);
   });
 
   it.each([
@@ -226,12 +211,12 @@ describe('issueCert', () => {
     ['a folder', '/'],
     ['a .pem file name', 'certs/orders.pem'],
   ])('rejects an --out that is %s', (_what, prefix) => {
-    const err = thrown(() => issue({ out: prefix }));
+    const err = thrownBy(() => issue({ out: prefix }));
     expect(err).toBeInstanceOf(UsageError);
     expect(err.message).toMatch(/^--out /);
   });
 
   it('rejects an --out that is an existing folder', () => {
-    expect(thrown(() => issue({ out })).message).toMatch(/is a folder/);
+    expect(thrownBy(() => issue({ out })).message).toMatch(/is a folder/);
   });
 });

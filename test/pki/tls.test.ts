@@ -2,8 +2,7 @@
  * Certificates made by `ca init` and `cert issue` work in a real mutual-TLS handshake, in both
  * directions, and a certificate from another CA is refused.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CA_FILES, initCa } from '../../src/pki/ca.js';
 import { issueCert } from '../../src/pki/issue.js';
 import { createTestCa, opensslLeaf } from '../helpers/pki.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const ORDERS = 'spiffe://example.org/ns/default/sa/orders';
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
@@ -33,7 +33,7 @@ const load = (r: { certFile: string; keyFile: string }): Material => ({
 });
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-tls-'));
+  dir = tempDir('pl-tls-');
   initCa({ dir, trustDomain: 'example.org' });
   caPem = readFileSync(join(dir, CA_FILES.caCert), 'utf8');
   orders = load(
@@ -48,7 +48,7 @@ beforeAll(() => {
   frontend = load(issueCert({ caDir: dir, spiffeId: FRONTEND, out: join(dir, 'frontend') }));
 });
 afterAll(() => {
-  rmSync(dir, { recursive: true, force: true });
+  removeDir(dir);
 });
 async function stopServer(): Promise<void> {
   for (const s of sockets.splice(0)) s.destroy();

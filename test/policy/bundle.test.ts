@@ -1,6 +1,5 @@
 import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PortlicenseError, type ErrorCode } from '../../src/errors.js';
@@ -15,6 +14,8 @@ import {
 } from '../../src/policy/bundle.js';
 import { buildSnapshot } from '../../src/policy/snapshot.js';
 import type { BundlePayload, SignedBundle } from '../../src/policy/types.js';
+import { removeDir, tempDir } from '../helpers/tmp.js';
+import { thrown } from '../helpers/errors.js';
 
 const keys = generateKeyPairSync('ed25519');
 const otherKeys = generateKeyPairSync('ed25519');
@@ -40,14 +41,10 @@ const payload = (over: Partial<BundlePayload> = {}): BundlePayload => ({
 });
 
 function failsWith(code: ErrorCode, fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(PortlicenseError);
-    expect((err as PortlicenseError).code).toBe(code);
-    return (err as PortlicenseError).message;
-  }
-  throw new Error(`expected ${code}`);
+  const err = thrown(fn, `expected ${code}`);
+  expect(err).toBeInstanceOf(PortlicenseError);
+  expect((err as PortlicenseError).code).toBe(code);
+  return (err as PortlicenseError).message;
 }
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
@@ -323,9 +320,9 @@ describe('signed bytes: the fast path and the general path agree', () => {
 describe('loadEd25519PrivateKey / loadEd25519PublicKey', () => {
   let dir: string;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'portlicense-keys-'));
+    dir = tempDir('portlicense-keys-');
   });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  afterEach(() => removeDir(dir));
 
   const write = (name: string, text: string): string => {
     const file = join(dir, name);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { PortlicenseError } from '../../src/errors.js';
 import { compileLicense, compileLicenses, parseRfc3339 } from '../../src/policy/compile.js';
 import type { LicenseWire } from '../../src/policy/types.js';
+import { thrown } from '../helpers/errors.js';
 
 const base: LicenseWire = {
   id: 'lic_1',
@@ -13,14 +14,10 @@ const base: LicenseWire = {
 };
 
 function bundleError(fn: () => unknown): PortlicenseError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(PortlicenseError);
-    expect((err as PortlicenseError).code).toBe('BUNDLE_INVALID');
-    return err as PortlicenseError;
-  }
-  throw new Error('expected a BUNDLE_INVALID error');
+  const err = thrown(fn, 'expected a BUNDLE_INVALID error');
+  expect(err).toBeInstanceOf(PortlicenseError);
+  expect((err as PortlicenseError).code).toBe('BUNDLE_INVALID');
+  return err as PortlicenseError;
 }
 
 describe('parseRfc3339', () => {

@@ -1,0 +1,149 @@
+/**
+ * A deployment on disk for end-to-end tests, as an operator would lay it out: certs/ made by the
+ * real CA code, authority.yaml and the sidecars' `authority:` block, the admin CLI's environment,
+ * and the processes started from that folder.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { initCa } from '../../src/pki/ca.js';
+import { issueCert } from '../../src/pki/issue.js';
+import type { ClientCreds } from './http-client.js';
+import { unusedPort } from './net.js';
+import { runCli } from './proc.js';
+
+export const TD = 'example.org';
+
+/** The one service every deployment registers: orders with an http and a tcp port. */
+export const SERVICES_YAML =
+  'services:\n  - name: orders\n    ports: [ { name: http, protocol: http }, { name: db, protocol: tcp } ]\n';
+
+/**
+ * A CA in `dir/certs` and, for each entry of `ids`, an SVID `certs/<name>.pem` with its key,
+ * valid for localhost and 127.0.0.1.
+ */
+export function writeCerts(dir: string, ids: Record<string, string>): void {
+  initCa({ dir: join(dir, 'certs'), trustDomain: TD });
+  for (const [name, id] of Object.entries(ids))
+    issueCert({
+      caDir: join(dir, 'certs'),
+      spiffeId: id,
+      out: join(dir, 'certs', name),
+      dns: ['localhost'],
+      ips: ['127.0.0.1'],
+    });
+}
+
+/** The CA and `name`'s certificate and key from `dir/certs`, for a test client. */
+export function credsOf(dir: string, name: string): ClientCreds {
+  return {
+    ca: readFileSync(join(dir, 'certs/ca.pem'), 'utf8'),
+    cert: readFileSync(join(dir, `certs/${name}.pem`), 'utf8'),
+    key: readFileSync(join(dir, `certs/${name}-key.pem`), 'utf8'),
+  };
+}
+
+/** Set every key of `ports` to a port nothing listens on. */
+export async function pickPorts(ports: Record<string, number>): Promise<void> {
+  for (const k of Object.keys(ports)) ports[k] = await unusedPort();
+}
+
+/** authority.yaml: API and admin ports, certs/ as written by `writeCerts`, `sidecars` allowed. */
+export function authorityYaml(opts: { api: number; admin: number; sidecars: string }): string {
+  return `listen: 127.0.0.1:${opts.api}
+trustDomains: [${TD}]
+tls: { ca: certs/ca.pem, cert: certs/authority.pem, key: certs/authority-key.pem }
+signingKey: certs/bundle-signing-key.pem
+store: { sqlite: data/authority.db }
+admins: ["spiffe://${TD}/admin/*"]
+sidecars: ["${opts.sidecars}"]
+defaults: { ttl: 1h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }
+admin: { listen: 127.0.0.1:${opts.admin} }
+`;
+}
+
+/** The `authority:` block of a sidecar config: pull from the API on `api`, cache per node. */
+export function sidecarAuthorityBlock(api: number, node: string): string {
+  return `authority:
+  url: https://127.0.0.1:${api}
+  signingPublicKey: certs/bundle-signing.pub.pem
+  cacheFile: data/${node}-bundle.json
+  wait: 5s
+  reportInterval: 1s
+  maxStaleness: 10m`;
+}
+
+export interface OrdersSidecar {
+  node: string;
+  /** The `authority:` mapping or block, e.g. `sidecarAuthorityBlock(...)`. */
+  authority: string;
+  /** Listen port of orders/http and the HTTP upstream's port. */
+  http: number;
+  httpUpstream: number;
+  /** Listen port of orders/db and the TCP upstream's port. */
+  tcp: number;
+  tcpUpstream: number;
+  admin: number;
+  drainTimeout: string;
+}
+
+/** sidecar.yaml for the sidecar beside orders (certs/orders.pem), guarding its http and db ports. */
+export function ordersSidecarYaml(o: OrdersSidecar): string {
+  return `node: ${o.node}
+trustDomains: [${TD}]
+tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
+${o.authority}
+ports:
+  - { name: http, service: orders, protocol: http, listen: 127.0.0.1:${o.http}, upstream: 127.0.0.1:${o.httpUpstream} }
+  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:${o.tcp}, upstream: 127.0.0.1:${o.tcpUpstream} }
+admin: { listen: 127.0.0.1:${o.admin} }
+drainTimeout: ${o.drainTimeout}
+`;
+}
+
+/** `--subject <subject> --service orders --port <port>`: how every grant in these tests starts. */
+export const onOrders = (subject: string, port = 'http'): string[] => [
+  '--subject',
+  subject,
+  '--service',
+  'orders',
+  '--port',
+  port,
+];
+
+export interface AdminCli {
+  /** Run a command; expects exit 0 and returns stdout. */
+  cli: (...args: string[]) => Promise<string>;
+  /** `license grant ... --json`; returns the license id. */
+  grant: (...args: string[]) => Promise<string>;
+}
+
+/**
+ * The admin's CLI in `dir()` against the authority on `api()`: both are read at each call, as
+ * suites pick them in `beforeAll`, after the helpers are made.
+ */
+export function adminCli(dir: () => string, api: () => number): AdminCli {
+  const cli = async (...args: string[]): Promise<string> => {
+    const r = await runCli(args, {
+      cwd: dir(),
+      env: {
+        PORTLICENSE_AUTHORITY: `https://127.0.0.1:${api()}`,
+        PORTLICENSE_CA: join(dir(), 'certs/ca.pem'),
+        PORTLICENSE_CERT: join(dir(), 'certs/admin.pem'),
+        PORTLICENSE_KEY: join(dir(), 'certs/admin-key.pem'),
+      },
+    });
+    expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0);
+    return r.stdout;
+  };
+  const grant = async (...args: string[]): Promise<string> =>
+    (JSON.parse(await cli('license', 'grant', ...args, '--json')) as { id: string }).id;
+  return { cli, grant };
+}
+
+/** The authority's start-up log line (for `CliProcess.waitForLog`). */
+export const authorityStarted = (l: Record<string, unknown>): boolean =>
+  /authority (started|listening)/.test(String(l.msg));
+
+/** A sidecar's start-up log line. */
+export const sidecarStarted = (l: Record<string, unknown>): boolean => l.msg === 'sidecar started';
