@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # portlicense: one image for the sidecar and the authority (the command picks the role).
 # Config and certificates are mounted at run time, never baked in:
-#   docker run -v $PWD/config:/etc/portlicense:ro -v $PWD/certs:/etc/portlicense/certs:ro \
-#     -p 8443:8443 portlicense sidecar --config /etc/portlicense/sidecar.yaml
+#   docker run -v $PWD/config:/etc/portlicense/config:ro -v $PWD/certs:/etc/portlicense/certs:ro \
+#     -v portlicense-data:/etc/portlicense/data -p 8443:8443 \
+#     portlicense sidecar --config /etc/portlicense/config/sidecar.yaml
 
 ARG NODE_VERSION=20.20
 
@@ -29,13 +30,15 @@ COPY --from=build /src/dist ./dist
 COPY package.json ./
 COPY config ./config-examples
 # The node image ships an unprivileged "node" user (uid 1000); the process never runs as root.
-RUN mkdir -p /var/lib/portlicense && chown node:node /var/lib/portlicense
+# Writable state (the sidecar's bundle cache file, the authority's SQLite store) lives in
+# /etc/portlicense/data, next to the mounted config/ and certs/ that the example configs point at.
+RUN mkdir -p /etc/portlicense/data && chown node:node /etc/portlicense/data
 USER node
-VOLUME ["/var/lib/portlicense"]
+VOLUME ["/etc/portlicense/data"]
 # Admin endpoints (/healthz, /readyz, /metrics) listen on 127.0.0.1:9901 (sidecar) by default;
 # inside a container set admin.listen to 0.0.0.0:9901 if Prometheus scrapes from outside.
 EXPOSE 8443 9901
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORTLICENSE_ADMIN_PORT||'9901')+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 ENTRYPOINT ["node", "/app/dist/cli/main.js"]
-CMD ["sidecar", "--config", "/etc/portlicense/sidecar.yaml"]
+CMD ["sidecar", "--config", "/etc/portlicense/config/sidecar.yaml"]
