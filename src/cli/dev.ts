@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path';
 import { loadAuthorityConfig } from '../config/authority.js';
 import { parseDeclarativeYaml } from '../config/declarative.js';
 import { loadSidecarConfig } from '../config/sidecar.js';
-import { initCa, CA_FILES } from '../pki/ca.js';
+import { authorityIdFor, initCa, CA_FILES } from '../pki/ca.js';
 import { issueCert } from '../pki/issue.js';
 import { parseFlags, str } from './args.js';
 import { startAuthority } from './authority.js';
@@ -115,6 +115,7 @@ trustDomains: [${TD}]
 tls: { ca: certs/ca.pem, cert: certs/orders.pem, key: certs/orders-key.pem }
 authority:
   url: https://127.0.0.1:${authorityPort}
+  serverId: ${authorityIdFor(TD)}
   signingPublicKey: certs/${CA_FILES.signingPublicKey}
   cacheFile: data/dev-node-bundle.json
   wait: 30s
@@ -142,6 +143,7 @@ trustDomains: [${TD}]
 tls: { ca: certs/ca.pem, cert: certs/frontend.pem, key: certs/frontend-key.pem }
 authority:
   url: https://127.0.0.1:${authorityPort}
+  serverId: ${authorityIdFor(TD)}
   signingPublicKey: certs/${CA_FILES.signingPublicKey}
 ports: []
 outbound:

@@ -129,6 +129,7 @@ const authoritySchema = object({
   bundleFile: optional(filePath({ mustExist: true })),
   signingPublicKey: required(filePath({ mustExist: true })),
   cacheFile: optional(filePath({ mustExist: false })),
+  serverId: optional(subjectPattern()),
   wait: withDefault(waitSchema, SIDECAR_DEFAULTS.wait),
   reportInterval: withDefault(duration({ min: SECOND, max: HOUR }), SIDECAR_DEFAULTS.reportInterval),
   maxStaleness: withDefault(maxStalenessSchema, SIDECAR_DEFAULTS.maxStaleness),
@@ -182,7 +183,7 @@ export function sidecarConfigFrom(doc: YamlDocument): SidecarConfig {
     crossCheck,
     'node, trustDomains, tls, authority and ports',
   );
-  const { url, bundleFile, cacheFile, ...authority } = parsed.authority;
+  const { url, bundleFile, cacheFile, serverId, ...authority } = parsed.authority;
   const config: SidecarConfig = {
     file: doc.path,
     ...parsed,
@@ -192,6 +193,7 @@ export function sidecarConfigFrom(doc: YamlDocument): SidecarConfig {
       ...(url !== undefined && { url }),
       ...(bundleFile !== undefined && { bundleFile }),
       ...(cacheFile !== undefined && { cacheFile }),
+      ...(serverId !== undefined && { serverId }),
     },
   };
   return deepFreeze(config);
@@ -254,6 +256,7 @@ function checkAuthority(auth: Record<string, unknown> | undefined, ctx: SchemaCo
       'authority',
       'needs url (an https:// authority to pull from) or bundleFile (a signed bundle file)',
     );
+  if (has('serverId') && !has('url')) report(ctx, 'authority.serverId', 'only used with authority.url');
   if (has('cacheFile')) {
     if (has('bundleFile') && !has('url'))
       report(ctx, 'authority.cacheFile', 'only used with authority.url (a bundleFile is its own cache)');

@@ -59,6 +59,11 @@ export interface SidecarConfig {
     readonly bundleFile?: string;
     readonly signingPublicKey: string;
     readonly cacheFile?: string;
+    /**
+     * The authority's SPIFFE ID (exact or `/*` pattern). When set, the sidecar refuses an authority
+     * whose certificate does not carry it, besides checking the chain and host name.
+     */
+    readonly serverId?: string;
     readonly wait: number;
     readonly reportInterval: number;
     readonly maxStaleness: number;

@@ -6,7 +6,11 @@
  * leaves the last good bundle in force, evaluated against the clock, so licenses still expire.
  */
 import type { KeyObject } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
+import { certificateIdentity } from '../dataplane/identity.js';
+import { subjectMatches } from '../policy/spiffe.js';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { SidecarConfig } from '../config/types.js';
 import { formatTime } from '../config/duration.js';
@@ -75,8 +79,20 @@ export class AuthoritySync {
 
   private makeAgent(): Agent {
     const m = this.deps.tls.current();
+    const serverId = this.deps.config.authority.serverId;
     return new Agent({
-      connect: { ca: m.ca, cert: m.cert, key: m.key, minVersion: 'TLSv1.2', timeout: 10_000 },
+      connect: {
+        ca: m.ca,
+        cert: m.cert,
+        key: m.key,
+        minVersion: 'TLSv1.2',
+        timeout: 10_000,
+        ...(serverId !== undefined && {
+          checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined =>
+            checkServerIdentity(host, cert) ??
+            authorityIdentityError(cert, serverId, this.deps.config.trustDomains),
+        }),
+      },
       keepAliveTimeout: 60_000,
       headersTimeout: this.deps.config.authority.wait + 15_000,
       bodyTimeout: 60_000,
@@ -356,4 +372,17 @@ async function readLimited(body: AsyncIterable<Buffer | Uint8Array>, limit: numb
     chunks.push(Buffer.from(c));
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Why the authority's certificate is not the configured `authority.serverId`, or undefined. */
+export function authorityIdentityError(
+  cert: PeerCertificate,
+  serverId: string,
+  trustDomains: readonly string[],
+): Error | undefined {
+  const got = certificateIdentity(new X509Certificate(cert.raw), trustDomains);
+  if (got.error !== undefined)
+    return new Error(`the authority's certificate is not acceptable: ${got.error.replace('client ', '')}`);
+  if (got.identity === serverId || subjectMatches(serverId, got.identity)) return undefined;
+  return new Error(`the authority presented ${got.identity}, not authority.serverId ${serverId}`);
 }

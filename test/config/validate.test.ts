@@ -151,8 +151,8 @@ describe('validateConfigFile', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems.map((p) => `${p.line}: ${p.path}`)).toEqual([
-      '21: authority.wait',
-      '28: ports[0].protocol',
+      '22: authority.wait',
+      '29: ports[0].protocol',
     ]);
   });
 

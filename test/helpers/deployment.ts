@@ -66,6 +66,7 @@ admin: { listen: 127.0.0.1:${opts.admin} }
 export function sidecarAuthorityBlock(api: number, node: string): string {
   return `authority:
   url: https://127.0.0.1:${api}
+  serverId: spiffe://example.org/portlicense/authority
   signingPublicKey: certs/bundle-signing.pub.pem
   cacheFile: data/${node}-bundle.json
   wait: 5s
