@@ -34,6 +34,8 @@ import {
   withDefault,
   type SchemaContext,
   validateDocument,
+  tlsSection,
+  trustDomainList,
 } from './schema.js';
 
 const SECOND = 1_000;
@@ -120,20 +122,8 @@ const lifetimeSchema = duration({ min: SECOND });
 
 const authoritySchema = object({
   listen: required(hostPort({ allowPortZero: true })),
-  trustDomains: required(
-    arrayOf(trustDomain(), { minItems: 1, minMessage: 'must list at least one trust domain', unique: true }),
-  ),
-  tls: required(
-    object({
-      ca: required(filePath({ mustExist: true })),
-      cert: required(filePath({ mustExist: true })),
-      key: required(filePath({ mustExist: true })),
-      handshakeTimeout: withDefault(
-        duration({ min: 100, max: 5 * MINUTE }),
-        AUTHORITY_DEFAULTS.handshakeTimeout,
-      ),
-    }),
-  ),
+  trustDomains: required(trustDomainList()),
+  tls: required(tlsSection(AUTHORITY_DEFAULTS.handshakeTimeout)),
   signingKey: required(filePath({ mustExist: true })),
   store: section(
     object({

@@ -618,3 +618,22 @@ export function validateDocument<T>(
   if (parsed === INVALID) throw new Error('unreachable: invalid config without problems');
   return parsed;
 }
+
+/** `trustDomains`: at least one, no duplicates. Shared by the sidecar and authority files. */
+export function trustDomainList(): Schema<string[]> {
+  return arrayOf(trustDomain(), {
+    minItems: 1,
+    minMessage: 'must list at least one trust domain',
+    unique: true,
+  });
+}
+
+/** The `tls` section of both process configs: CA, certificate, key (files that must exist), handshake deadline. */
+export function tlsSection(defaultHandshakeTimeout: number) {
+  return object({
+    ca: required(filePath({ mustExist: true })),
+    cert: required(filePath({ mustExist: true })),
+    key: required(filePath({ mustExist: true })),
+    handshakeTimeout: withDefault(duration({ min: 100, max: 5 * 60_000 }), defaultHandshakeTimeout),
+  });
+}

@@ -35,10 +35,11 @@ import {
   section,
   string,
   subjectPattern,
-  trustDomain,
   withDefault,
   type SchemaContext,
   validateDocument,
+  tlsSection,
+  trustDomainList,
 } from './schema.js';
 
 const SECOND = 1_000;
@@ -137,20 +138,8 @@ const authoritySchema = object({
 
 const sidecarSchema = object({
   node: required(nodeName()),
-  trustDomains: required(
-    arrayOf(trustDomain(), { minItems: 1, minMessage: 'must list at least one trust domain', unique: true }),
-  ),
-  tls: required(
-    object({
-      ca: required(filePath({ mustExist: true })),
-      cert: required(filePath({ mustExist: true })),
-      key: required(filePath({ mustExist: true })),
-      handshakeTimeout: withDefault(
-        duration({ min: 100, max: 5 * MINUTE }),
-        SIDECAR_DEFAULTS.handshakeTimeout,
-      ),
-    }),
-  ),
+  trustDomains: required(trustDomainList()),
+  tls: required(tlsSection(SIDECAR_DEFAULTS.handshakeTimeout)),
   authority: required(authoritySchema),
   ports: required(arrayOf(portSchema)),
   outbound: withDefault(arrayOf(outboundSchema), []),
