@@ -145,6 +145,7 @@ export async function startSidecar(
           sync: source!.state(),
           usage,
           warnBefore: config.warnBefore,
+          mayRenew: (id) => source?.mayRenew(id) ?? false,
           ready: source!.readiness(),
         }),
       log: log.child({ component: 'admin' }),
@@ -203,7 +204,12 @@ export async function startSidecar(
 function clientOnlySource(log: Logger): BundleSource {
   log.info('no ports to guard: not pulling license bundles (outbound only)');
   const state = { lastSuccess: null, source: 'none (no ports to guard)', lastError: null };
-  return { readiness: () => ({ ok: true, reasons: [] }), state: () => state, close: () => {} };
+  return {
+    readiness: () => ({ ok: true, reasons: [] }),
+    state: () => state,
+    mayRenew: () => false,
+    close: () => {},
+  };
 }
 
 /** An outbound listener as /status shows it. */

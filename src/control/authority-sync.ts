@@ -55,6 +55,8 @@ export class AuthoritySync {
   private reportTimer: TimerHandle | null = null;
   private pending: UsageReport | null = null;
   private readonly warned = new Set<string>();
+  /** Licenses the authority said are in use but cannot be renewed (autoRenew off, max lifetime). */
+  readonly unrenewable = new Set<string>();
   private loop: Promise<void> | null = null;
   private unsubscribeTls: () => void;
   lastSuccess: number | null = null;
@@ -128,8 +130,10 @@ export class AuthoritySync {
 
   private install(payload: BundlePayload, text: string | null): void {
     const { policy, metrics, clock, config, log } = this.deps;
-    policy.swap(buildSnapshot(payload));
+    const snapshot = buildSnapshot(payload);
+    policy.swap(snapshot);
     metrics.bundleLoaded(payload.version, clock.now());
+    for (const id of this.unrenewable) if (snapshot.license(id) === undefined) this.unrenewable.delete(id);
     this.inForceMatches =
       payload.node === config.node && [...payload.services].sort().join(',') === this.services.join(',');
     const cacheFile = config.authority.cacheFile;
@@ -314,6 +318,7 @@ export class AuthoritySync {
       return;
     }
     for (const e of parsed.expiring ?? []) {
+      this.unrenewable.add(String(e.id));
       const key = `${String(e.id)}@${String(e.expiresAt)}`;
       if (this.warned.has(key)) continue;
       this.warned.add(key);

@@ -28,6 +28,8 @@ export interface SyncState {
 export interface BundleSource {
   readiness(): Readiness;
   state(): SyncState;
+  /** Whether anything may still renew this license (the authority, unless it said it cannot). */
+  mayRenew(licenseId: string): boolean;
   close(): void;
 }
 
@@ -84,6 +86,8 @@ export async function startBundleSource(deps: BundleSourceDeps): Promise<BundleS
   });
   return {
     state: () => state,
+    // A bundle file is renewed by nobody: whatever expires, expires.
+    mayRenew: () => false,
     readiness: () => {
       const reasons: string[] = [];
       if (policy.current().version === 0)
@@ -108,6 +112,7 @@ function startAuthoritySync(deps: BundleSourceDeps, publicKey: KeyObject): Bundl
   const url = config.authority.url!;
   return {
     state: () => ({ lastSuccess: sync.lastSuccess, source: url, lastError: sync.lastError }),
+    mayRenew: (id) => !sync.unrenewable.has(id),
     readiness: () => {
       const reasons: string[] = [];
       if (policy.current().version === 0) reasons.push(`no valid bundle yet from ${url}`);

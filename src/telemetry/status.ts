@@ -67,6 +67,11 @@ export interface StatusInput {
   };
   /** A license in use that expires within this many ms is flagged `expiringSoon`. */
   warnBefore?: number;
+  /**
+   * Whether something may still renew a license before it expires (with an authority: unless the
+   * authority said it cannot). Only licenses nothing will renew are flagged. Default: nothing renews.
+   */
+  mayRenew?: (licenseId: string) => boolean;
   ready?: Readiness;
 }
 
@@ -85,7 +90,7 @@ export interface LicenseStatus {
   state: LicenseState;
   /** Seconds until expiresAt; 0 once expired or revoked. */
   secondsLeft: number;
-  /** Used since start and expiring within warnBefore. */
+  /** Used since start, expiring within warnBefore, and nothing will renew it. */
   expiringSoon: boolean;
   lastAccess: { at: string; identity: string; origin: string; count: number } | null;
 }
@@ -209,7 +214,8 @@ function licenseStatus(l: CompiledLicense, input: StatusInput): LicenseStatus {
       state === 'active' &&
       last !== undefined &&
       input.warnBefore !== undefined &&
-      l.expiresAt - now <= input.warnBefore,
+      l.expiresAt - now <= input.warnBefore &&
+      !(input.mayRenew?.(l.id) ?? false),
     lastAccess: last
       ? { at: iso(last.at), identity: last.identity, origin: last.origin, count: last.count }
       : null,

@@ -115,6 +115,11 @@ describe('buildStatus', () => {
     expect(s.licenses.find((l) => l.id === 'lic_c_expired')!.lastAccess).toBeNull();
     // in use and within warnBefore
     expect(s.licenses.find((l) => l.id === 'lic_e_db')!.expiringSoon).toBe(true);
+    // ...unless something (the authority) may still renew it: then it is not flagged.
+    const renewable = buildStatus(
+      input(usage, { warnBefore: 3_600_000, mayRenew: (id) => id === 'lic_e_db' }),
+    );
+    expect(renewable.licenses.find((l) => l.id === 'lic_e_db')!.expiringSoon).toBe(false);
     expect(s.recentDenials).toEqual([
       {
         at: '2026-11-28T09:59:59.900Z',
