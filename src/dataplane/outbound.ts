@@ -13,6 +13,7 @@
  * Certificates follow the TlsMaterialStore: a reload swaps the secure context used for the next
  * dial, while open connections keep the one they were made with.
  */
+import { Drainer } from './drain.js';
 import { createServer, isIP, type Server, type Socket } from 'node:net';
 import {
   connect as tlsConnect,
@@ -21,7 +22,7 @@ import {
   type SecureContext,
   type TLSSocket,
 } from 'node:tls';
-import type { Clock, TimerHandle } from '../clock.js';
+import type { Clock } from '../clock.js';
 import type { HostPort, OutboundConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { LogFields, Logger } from '../log.js';
@@ -221,8 +222,17 @@ export function createOutboundListener(deps: OutboundDeps, opts: OutboundOptions
   const results = Object.fromEntries(OUTBOUND_RESULTS.map((r) => [r, 0])) as Record<OutboundResult, number>;
   const throttle = new LogThrottle(clock);
   let lastError: OutboundFailure | null = null;
-  let draining: Promise<void> | null = null;
-  let drained: (() => void) | null = null;
+  const drainer = new Drainer({
+    server: () => server,
+    clock,
+    size: () => active.size,
+    cut: () => {
+      if (active.size > 0)
+        log.warn('drain deadline reached; closing open outbound connections', { connections: active.size });
+      for (const c of [...active]) c.abort('shutdown');
+    },
+    done: () => unsubscribe(),
+  });
 
   // One parsed context per generation of the material, not one per connection.
   let context = secureContextOf(deps.tls.current());
@@ -266,12 +276,12 @@ export function createOutboundListener(deps: OutboundDeps, opts: OutboundOptions
     },
     closed(conn) {
       active.delete(conn);
-      if (active.size === 0) drained?.();
+      drainer.closed();
     },
   };
 
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
-    if (draining !== null) {
+    if (drainer.active) {
       socket.on('error', ignore);
       socket.resetAndDestroy();
       return;
@@ -298,29 +308,6 @@ export function createOutboundListener(deps: OutboundDeps, opts: OutboundOptions
       listenOn(server, { key: outbound.name, listen: outbound.listen }, `outbound ${outbound.name}`),
     activeConnections: () => active.size,
     stats: () => ({ results: { ...results }, activeConnections: active.size, lastError }),
-    drain(deadlineMs: number): Promise<void> {
-      return (draining ??= new Promise<void>((resolve) => {
-        server.close(ignore);
-        let deadline: TimerHandle | null = null;
-        const finish = (): void => {
-          drained = null;
-          deadline?.cancel();
-          unsubscribe();
-          resolve();
-        };
-        const cut = (): void => {
-          if (active.size > 0)
-            log.warn('drain deadline reached; closing open outbound connections', {
-              connections: active.size,
-            });
-          for (const c of [...active]) c.abort('shutdown');
-        };
-        if (active.size === 0) return finish();
-        drained = finish;
-        const remaining = deadlineMs - clock.now();
-        if (remaining <= 0) cut();
-        else deadline = clock.setTimer(cut, remaining);
-      }));
-    },
+    drain: (deadlineMs: number): Promise<void> => drainer.drain(deadlineMs),
   };
 }

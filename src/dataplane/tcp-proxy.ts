@@ -4,6 +4,7 @@
  * FlowRegistry, which closes it when its license stops granting it. Bytes are spliced both ways
  * by a Splice (splice.ts), shared with the outbound listeners.
  */
+import { Drainer } from './drain.js';
 import { connect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { TimerHandle } from '../clock.js';
@@ -150,8 +151,19 @@ export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortLi
   const active = new Set<TcpFlow>();
   const registry = new FlowRegistry({ ...deps, audit: port.mode === 'audit' });
   let stats: TimerHandle | null = null;
-  let draining: Promise<void> | null = null;
-  let drained: (() => void) | null = null;
+  const drainer = new Drainer({
+    server: () => server,
+    clock,
+    size: () => active.size,
+    cut: () => {
+      if (active.size > 0) log.warn('drain deadline reached; closing open flows', { flows: active.size });
+      for (const f of [...active]) {
+        telemetry.terminated('shutdown');
+        f.abort('shutdown');
+      }
+    },
+    done: () => registry.close(),
+  });
 
   const tick = (): void => {
     stats = null;
@@ -174,7 +186,7 @@ export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortLi
       if (active.size === 0) {
         stats?.cancel();
         stats = null;
-        drained?.();
+        drainer.closed();
       }
     },
   };
@@ -188,7 +200,7 @@ export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortLi
   };
 
   const admit = (socket: TLSSocket, peer: Peer): void => {
-    if (draining !== null) {
+    if (drainer.active) {
       socket.on('error', ignore);
       socket.destroy();
       return;
@@ -243,29 +255,6 @@ export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortLi
     port,
     listen: (): Promise<HostPort> => listenOn(server, port),
     activeConnections: () => active.size,
-    drain(deadlineMs: number): Promise<void> {
-      return (draining ??= new Promise<void>((resolve) => {
-        server.close(ignore);
-        let deadline: TimerHandle | null = null;
-        const finish = (): void => {
-          drained = null;
-          deadline?.cancel();
-          registry.close();
-          resolve();
-        };
-        const cut = (): void => {
-          if (active.size > 0) log.warn('drain deadline reached; closing open flows', { flows: active.size });
-          for (const f of [...active]) {
-            telemetry.terminated('shutdown');
-            f.abort('shutdown');
-          }
-        };
-        if (active.size === 0) return finish();
-        drained = finish;
-        const remaining = deadlineMs - clock.now();
-        if (remaining <= 0) cut();
-        else deadline = clock.setTimer(cut, remaining);
-      }));
-    },
+    drain: (deadlineMs: number): Promise<void> => drainer.drain(deadlineMs),
   };
 }
