@@ -27,6 +27,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+COPY bin ./bin
 COPY package.json ./
 COPY config ./config-examples
 # The node image ships an unprivileged "node" user (uid 1000); the process never runs as root.
@@ -40,5 +41,6 @@ VOLUME ["/etc/portlicense/data"]
 EXPOSE 8443 9901
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORTLICENSE_ADMIN_PORT||'9901')+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "/app/dist/cli/main.js"]
+# The launcher sets glibc's MALLOC_TRIM_THRESHOLD_ (see bin/portlicense) and execs node: PID 1 is node.
+ENTRYPOINT ["/app/bin/portlicense"]
 CMD ["sidecar", "--config", "/etc/portlicense/config/sidecar.yaml"]

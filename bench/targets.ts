@@ -7,13 +7,13 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop, sleep, waitForStdout, type Proc } from './procs.js';
 import {
   ALLOWED,
   ALLOWED_CN,
-  CLI,
+  LAUNCHER,
   benchLicenses,
   freePort,
   writeBundle,
@@ -98,11 +98,14 @@ export async function startPortlicense(
   };
   const config = writeSidecarConfig(pki, name, bundle, ports);
   // BENCH_CPU_PROF=1: V8 CPU profiles of the measured sidecar, written when it exits (see docs/performance.md).
-  const prof =
-    process.env.BENCH_CPU_PROF === '1' && name === 'portlicense'
-      ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR]
-      : [];
-  const proc = start(name, PROXY_CPU, [process.execPath, ...prof, CLI, 'sidecar', '--config', config]);
+  // Started the way an operator runs it: through the package's launcher (bin/portlicense).
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+  };
+  if (process.env.BENCH_CPU_PROF === '1' && name === 'portlicense')
+    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${PROFILE_DIR}`.trim();
+  const proc = start(name, PROXY_CPU, [LAUNCHER, 'sidecar', '--config', config], env);
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {

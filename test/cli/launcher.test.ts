@@ -1,0 +1,77 @@
+/**
+ * bin/portlicense, the package's `bin`: a POSIX sh launcher that sets glibc's trim threshold and
+ * execs node on dist/cli/main.js. Run for real through `sh`, with a stand-in `node` first on PATH
+ * that prints what it was given, and through a symlink the way npm links it into node_modules/.bin.
+ */
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { removeDir, tempDir } from '../helpers/tmp.js';
+
+const LAUNCHER = fileURLToPath(new URL('../../bin/portlicense', import.meta.url));
+/** What the launcher hands node: dist/ next to the launcher's real folder, not the symlink's. */
+const MAIN = `${dirname(realpathSync(LAUNCHER))}/../dist/cli/main.js`;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(file: string, args: string[], env: Record<string, string>): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(file, args, { env, timeout: 10_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+let dir: string;
+let env: Record<string, string>;
+
+beforeEach(() => {
+  dir = tempDir('pl-launcher-');
+  mkdirSync(join(dir, 'stub'));
+  // The stand-in node: one line per argument, then the variable, then a distinctive exit code.
+  writeFileSync(
+    join(dir, 'stub', 'node'),
+    '#!/bin/sh\nfor a in "$@"; do echo "arg=$a"; done\necho "trim=$MALLOC_TRIM_THRESHOLD_"\nexit 7\n',
+  );
+  chmodSync(join(dir, 'stub', 'node'), 0o755);
+  env = { PATH: `${join(dir, 'stub')}:/usr/bin:/bin` };
+});
+
+afterEach(() => removeDir(dir));
+
+describe('bin/portlicense', () => {
+  it('execs node on dist/cli/main.js with the arguments unchanged and passes the exit code through', async () => {
+    const r = await run(LAUNCHER, ['sidecar', '--config', 'a file with spaces.yaml'], env);
+    expect(r.code).toBe(7);
+    expect(r.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      `arg=${MAIN}`,
+      'arg=sidecar',
+      'arg=--config',
+      'arg=a file with spaces.yaml',
+    ]);
+  });
+
+  it('sets MALLOC_TRIM_THRESHOLD_ to 64 MiB unless the operator set it', async () => {
+    expect((await run(LAUNCHER, [], env)).stdout).toContain('trim=67108864\n');
+    const own = await run(LAUNCHER, [], { ...env, MALLOC_TRIM_THRESHOLD_: '1048576' });
+    expect(own.stdout).toContain('trim=1048576\n');
+  });
+
+  it('finds dist/ through a symlink, as npm links it into node_modules/.bin', async () => {
+    mkdirSync(join(dir, '.bin'));
+    symlinkSync(LAUNCHER, join(dir, '.bin', 'portlicense'));
+    const r = await run(join(dir, '.bin', 'portlicense'), ['--version'], env);
+    expect(r.stdout).toContain(`arg=${MAIN}\narg=--version\n`);
+  });
+
+  it('runs the real CLI with the node on PATH', async () => {
+    const r = await run(LAUNCHER, ['--version'], { PATH: process.env.PATH ?? '' });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^\d+\.\d+\.\d+\n$/) });
+  });
+});
