@@ -13,6 +13,7 @@ import { start, stop, sleep, waitForStdout, type Proc } from './procs.js';
 import {
   ALLOWED,
   ALLOWED_CN,
+  CLI,
   LAUNCHER,
   benchLicenses,
   freePort,
@@ -98,14 +99,19 @@ export async function startPortlicense(
   };
   const config = writeSidecarConfig(pki, name, bundle, ports);
   // BENCH_CPU_PROF=1: V8 CPU profiles of the measured sidecar, written when it exits (see docs/performance.md).
-  // Started the way an operator runs it: through the package's launcher (bin/portlicense).
-  const env: NodeJS.ProcessEnv = {
+  // Started the way an operator runs it, through the package's launcher (bin/portlicense). With
+  // BENCH_CPU_PROF=1 node itself is started, since node refuses --cpu-prof in NODE_OPTIONS; the
+  // launcher's one setting is passed along by hand.
+  const argv =
+    process.env.BENCH_CPU_PROF === '1' && name === 'portlicense'
+      ? [process.execPath, '--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, CLI]
+      : [LAUNCHER];
+  const env = {
+    MALLOC_TRIM_THRESHOLD_: '67108864',
     ...process.env,
     PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
   };
-  if (process.env.BENCH_CPU_PROF === '1' && name === 'portlicense')
-    env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${PROFILE_DIR}`.trim();
-  const proc = start(name, PROXY_CPU, [LAUNCHER, 'sidecar', '--config', config], env);
+  const proc = start(name, PROXY_CPU, [...argv, 'sidecar', '--config', config], env);
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {
