@@ -7,8 +7,11 @@ import { finish, start } from './procs.js';
 import type { BenchPki } from './setup.js';
 import { LOAD_CPU, type Target, type TargetName, type Upstream } from './targets.js';
 
-export type Mode = 'http' | 'open' | 'conn' | 'bulk-up' | 'bulk-down';
-export const MODES: readonly Mode[] = ['http', 'open', 'conn', 'bulk-up', 'bulk-down'];
+export type Mode = 'http' | 'open' | 'conn' | 'resume' | 'bulk-up' | 'bulk-down';
+export const MODES: readonly Mode[] = ['http', 'open', 'conn', 'resume', 'bulk-up', 'bulk-down'];
+
+/** Modes that open a new TLS connection per request. */
+export const isConnMode = (m: Mode): boolean => m === 'conn' || m === 'resume';
 
 export interface LoadOptions {
   seconds: number;
@@ -37,6 +40,8 @@ export interface LoadgenResult {
   ok: number;
   bad: number;
   errors: number;
+  /** resume mode: connections in the window that resumed a TLS session. */
+  resumed?: number;
   statuses?: Record<string, number>;
   bytes?: number;
   mbps?: number;
@@ -68,7 +73,7 @@ export interface Sample {
 
 /** Whether a mode applies to a target: direct has no TLS handshakes; some targets have no TCP. */
 export function applies(mode: Mode, t: Target): boolean {
-  if (mode === 'conn') return t.tls;
+  if (isConnMode(mode)) return t.tls;
   if (mode === 'bulk-up' || mode === 'bulk-down') return t.tcpPort !== null;
   return true;
 }

@@ -17,7 +17,8 @@ type Metric =
   | 'upstreamCpuUs'
   | 'rssMiB'
   | 'genCpuShare'
-  | 'timerLagP99Ms';
+  | 'timerLagP99Ms'
+  | 'resumedPct';
 
 const METRICS: Record<Metric, (s: Sample) => number | null> = {
   rate: (s) => s.gen.rate,
@@ -29,6 +30,8 @@ const METRICS: Record<Metric, (s: Sample) => number | null> = {
   rssMiB: (s) => (s.proxyRssPeak === null ? null : s.proxyRssPeak / 2 ** 20),
   genCpuShare: (s) => s.gen.genCpuShare,
   timerLagP99Ms: (s) => (s.gen.timerLagUs ? s.gen.timerLagUs.p99 / 1000 : null),
+  resumedPct: (s) =>
+    s.mode === 'resume' && s.gen.count > 0 ? (100 * (s.gen.resumed ?? 0)) / s.gen.count : null,
 };
 
 export type Results = Partial<Record<Mode, Partial<Record<TargetName, Partial<Record<Metric, Summary>>>>>>;
@@ -133,6 +136,9 @@ function rows(o: { connections: number; rate: number }): Row[] {
     { mode: 'open', metric: 'p99Ms', label: `p99 at ${fmt(o.rate)} req/s (open loop), ms` },
     { mode: 'conn', metric: 'rate', label: 'new mTLS connections/s (full handshake + 1 request)' },
     { mode: 'conn', metric: 'proxyCpuUs', label: 'proxy CPU per new connection, µs' },
+    { mode: 'resume', metric: 'rate', label: 'returning mTLS clients/s (resumed session + 1 request)' },
+    { mode: 'resume', metric: 'proxyCpuUs', label: 'proxy CPU per resumed connection, µs' },
+    { mode: 'resume', metric: 'resumedPct', label: 'connections that resumed, %' },
     { mode: 'bulk-up', metric: 'rate', label: 'TCP bulk MB/s, client → upstream (1 stream)' },
     { mode: 'bulk-down', metric: 'rate', label: 'TCP bulk MB/s, upstream → client (1 stream)' },
     { mode: 'bulk-up', metric: 'proxyCpuUs', label: 'proxy CPU per MiB (upload), µs' },

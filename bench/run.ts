@@ -11,7 +11,7 @@
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { applies, measure, MODES, type LoadOptions, type Sample } from './loadgen.js';
+import { applies, isConnMode, measure, MODES, type LoadOptions, type Sample } from './loadgen.js';
 import { measureLicenseMemory, type MemoryResult } from './memory.js';
 import { canPin, pinSelf, stopAll } from './procs.js';
 import { checkCorrectness, markdownTable, memoryLine, summarizeSamples } from './report.js';
@@ -104,16 +104,11 @@ async function startTargets(tools: Tools, pki: BenchPki, up: Upstream, notes: st
 function progress(s: Sample): string {
   const g = s.gen;
   const parts = [`round ${s.round}/${O.rounds}`, s.mode.padEnd(9), s.target.padEnd(11)];
+  const unit = s.mode.startsWith('bulk') ? 'MiB' : isConnMode(s.mode) ? 'conn' : 'req';
   if (s.mode.startsWith('bulk')) parts.push(`${fmt(g.mbps ?? 0)} MB/s`);
-  else
-    parts.push(
-      `${fmt(g.rate)} ${s.mode === 'conn' ? 'conn' : 'req'}/s`,
-      `p99 ${fmt((g.latencyUs?.p99 ?? 0) / 1000)} ms`,
-    );
-  if (s.proxyCpuS !== null)
-    parts.push(
-      `proxy ${fmt((s.proxyCpuS * 1e6) / Math.max(1, s.work))} µs/${s.mode.startsWith('bulk') ? 'MiB' : s.mode === 'conn' ? 'conn' : 'req'}`,
-    );
+  else parts.push(`${fmt(g.rate)} ${unit}/s`, `p99 ${fmt((g.latencyUs?.p99 ?? 0) / 1000)} ms`);
+  if (s.proxyCpuS !== null) parts.push(`proxy ${fmt((s.proxyCpuS * 1e6) / Math.max(1, s.work))} µs/${unit}`);
+  if (s.mode === 'resume') parts.push(`${fmt((100 * (g.resumed ?? 0)) / Math.max(1, g.count))}% resumed`);
   parts.push(`gen ${(g.genCpuShare * 100).toFixed(0)}% CPU`);
   if (g.bad + g.errors > 0) parts.push(`ALLOWED NOT SERVED ×${g.bad + g.errors}`);
   if ((g.deny?.leaked ?? 0) > 0) parts.push(`DENIED SERVED ×${g.deny!.leaked}`);

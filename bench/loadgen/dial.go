@@ -1,5 +1,6 @@
 // Connections to a target: plain TCP for the direct baseline, or TLS 1.3 with a client
-// certificate. No session cache, so every TLS connection is a full handshake.
+// certificate. No session cache, so every TLS connection is a full handshake, except in the
+// resume mode, where each worker keeps the last session ticket it got (withSessionCache).
 package main
 
 import (
@@ -45,6 +46,20 @@ func loadTLS(caFile, certFile, keyFile, serverName string) (*tls.Config, error) 
 }
 
 const ioTimeout = 10 * time.Second
+
+// withSessionCache is a dialer of its own for one worker of the resume mode: session tickets on,
+// and a cache holding the one session this client last got, so its next connection offers it.
+func (d *dialer) withSessionCache() *dialer {
+	cfg := d.tls.Clone()
+	cfg.SessionTicketsDisabled = false
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	return &dialer{addr: d.addr, tls: cfg}
+}
+
+func didResume(c *conn) bool {
+	tc, ok := c.Conn.(*tls.Conn)
+	return ok && tc.ConnectionState().DidResume
+}
 
 func (d *dialer) dial() (*conn, error) {
 	c, err := net.DialTimeout("tcp", d.addr, ioTimeout)

@@ -6,6 +6,7 @@
 //	loadgen http      -addr ADDR [-tls ...] -conns N -duration D -warmup D      keep-alive, closed loop
 //	loadgen open      -addr ADDR [-tls ...] -conns N -rate R -duration D         fixed rate, open loop
 //	loadgen conn      -addr ADDR  -tls ...  -conns N -duration D                 new TLS connection per request
+//	loadgen resume    -addr ADDR  -tls ...  -conns N -duration D                 same, resuming the previous session
 //	loadgen bulk-up   -addr ADDR [-tls ...] -duration D                          one stream, client → upstream
 //	loadgen bulk-down -addr ADDR [-tls ...] -duration D                          one stream, upstream → client
 package main
@@ -22,7 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: loadgen upstream|http|open|conn|bulk-up|bulk-down [flags]")
+		fmt.Fprintln(os.Stderr, "usage: loadgen upstream|http|open|conn|resume|bulk-up|bulk-down [flags]")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -72,9 +73,9 @@ func main() {
 	}
 	r := &Result{Mode: mode}
 	switch mode {
-	case "http", "open", "conn":
-		if mode == "conn" && !*useTLS {
-			fail(fmt.Errorf("conn measures TLS handshakes: -tls is required"))
+	case "http", "open", "conn", "resume":
+		if (mode == "conn" || mode == "resume") && !*useTLS {
+			fail(fmt.Errorf("%s measures TLS handshakes: -tls is required", mode))
 		}
 		if mode == "open" && (*rate <= 0 || *rate > 1e6) {
 			fail(fmt.Errorf("-rate must be in (0, 1e6]"))
@@ -94,7 +95,7 @@ func main() {
 			s = openLoop(o, w)
 			r.TargetRate = *rate
 		default:
-			s = newConns(o, w)
+			s = newConns(o, w, mode == "resume")
 		}
 		probeWG.Wait()
 		r.Conns = *conns

@@ -29,6 +29,7 @@ type stats struct {
 	ok       uint64 // 2xx for the allowed identity, whole run
 	bad      uint64 // any other status for the allowed identity, whole run
 	errors   uint64 // connection or protocol errors, whole run
+	resumed  uint64 // resume mode: connections in the window that resumed a TLS session
 	statuses map[int]uint64
 	tls      *TLSInfo
 }
@@ -51,6 +52,7 @@ func (s *stats) merge(o *stats) {
 	s.ok += o.ok
 	s.bad += o.bad
 	s.errors += o.errors
+	s.resumed += o.resumed
 	for k, v := range o.statuses {
 		s.statuses[k] += v
 	}
@@ -72,6 +74,7 @@ type Result struct {
 	Ok         uint64            `json:"ok"`
 	Bad        uint64            `json:"bad"`
 	Errors     uint64            `json:"errors"`
+	Resumed    uint64            `json:"resumed,omitempty"`
 	Statuses   map[string]uint64 `json:"statuses,omitempty"`
 	Bytes      int64             `json:"bytes,omitempty"`
 	MBps       float64           `json:"mbps,omitempty"`
@@ -83,7 +86,7 @@ type Result struct {
 
 func (r *Result) fill(s *stats) {
 	r.Count = s.done
-	r.Ok, r.Bad, r.Errors = s.ok, s.bad, s.errors
+	r.Ok, r.Bad, r.Errors, r.Resumed = s.ok, s.bad, s.errors, s.resumed
 	r.TLS = s.tls
 	r.Statuses = map[string]uint64{}
 	for k, v := range s.statuses {
