@@ -1,7 +1,8 @@
 /**
  * `portlicense sidecar --config FILE`: wires config, TLS material, policy, bundle source,
  * telemetry, one listener per port and one per outbound entry, then runs until SIGTERM/SIGINT
- * (drain, exit 0). SIGHUP reloads certificates.
+ * (drain, exit 0). SIGHUP reloads certificates. With `workers: N` above 1 this process keeps the
+ * control plane and the listeners run in N forked workers (src/cluster/).
  *
  * Process lifecycle, in order: load config -> load TLS material -> policy store + bundle source ->
  * telemetry -> bind listeners (ports and outbound) -> admin server -> ready. Shutdown runs it backwards.
@@ -14,6 +15,9 @@ import { createHttpPort } from '../dataplane/http-proxy.js';
 import { createOutboundListener, type OutboundListener } from '../dataplane/outbound.js';
 import { createTcpPort } from '../dataplane/tcp-proxy.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
+import { lineAtomicSink } from '../cluster/log-sink.js';
+import { startCluster, type ClusterOptions, type RunningCluster } from '../cluster/primary.js';
+import { ClusterUsageTracker } from '../cluster/usage.js';
 import type { PortListener } from '../dataplane/types.js';
 import { createLogger, type Logger, type LogSink } from '../log.js';
 import { PolicyStore } from '../policy/store.js';
@@ -196,6 +200,79 @@ export async function startSidecar(
   };
 }
 
+export interface RunningClusterSidecar {
+  readonly config: SidecarConfig;
+  readonly adminAddress: { host: string; port: number };
+  readonly cluster: RunningCluster;
+  reloadTls(): void;
+  /** Drain the workers, close the control plane. Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * The sidecar with `workers` data-plane processes: this process is the control plane (config,
+ * bundle source, usage reports, admin server, signals); src/cluster/ forks and feeds the workers.
+ */
+export async function startClusterSidecar(
+  config: SidecarConfig,
+  opts: SidecarOptions & ClusterOptions = {},
+): Promise<RunningClusterSidecar> {
+  const clock = opts.clock ?? systemClock;
+  const log: Logger = createLogger({
+    level: config.log.level,
+    ...(opts.logSink ? { sink: opts.logSink } : {}),
+    fields: { node: config.node },
+  });
+  const tls = TlsMaterialStore.load(config.tls, log.child({ component: 'tls' }));
+  const policy = new PolicyStore();
+  const usage = new ClusterUsageTracker({ policy });
+  const metrics = createSidecarMetrics({ policy, usage, clock });
+  const closers: Array<() => unknown> = [() => tls.close()];
+  let cluster: RunningCluster;
+  try {
+    const source =
+      config.ports.length === 0
+        ? clientOnlySource(log)
+        : await startBundleSource({
+            config,
+            policy,
+            clock,
+            log: log.child({ component: 'sync' }),
+            metrics,
+            usage,
+            tls,
+          });
+    closers.push(() => source.close());
+    cluster = await startCluster({ config, clock, log, tls, policy, usage, metrics, source }, opts);
+    tls.watch();
+  } catch (err) {
+    for (const c of closers.reverse()) await Promise.resolve(c());
+    throw err;
+  }
+  log.info('sidecar started', {
+    ports: config.ports.length,
+    outbound: config.outbound.length,
+    admin: `${cluster.adminAddress.host}:${cluster.adminAddress.port}`,
+    bundleVersion: policy.current().version,
+    workers: config.workers,
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    config,
+    adminAddress: cluster.adminAddress,
+    cluster,
+    reloadTls: () => cluster.reloadTls(),
+    shutdown: () =>
+      (stopping ??= (async () => {
+        log.info('draining', { deadlineMs: config.drainTimeout, workers: config.workers });
+        await cluster.shutdown();
+        for (const c of closers.reverse()) await Promise.resolve(c());
+        log.info('sidecar stopped');
+      })()),
+  };
+}
+
 /**
  * A client-only sidecar (outbound entries, no ports) guards nothing, so it has no use for license
  * bundles (the authority serves them per guarded service) and pulls none. It is ready once its
@@ -242,7 +319,10 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadSidecarConfig(required('sidecar', p, 'config'));
-  const sidecar = await startSidecar(config);
+  const sidecar =
+    (config.workers ?? 1) > 1
+      ? await startClusterSidecar(config, { logSink: lineAtomicSink() })
+      : await startSidecar(config);
   return waitForSignals(sidecar);
 }
 

@@ -4,6 +4,7 @@
  * file fails with every problem listed instead of a listener failing at its first connection.
  */
 import { accessSync, constants, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname } from 'node:path';
 import type { HostPort, OutboundConfig, PortConfig, SidecarConfig } from './types.js';
 import { formatDuration } from './duration.js';
@@ -36,7 +37,9 @@ import {
   string,
   subjectPattern,
   withDefault,
+  type Schema,
   type SchemaContext,
+  INVALID,
   validateDocument,
   tlsSection,
   trustDomainList,
@@ -65,7 +68,11 @@ export const SIDECAR_DEFAULTS = {
   accessLogAllowedHttp: false,
   drainTimeout: 15 * SECOND,
   warnBefore: 72 * HOUR,
+  workers: 1,
 } as const;
+
+/** Most data-plane workers `workers:` accepts; far above any core count this runs on. */
+export const MAX_WORKERS = 256;
 
 /** Keys that only mean something on an http port. */
 const HTTP_ONLY_KEYS = ['upstreamTimeout', 'headersTimeout', 'maxHeaderSize'] as const;
@@ -136,6 +143,23 @@ const authoritySchema = object({
   maxStaleness: withDefault(maxStalenessSchema, SIDECAR_DEFAULTS.maxStaleness),
 });
 
+/**
+ * `workers`: how many processes run the data plane. `auto` is resolved here, once, to the cores
+ * this process may use, so the frozen config says what will actually run.
+ */
+export function workersSchema(cores: () => number = availableParallelism): Schema<number> {
+  const message = `must be an integer from 1 to ${MAX_WORKERS}, or "auto" (one per core)`;
+  return {
+    parse(value, path, ctx) {
+      if (value === 'auto') return Math.min(MAX_WORKERS, Math.max(1, cores()));
+      if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 && value <= MAX_WORKERS)
+        return value;
+      report(ctx, path, message);
+      return INVALID;
+    },
+  };
+}
+
 const sidecarSchema = object({
   node: required(nodeName()),
   trustDomains: required(trustDomainList()),
@@ -154,6 +178,7 @@ const sidecarSchema = object({
   ),
   drainTimeout: withDefault(duration({ max: HOUR }), SIDECAR_DEFAULTS.drainTimeout),
   warnBefore: withDefault(duration({ max: 365 * DAY }), SIDECAR_DEFAULTS.warnBefore),
+  workers: withDefault(workersSchema(), SIDECAR_DEFAULTS.workers),
 });
 
 /**

@@ -80,4 +80,10 @@ export interface SidecarConfig {
   readonly drainTimeout: number;
   /** Warn when a license in use expires within this window (SPEC §3). */
   readonly warnBefore: number;
+  /**
+   * Processes running the data plane (`workers:`, `auto` already resolved to a core count). 1, or
+   * absent, is one process doing everything; above 1 the process that reads the config becomes
+   * the control plane and forks this many data-plane workers (src/cluster/).
+   */
+  readonly workers?: number;
 }

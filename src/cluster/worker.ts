@@ -1,0 +1,209 @@
+/**
+ * One data-plane worker (`workers: N`): the port and outbound listeners of the config, on sockets
+ * node:cluster shares between the workers, deciding against the policy the control plane sends.
+ * It keeps its own PolicyStore (a swap re-checks its open flows, as in one process), its own TLS
+ * material (watched, and reloaded on the control plane's SIGHUP), and its own metric cells and
+ * usage tracker, which the exporter sends to the control plane off the data path.
+ *
+ * Lifecycle, in order: hello -> init (config + policy) -> load TLS -> listeners -> bind ->
+ * `listening` -> serve (policy, reload-tls, telemetry every second) -> drain -> final telemetry
+ * -> `drained` -> exit 0. Until the first policy arrives nothing is bound; a policy that cannot be
+ * compiled keeps the previous one (never an empty, never an open one) and is reported.
+ */
+import { systemClock, type Clock } from '../clock.js';
+import type { HostPort, PortConfig, SidecarConfig } from '../config/types.js';
+import { createHttpPort } from '../dataplane/http-proxy.js';
+import { createOutboundListener, type OutboundListener } from '../dataplane/outbound.js';
+import { createTcpPort } from '../dataplane/tcp-proxy.js';
+import { TlsMaterialStore } from '../dataplane/tls-context.js';
+import type { PortListener } from '../dataplane/types.js';
+import { errorMessage, PortlicenseError } from '../errors.js';
+import { createLogger, type Logger, type LogSink } from '../log.js';
+import { PolicyStore } from '../policy/store.js';
+import { createAccessLogger } from '../telemetry/access-log.js';
+import { createSidecarMetrics } from '../telemetry/metrics.js';
+import { createPortTelemetry } from '../telemetry/port-telemetry.js';
+import { asToWorker, snapshotFromPayload, type ToPrimary, type ToWorker } from './messages.js';
+import { TelemetryExporter } from './telemetry-export.js';
+import { CountingUsageTracker } from './usage.js';
+
+/** The IPC channel to the control plane (process.send / process.on('message') in a real worker). */
+export interface WorkerChannel {
+  send(msg: ToPrimary, done?: () => void): void;
+  onMessage(cb: (msg: unknown) => void): void;
+}
+
+export interface WorkerOptions {
+  channel: WorkerChannel;
+  /** node:cluster's worker id, for log lines. */
+  id: number;
+  logSink?: LogSink;
+  clock?: Clock;
+  /** How often telemetry is sent. Default 1 s. */
+  flushMs?: number;
+  /** End the process (process.exit in a real worker). */
+  exit: (code: number) => void;
+}
+
+/** Default interval between telemetry batches. */
+export const FLUSH_MS = 1_000;
+
+/** Start a worker: say hello, then follow the control plane's messages. */
+export function runWorker(opts: WorkerOptions): void {
+  const { channel } = opts;
+  let running: Promise<RunningWorker> | undefined;
+  channel.onMessage((raw) => {
+    const msg = asToWorker(raw);
+    if (msg === null) return;
+    if (msg.t === 'init') {
+      running ??= startWorker(opts, msg).catch((err: unknown) => {
+        const code = err instanceof PortlicenseError ? err.code : 'INTERNAL';
+        channel.send({ pl: 1, t: 'fatal', code, error: errorMessage(err) }, () => opts.exit(1));
+        return new Promise<RunningWorker>(() => {});
+      });
+      return;
+    }
+    // Told to stop before it had anything to serve: nothing to drain.
+    if (running === undefined) {
+      if (msg.t === 'drain') opts.exit(0);
+      return;
+    }
+    void running.then((w) => w.handle(msg));
+  });
+  channel.send({ pl: 1, t: 'hello' });
+}
+
+interface RunningWorker {
+  handle(msg: ToWorker): void;
+}
+
+/** A port's share of `maxConnections`, so the node-wide cap stays what the config says. */
+export function workerShare(port: PortConfig, workers: number): PortConfig {
+  return { ...port, maxConnections: Math.max(1, Math.ceil(port.maxConnections / Math.max(1, workers))) };
+}
+
+async function startWorker(
+  opts: WorkerOptions,
+  init: Extract<ToWorker, { t: 'init' }>,
+): Promise<RunningWorker> {
+  const { channel } = opts;
+  const clock = opts.clock ?? systemClock;
+  const config: SidecarConfig = init.config;
+  const log: Logger = createLogger({
+    level: config.log.level,
+    ...(opts.logSink ? { sink: opts.logSink } : {}),
+    fields: { node: config.node, worker: opts.id },
+  });
+  const policy = new PolicyStore({ initial: snapshotFromPayload(init.policy), log });
+  const tls = TlsMaterialStore.load(config.tls, log.child({ component: 'tls' }));
+  const usage = new CountingUsageTracker({ policy });
+  const metrics = createSidecarMetrics({ policy, usage, clock, defaultMetrics: false });
+  const accessLog = createAccessLogger(opts.logSink, clock);
+  const workers = config.workers ?? 1;
+
+  const ports: PortListener[] = config.ports.map((configured) => {
+    const port = workerShare(configured, workers);
+    const deps = {
+      port,
+      policy,
+      clock,
+      telemetry: createPortTelemetry(metrics, port, {
+        usage,
+        accessLog,
+        logAllowedHttp: config.log.accessLogAllowedHttp,
+      }),
+      tls,
+      trustDomains: config.trustDomains,
+      handshakeTimeout: config.tls.handshakeTimeout,
+      log: log.child({ port: port.key }),
+    };
+    return port.protocol === 'http' ? createHttpPort(deps) : createTcpPort(deps);
+  });
+  const outbound: OutboundListener[] = config.outbound.map((o) =>
+    createOutboundListener({
+      outbound: o,
+      tls,
+      clock,
+      telemetry: metrics.outbound(o.name),
+      log: log.child({ outbound: o.name }),
+      handshakeTimeout: config.tls.handshakeTimeout,
+    }),
+  );
+  const settled = await Promise.allSettled([...ports, ...outbound].map((l) => l.listen()));
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (failed) {
+    await Promise.allSettled([...ports.map((p) => p.drain(0)), ...outbound.map((o) => o.drain(0))]);
+    tls.close();
+    throw failed.reason;
+  }
+  const at = settled.map((r) => (r as PromiseFulfilledResult<HostPort>).value);
+  tls.watch();
+
+  const exporter = new TelemetryExporter({
+    families: metrics.families,
+    usage,
+    outbound: () => outbound.map((o) => ({ name: o.outbound.name, stats: () => o.stats() })),
+  });
+  const flush = (): void => {
+    const batch = exporter.take(clock.now());
+    if (batch !== null) channel.send({ pl: 1, t: 'telemetry', batch });
+  };
+  const timer = setInterval(flush, opts.flushMs ?? FLUSH_MS);
+  timer.unref();
+
+  channel.send({
+    pl: 1,
+    t: 'listening',
+    ports: ports.map((p, i) => ({ key: p.port.key, at: at[i]! })),
+    outbound: outbound.map((o, i) => ({ key: o.outbound.name, at: at[ports.length + i]! })),
+    version: policy.current().version,
+  });
+  log.debug('worker listening', { pid: process.pid, bundleVersion: policy.current().version });
+
+  let draining = false;
+  return {
+    handle(msg) {
+      switch (msg.t) {
+        case 'policy': {
+          try {
+            policy.swap(snapshotFromPayload(msg.policy));
+            channel.send({ pl: 1, t: 'policy-applied', version: msg.policy.version });
+          } catch (err) {
+            log.error('bundle from the control plane rejected; keeping the current one', {
+              version: msg.policy.version,
+              error: errorMessage(err),
+            });
+            channel.send({
+              pl: 1,
+              t: 'policy-rejected',
+              version: msg.policy.version,
+              error: errorMessage(err),
+            });
+          }
+          return;
+        }
+        case 'reload-tls': {
+          const r = tls.reload();
+          if (!r.ok) log.warn('certificate reload failed; keeping the current ones', { error: r.error });
+          return;
+        }
+        case 'drain': {
+          if (draining) return;
+          draining = true;
+          clearInterval(timer);
+          void Promise.allSettled([
+            ...ports.map((p) => p.drain(msg.deadline)),
+            ...outbound.map((o) => o.drain(msg.deadline)),
+          ]).then(() => {
+            tls.close();
+            flush();
+            channel.send({ pl: 1, t: 'drained' }, () => opts.exit(0));
+          });
+          return;
+        }
+        case 'init':
+          return;
+      }
+    },
+  };
+}
