@@ -11,14 +11,29 @@ import type { Pool } from 'undici';
 import type { Clock } from '../clock.js';
 import type { PortConfig } from '../config/types.js';
 import type { Logger, LogFields } from '../log.js';
-import type { DenyReason } from '../policy/types.js';
+import type { CompiledLicense, DenyReason } from '../policy/types.js';
 import type { PortTelemetry } from '../telemetry/types.js';
 import type { FlowRegistry } from './flows.js';
 import { LogThrottle } from './handshake.js';
 import { createAuthorizer, type Authorizer, type HttpConnection } from './http-authorize.js';
 import { portResponses, type BadRequestReason, type PortResponses } from './http-responses.js';
-import type { Exchange } from './http-upstream.js';
 import type { PortDeps } from './types.js';
+
+/** A request that was forwarded (or whose forwarding failed), as the metrics and access log see it. */
+export interface FinishedExchange {
+  readonly conn: HttpConnection;
+  /** performance.now() when the request head was complete. */
+  readonly started: number;
+  readonly method: string;
+  /** Normalised path. */
+  readonly path: string;
+  readonly status: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly license: CompiledLicense | null;
+  /** Null when allowed; the deny reason when audit mode let it through. */
+  readonly reason: DenyReason | null;
+}
 
 export class HttpPortContext {
   readonly port: PortConfig;
@@ -63,7 +78,7 @@ export class HttpPortContext {
   }
 
   /** Record a forwarded exchange once its response is done or abandoned. */
-  finish(x: Exchange): void {
+  finish(x: FinishedExchange): void {
     const { telemetry } = this;
     const ms = performance.now() - x.started;
     telemetry.requestDuration(ms / 1000);
@@ -78,7 +93,7 @@ export class HttpPortContext {
       identity: peer.identity,
       origin: peer.origin,
       license: x.license === null ? null : x.license.id,
-      method: x.req.method!,
+      method: x.method,
       path: x.path,
       status: x.status,
       bytesIn: x.bytesIn,

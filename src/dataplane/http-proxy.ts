@@ -3,11 +3,17 @@
  * server on each handshaken socket, a decision per request, and an undici pool toward the upstream.
  *
  * Connection lifecycle, in order: accept -> TLS handshake (handshake.ts) -> remember the peer ->
- * HTTP parse (llhttp, strict: conflicting Content-Length/Transfer-Encoding, bad chunking, obs-fold,
- * bare LF and oversize heads never reach a handler) -> per request: target and head checks ->
- * decide -> 403, or forward (http-request.ts) / splice an Upgrade (http-upgrade.ts) -> close.
+ * the fast lane (fast-lane.ts) serves plain HTTP/1.1 requests for as long as they come; at the
+ * first request it does not serve, the connection moves to the full path for good: HTTP parse
+ * (llhttp, strict: conflicting Content-Length/Transfer-Encoding, bad chunking, obs-fold, bare LF
+ * and oversize heads never reach a handler) -> per request: target and head checks -> decide ->
+ * 403, or forward (http-request.ts) / splice an Upgrade (http-upgrade.ts) -> close.
+ *
+ * PORTLICENSE_FAST_LANE=0 in the environment sends every connection to the full path (for
+ * comparing the two; see docs/performance.md).
  */
 import http from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
@@ -19,8 +25,13 @@ import { HttpPortContext } from './http-context.js';
 import { handleRequest } from './http-request.js';
 import { writeRawAndClose } from './http-responses.js';
 import { handleUpgrade } from './http-upgrade.js';
-import { createUpstreamPool } from './http-upstream.js';
+import { createUpstreamPool, MAX_CONNECT_TIMEOUT } from './http-upstream.js';
+import { FastConnection } from './fast-lane.js';
+import { UpstreamPool } from './fast-upstream.js';
 import type { PortDeps, PortListener } from './types.js';
+
+/** Whether plain requests take the fast lane (fast-lane.ts); read once. */
+const FAST_LANE = process.env.PORTLICENSE_FAST_LANE !== '0';
 
 /** How often Node checks head/request deadlines; its 30 s default would make a 10 s headersTimeout 40 s. */
 function checkingInterval(headersTimeout: number): number {
@@ -48,6 +59,24 @@ export function createHttpPort(deps: PortDeps): PortListener {
   });
   const ctx = new HttpPortContext(deps, createUpstreamPool(port), flows);
   const { responses } = ctx;
+  const fast = {
+    ctx,
+    pool: new UpstreamPool(port.upstream, {
+      connectTimeout: Math.min(port.upstreamTimeout, MAX_CONNECT_TIMEOUT),
+    }),
+    live: new Set<FastConnection>(),
+    handover(socket: TLSSocket, bytes: Buffer | null): void {
+      if (bytes !== null) socket.unshift(bytes);
+      if (socket.isPaused()) socket.resume();
+      server.emit('connection', socket);
+    },
+  };
+  const sweep = setInterval(() => {
+    if (fast.live.size === 0) return;
+    const now = performance.now();
+    for (const c of fast.live) c.check(now);
+  }, checkingInterval(port.headersTimeout));
+  sweep.unref();
 
   const server = http.createServer(
     {
@@ -92,7 +121,6 @@ export function createHttpPort(deps: PortDeps): PortListener {
         socket.destroy();
         return;
       }
-      ctx.accept(socket, { peer, usage: null, reading: null });
       open.add(socket);
       telemetry.connectionOpened();
       socket.once('close', () => {
@@ -100,7 +128,10 @@ export function createHttpPort(deps: PortDeps): PortListener {
         telemetry.connectionClosed();
         if (open.size === 0) allClosed?.();
       });
-      server.emit('connection', socket);
+      const conn = { peer, usage: null, reading: null };
+      ctx.accept(socket, conn);
+      if (FAST_LANE) new FastConnection(fast, socket, conn);
+      else server.emit('connection', socket);
     },
   });
 
@@ -122,6 +153,7 @@ export function createHttpPort(deps: PortDeps): PortListener {
         ctx.draining = true;
         tlsServer.close(() => {});
         server.closeIdleConnections();
+        for (const c of [...fast.live]) c.drain();
         if (open.size > 0) {
           const wait = deadlineMs - clock.now();
           let timer: TimerHandle | undefined;
@@ -133,6 +165,8 @@ export function createHttpPort(deps: PortDeps): PortListener {
         }
         server.close();
         flows.close();
+        clearInterval(sweep);
+        fast.pool.close();
         await ctx.pool.close();
       })());
     },

@@ -28,6 +28,8 @@ export interface CannedResponse {
   readonly body: Buffer;
   /** The same response as raw bytes with `connection: close`, for sockets outside the HTTP server. */
   readonly raw: Buffer;
+  /** The same response as raw bytes on a connection that stays open (the fast lane's). */
+  readonly keepAlive: Buffer;
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -44,8 +46,8 @@ function canned(status: number, body: object, extra: readonly string[] = []): Ca
   const headers = ['content-type', 'application/json', 'content-length', String(b.length), ...extra];
   let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) head += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
-  head += 'connection: close\r\n\r\n';
-  return { status, headers, body: b, raw: Buffer.concat([Buffer.from(head, 'latin1'), b]) };
+  const raw = (last: string): Buffer => Buffer.concat([Buffer.from(head + last, 'latin1'), b]);
+  return { status, headers, body: b, raw: raw('connection: close\r\n\r\n'), keepAlive: raw('\r\n') };
 }
 
 /** Every answer of one port, keyed by reason. */

@@ -21,7 +21,7 @@ import type { HttpPortContext } from './http-context.js';
 /** Largest upstream response head accepted (also for upgrades); beyond it the caller gets a 502. */
 export const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Upper bound for establishing an upstream connection; a local upstream answers at once. */
-const MAX_CONNECT_TIMEOUT = 10_000;
+export const MAX_CONNECT_TIMEOUT = 10_000;
 
 export function upstreamOrigin(upstream: HostPort): string {
   const host = upstream.host.includes(':') ? `[${upstream.host}]` : upstream.host;
@@ -81,6 +81,10 @@ export class Exchange implements Verdict, Dispatcher.DispatchHandler {
     /** performance.now() when the request head was complete. */
     readonly started: number,
   ) {}
+
+  get method(): string {
+    return this.req.method!;
+  }
 
   /** Send the request upstream (the verdict allowed it, or audit mode lets it through). */
   dispatch(pool: Pool, target: string, headers: string[]): void {

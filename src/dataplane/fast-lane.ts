@@ -1,0 +1,519 @@
+/**
+ * The fast lane of an http port: the common request — HTTP/1.1, no Upgrade, no Expect, no request
+ * chunking — served without Node's http.Server and without a generic client. The request head is
+ * parsed by the strict parser in h1/, decided, rewritten and written to a kept upstream connection
+ * (fast-upstream.ts) in one write; the body and the response body are forwarded as they arrive,
+ * verbatim, with their framing checked so both connections know where each message ends and can
+ * be reused.
+ *
+ * Anything else goes to the full path at a request boundary: the connection is handed to the port's
+ * http.Server with the unread bytes put back (`unshift`), and stays there. That covers requests the
+ * fast lane does not serve (Upgrade, Expect, chunked uploads, HTTP/1.0, CONNECT), every head the
+ * strict parser refuses (llhttp answers it exactly as before: 400, 431), and every head check
+ * that ends in a 400 (bad path, Host). So the fast lane only ever serves what both parsers accept,
+ * and every refusal is the full path's. Denials, 502 and 504 are answered here.
+ *
+ * Per connection one object with listeners bound once; per request one parse, one decision (the
+ * verdict object is reused), one head string each way, and no timers: head and upstream deadlines
+ * are checked by the port's sweep (`sweep`), like Node's connectionsCheckingInterval.
+ */
+import type { TLSSocket } from 'node:tls';
+import { performance } from 'node:perf_hooks';
+import { joinTarget, normalizeTarget } from '../policy/path.js';
+import type { CompiledLicense, DenyReason } from '../policy/types.js';
+import type { UpstreamConn, UpstreamOwner, UpstreamPool } from './fast-upstream.js';
+import type { HttpConnection, Verdict } from './http-authorize.js';
+import type { HttpPortContext } from './http-context.js';
+import { callerResponseHeaders, targetAuthority, upstreamRequestHead, vouch } from './http-headers.js';
+import { DISCARDABLE_BODY_BYTES, endLingering, type CannedResponse } from './http-responses.js';
+import {
+  BodyFramer,
+  RequestHeadParser,
+  ResponseHeadParser,
+  type ParsedRequest,
+  type ParsedResponse,
+} from './fast-parse.js';
+
+const enum St {
+  /** Between requests, or reading a request head. */
+  Head,
+  /** An exchange is in flight (request body and/or response under way). */
+  Busy,
+  /** A denied request's small body is being read and dropped. */
+  Discard,
+  /** Closing or closed. */
+  Done,
+  /** Handed to the full path. */
+  Handed,
+}
+
+const enum Resp {
+  /** Waiting for (the rest of) the response head. */
+  Head,
+  Body,
+  Complete,
+}
+
+/** What the fast lane needs from its port. */
+export interface FastLanePort {
+  readonly ctx: HttpPortContext;
+  readonly pool: UpstreamPool;
+  /** Hand a socket to the full path (the port's http.Server); `bytes` were read and are put back. */
+  handover(socket: TLSSocket, bytes: Buffer | null): void;
+  /** Connections in the fast lane, for the sweep and drain. */
+  readonly live: Set<FastConnection>;
+}
+
+/** One caller connection while it is in the fast lane. */
+export class FastConnection implements UpstreamOwner, Verdict {
+  private st = St.Head;
+  private readonly parser: RequestHeadParser;
+  private readonly respParser: ResponseHeadParser;
+  private readonly framer = new BodyFramer();
+  /** Raw bytes of the request head being read (for a handover), from its first byte. */
+  private headChunks: Buffer[] = [];
+  /** Bytes after the current request, held until its response is complete (pipelining). */
+  private pending: Buffer | null = null;
+  /** performance.now() when the current head's first byte arrived; 0 between requests. */
+  headStart = 0;
+  /** performance.now() when the request went upstream and its response head is awaited; 0 otherwise. */
+  waitStart = 0;
+
+  // The exchange in flight (one at a time per connection).
+  private up: UpstreamConn | null = null;
+  private resp = Resp.Head;
+  private reqLeft = 0;
+  private keepAlive = true;
+  private upReusable = true;
+  private closeDelimited = false;
+  started = 0;
+  method = '';
+  path = '';
+  status = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  bodyLength = 0;
+  // Verdict, written by the authorizer.
+  license: CompiledLicense | null = null;
+  reason: DenyReason | null = null;
+  forward = false;
+
+  constructor(
+    private readonly port: FastLanePort,
+    readonly socket: TLSSocket,
+    readonly conn: HttpConnection,
+  ) {
+    const { ctx } = port;
+    this.parser = new RequestHeadParser(ctx.port.maxHeaderSize);
+    this.respParser = new ResponseHeadParser();
+    socket.on('data', this.onData);
+    socket.on('drain', this.onDrain);
+    socket.on('close', this.onClose);
+    socket.on('end', this.onEnd);
+    socket.on('timeout', this.onTimeout);
+    socket.setTimeout(ctx.port.idleTimeout);
+    port.live.add(this);
+  }
+
+  /** Whether nothing is in flight and no head is half read: drain may close it now. */
+  get idle(): boolean {
+    return this.st === St.Head && this.headStart === 0 && this.pending === null;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    switch (this.st) {
+      case St.Head:
+        this.headBytes(chunk);
+        return;
+      case St.Busy:
+        if (this.reqLeft > 0) this.bodyBytes(chunk);
+        else this.hold(chunk);
+        return;
+      case St.Discard:
+        this.discardBytes(chunk);
+        return;
+      default:
+        return;
+    }
+  };
+
+  /** Keep bytes of the next request until the current response is complete; stop reading meanwhile. */
+  private hold(chunk: Buffer): void {
+    this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+    this.socket.pause();
+  }
+
+  private headBytes(chunk: Buffer): void {
+    if (this.headStart === 0) this.headStart = performance.now();
+    this.headChunks.push(chunk);
+    const end = this.parser.push(chunk);
+    if (end === -1) return; // need more
+    const head = end === -2 ? null : this.parser.result();
+    if (head === null || !eligible(head)) {
+      this.handover();
+      return;
+    }
+    this.request(head, end < chunk.length ? chunk.subarray(end) : null);
+  }
+
+  /** Give the connection to the full path with everything read since this head began. */
+  private handover(): void {
+    const chunks = this.headChunks;
+    let bytes: Buffer | null =
+      chunks.length === 0 ? null : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    if (this.pending !== null) bytes = bytes === null ? this.pending : Buffer.concat([bytes, this.pending]);
+    this.headChunks = [];
+    this.pending = null;
+    this.st = St.Handed;
+    this.detach();
+    this.port.handover(this.socket, bytes);
+  }
+
+  private detach(): void {
+    const s = this.socket;
+    s.off('data', this.onData);
+    s.off('drain', this.onDrain);
+    s.off('close', this.onClose);
+    s.off('end', this.onEnd);
+    s.off('timeout', this.onTimeout);
+    s.setTimeout(0);
+    this.port.live.delete(this);
+  }
+
+  private request(head: ParsedRequest, rest: Buffer | null): void {
+    const { ctx } = this.port;
+    // A head that ends in a 400 is answered by the full path, with the bytes this lane has read.
+    const target = normalizeTarget(head.target, head.method);
+    if (target === null || target.path === '*') return this.handover();
+    const uh = upstreamRequestHead(head.rawHeaders, this.conn.peer.origin, false);
+    if (typeof uh === 'string' || uh.host === null) return this.handover();
+    const authority = targetAuthority(head.target);
+    if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
+    this.headStart = 0;
+    this.headChunks.length = 0;
+
+    this.started = performance.now();
+    this.method = head.method;
+    this.path = target.path;
+    this.status = 0;
+    this.bytesIn = 0;
+    this.bytesOut = 0;
+    this.bodyLength = uh.bodyLength;
+    this.keepAlive = head.keepAlive && !ctx.draining;
+    ctx.authorizer.authorize(this.conn, head.method, target.path, ctx.clock.now(), this);
+    if (!this.forward) {
+      this.deny(this.reason!, rest);
+      return;
+    }
+    const headers = uh.headers;
+    vouch(headers, this.conn.peer.identity, this.license === null ? null : this.license.id);
+    let text = `${head.method} ${joinTarget(target.path, target.query)} HTTP/1.1\r\n`;
+    for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+    text += 'connection: keep-alive\r\n\r\n';
+
+    this.st = St.Busy;
+    this.resp = Resp.Head;
+    this.upReusable = true;
+    this.closeDelimited = false;
+    this.reqLeft = uh.bodyLength;
+    this.respParser.reset(head.method);
+    const up = this.port.pool.acquire(this);
+    this.up = up;
+    up.socket.cork();
+    up.write(text);
+    this.waitStart = performance.now();
+    if (rest !== null) this.bodyBytes(rest);
+    up.socket.uncork();
+  }
+
+  /** Request body bytes from the caller while `reqLeft` > 0; the rest is the next request. */
+  private bodyBytes(chunk: Buffer): void {
+    const n = Math.min(chunk.length, this.reqLeft);
+    const body = n === chunk.length ? chunk : chunk.subarray(0, n);
+    this.reqLeft -= n;
+    this.bytesIn += n;
+    const up = this.up;
+    if (up !== null && !up.write(body)) this.socket.pause();
+    if (n < chunk.length) this.hold(chunk.subarray(n));
+  }
+
+  /** Answer a denial. A body that is complete, or small, is dropped and the connection kept. */
+  private deny(reason: DenyReason, rest: Buffer | null): void {
+    const { ctx } = this.port;
+    const answer = ctx.responses.deny[reason];
+    ctx.denied(this.conn, this.method, this.path, reason, this.started);
+    const received = rest === null ? 0 : rest.length;
+    const unread = this.bodyLength - Math.min(received, this.bodyLength);
+    if (!this.keepAlive || unread > DISCARDABLE_BODY_BYTES) {
+      this.close(answer, unread > 0);
+      return;
+    }
+    this.socket.write(answer.keepAlive);
+    if (unread > 0) {
+      this.st = St.Discard;
+      this.reqLeft = unread;
+      return;
+    }
+    this.next(rest === null || rest.length === this.bodyLength ? null : rest.subarray(this.bodyLength));
+  }
+
+  private discardBytes(chunk: Buffer): void {
+    const n = Math.min(chunk.length, this.reqLeft);
+    this.reqLeft -= n;
+    if (this.reqLeft > 0) return;
+    this.next(n < chunk.length ? chunk.subarray(n) : null);
+  }
+
+  /** The exchange is over and the connection kept: read the next request. */
+  private next(bytes: Buffer | null): void {
+    this.st = St.Head;
+    const held = this.pending;
+    this.pending = null;
+    const all = bytes === null ? held : held === null ? bytes : Buffer.concat([bytes, held]);
+    if (this.socket.isPaused()) this.socket.resume();
+    if (all !== null) this.headBytes(all);
+  }
+
+  /** Answer with `answer` and close (lingering when the caller may still be sending). */
+  private close(answer: CannedResponse | null, linger: boolean): void {
+    this.st = St.Done;
+    this.detach();
+    const s = this.socket;
+    if (answer === null) {
+      s.end();
+      return;
+    }
+    if (linger) endLingering(s, answer.raw);
+    else s.end(answer.raw);
+  }
+
+  // ---- the upstream side (UpstreamOwner) ----
+
+  upstreamConnected(): void {}
+
+  upstreamData(chunk: Buffer): void {
+    // Head and body in one TLS write where they arrive together.
+    const s = this.socket;
+    s.cork();
+    this.upstreamBytes(chunk);
+    s.uncork();
+  }
+
+  private upstreamBytes(chunk: Buffer): void {
+    if (this.resp === Resp.Head) {
+      const end = this.respParser.push(chunk);
+      if (end === -1) return;
+      if (end === -2) {
+        this.gatewayError('upstream_unavailable', 'bad_response');
+        return;
+      }
+      const head = this.respParser.result();
+      if (head.status < 200 && head.status !== 101) {
+        // 1xx (103 Early Hints, a 100 we did not ask for) are not relayed; parse what follows.
+        this.respParser.reset(this.method);
+        if (end < chunk.length) this.upstreamBytes(chunk.subarray(end));
+        return;
+      }
+      const rest = end < chunk.length ? chunk.subarray(end) : null;
+      switch (this.responseHead(head)) {
+        case 'body':
+          if (rest !== null) this.responseBody(rest);
+          return;
+        case 'none':
+          if (rest !== null) this.upReusable = false; // bytes after a body-less response: out of step
+          this.resp = Resp.Complete;
+          this.exchangeDone();
+          return;
+        default:
+          return;
+      }
+    }
+    if (this.resp === Resp.Body) this.responseBody(chunk);
+    else this.upReusable = false;
+  }
+
+  /** Write the caller's response head; what follows: a body, none, or nothing (it failed). */
+  private responseHead(head: ParsedResponse): 'body' | 'none' | 'failed' {
+    const { ctx } = this.port;
+    this.waitStart = 0;
+    if (head.kind === 'switch') {
+      this.gatewayError('upstream_unavailable', 'unexpected_101');
+      return 'failed';
+    }
+    this.status = head.status;
+    this.closeDelimited = head.kind === 'close';
+    if (!head.keepAlive) this.upReusable = false;
+    const close = !this.keepAlive || this.closeDelimited || ctx.draining || this.reqLeft > 0;
+    if (close) this.keepAlive = false;
+    const headers = callerResponseHeaders(head.rawHeaders, close);
+    let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
+    for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+    if (head.kind === 'chunked') text += 'transfer-encoding: chunked\r\n';
+    text += '\r\n';
+    this.socket.write(text, 'latin1');
+    if (head.kind === 'none') return 'none';
+    this.resp = Resp.Body;
+    this.framer.start(head.kind, head.length);
+    return 'body';
+  }
+
+  private responseBody(chunk: Buffer): void {
+    const framer = this.framer;
+    const n = framer.push(chunk);
+    if (n < 0) {
+      // A response body that breaks its own framing: the caller must not take it for whole.
+      this.abort();
+      return;
+    }
+    const body = n === chunk.length ? chunk : chunk.subarray(0, n);
+    this.bytesOut = framer.payload;
+    if (n > 0 && !this.socket.write(body)) this.up?.socket.pause();
+    if (!framer.done) return;
+    if (n < chunk.length) this.upReusable = false;
+    this.resp = Resp.Complete;
+    this.exchangeDone();
+  }
+
+  upstreamEnd(): void {
+    this.upReusable = false;
+    if (this.resp === Resp.Body && this.closeDelimited) {
+      this.resp = Resp.Complete;
+      this.exchangeDone();
+      return;
+    }
+    if (this.resp === Resp.Head) this.gatewayError('upstream_unavailable', 'closed');
+    else if (this.resp === Resp.Body) this.abort();
+  }
+
+  upstreamFailed(code: string): void {
+    this.up = null;
+    if (this.st !== St.Busy) return;
+    if (this.resp === Resp.Head) this.gatewayError('upstream_unavailable', code);
+    else if (this.resp === Resp.Body) {
+      if (this.closeDelimited && code === 'closed') {
+        this.resp = Resp.Complete;
+        this.exchangeDone();
+      } else this.abort();
+    }
+  }
+
+  upstreamDrain(): void {
+    if (this.st === St.Busy && this.reqLeft > 0 && this.socket.isPaused()) this.socket.resume();
+  }
+
+  private readonly onDrain = (): void => {
+    const up = this.up;
+    if (up !== null && up.socket.isPaused()) up.socket.resume();
+  };
+
+  /** The response is complete: record, keep or drop both connections, and go on. */
+  private exchangeDone(): void {
+    const up = this.up;
+    this.up = null;
+    if (up !== null) {
+      if (this.upReusable && this.reqLeft === 0) this.port.pool.release(up);
+      else up.destroy();
+    }
+    this.port.ctx.finish(this);
+    if (this.reqLeft > 0 || !this.keepAlive) {
+      // The caller's body is still coming (an early answer) or the connection is done.
+      this.st = St.Done;
+      this.detach();
+      if (this.reqLeft > 0) endLingering(this.socket);
+      else this.socket.end();
+      return;
+    }
+    this.next(null);
+  }
+
+  /** The upstream did not answer: 502/504 to the caller, unless a response is already under way. */
+  gatewayError(reason: 'upstream_unavailable' | 'upstream_timeout', code: string): void {
+    const { ctx } = this.port;
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    this.waitStart = 0;
+    if (this.resp !== Resp.Head) {
+      this.abort();
+      return;
+    }
+    this.resp = Resp.Complete;
+    this.status = reason === 'upstream_timeout' ? 504 : 502;
+    ctx.note('warn', reason, 'upstream request failed', { reason, code, path: this.path });
+    const answer = ctx.responses.gateway[reason];
+    ctx.finish(this);
+    if (this.reqLeft > 0 || !this.keepAlive || ctx.draining) {
+      this.close(answer, this.reqLeft > 0);
+      return;
+    }
+    this.socket.write(answer.keepAlive);
+    this.next(null);
+  }
+
+  /** Cut both sides mid-exchange. */
+  private abort(): void {
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    if (this.st === St.Busy) {
+      this.st = St.Done;
+      this.port.ctx.finish(this);
+    }
+    this.detach();
+    this.socket.destroy();
+  }
+
+  private readonly onEnd = (): void => {
+    // The caller finished sending. Between requests that is the end; mid-exchange, the caller's
+    // side is closed (this listener's socket does not stay half-open), so the answer has nowhere to go.
+    if (this.st === St.Busy) this.abort();
+    else this.close(null, false);
+  };
+
+  private readonly onClose = (): void => {
+    if (this.st === St.Busy) {
+      const up = this.up;
+      this.up = null;
+      up?.destroy();
+      this.st = St.Done;
+      this.port.ctx.finish(this);
+    }
+    this.st = St.Done;
+    this.detach();
+  };
+
+  /** No bytes either way for the port's idle timeout. */
+  private readonly onTimeout = (): void => {
+    // Waiting for a response head has its own deadline (upstreamTimeout, see sweep).
+    if (this.st === St.Busy && this.resp === Resp.Head) return;
+    if (this.st === St.Busy) this.abort();
+    else {
+      this.st = St.Done;
+      this.detach();
+      this.socket.destroy();
+    }
+  };
+
+  /** Called by the port's sweep with performance.now(): enforce the head and upstream deadlines. */
+  check(now: number): void {
+    const { port } = this.port.ctx;
+    if (this.headStart !== 0 && now - this.headStart > port.headersTimeout) {
+      this.headStart = 0;
+      this.close(this.port.ctx.responses.requestTimeout, true);
+      return;
+    }
+    if (this.waitStart !== 0 && now - this.waitStart > port.upstreamTimeout)
+      this.gatewayError('upstream_timeout', 'headers_timeout');
+  }
+
+  /** Drain: close now if idle; otherwise the current response carries `connection: close`. */
+  drain(): void {
+    if (this.idle) this.close(null, false);
+    else this.keepAlive = false;
+  }
+}
+
+/** Whether the fast lane serves this request; everything else goes to the full path. */
+function eligible(h: ParsedRequest): boolean {
+  return h.versionMinor === 1 && !h.upgrade && !h.expect && !h.chunked && h.method !== 'CONNECT';
+}

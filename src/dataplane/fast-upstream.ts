@@ -1,0 +1,189 @@
+/**
+ * The upstream side of the fast lane (fast-lane.ts): plain TCP connections to one port's upstream,
+ * kept alive between requests and handed to one exchange at a time. Each connection binds its
+ * socket listeners once, when it is dialed, and forwards every event to whoever owns it now, so
+ * a request on a kept connection adds no listener, closure or timer.
+ *
+ * An idle connection that the upstream closes (or that sends anything) leaves the pool at once; one
+ * idle longer than `idleTimeout` is closed by us first, before a typical upstream keep-alive timeout
+ * (Node's is 5 s) can close it under a request. The pool is LIFO: the most recently used connection
+ * is the least likely to have been closed by the other side.
+ */
+import { connect, type Socket } from 'node:net';
+import type { HostPort } from '../config/types.js';
+
+/** The exchange currently using an upstream connection. */
+export interface UpstreamOwner {
+  upstreamConnected(): void;
+  upstreamData(chunk: Buffer): void;
+  /** The upstream finished sending (FIN). */
+  upstreamEnd(): void;
+  /** The connection failed or closed while owned; `code` is an errno code or a short reason. */
+  upstreamFailed(code: string): void;
+  /** The upstream socket can take more of the request body. */
+  upstreamDrain(): void;
+}
+
+export interface UpstreamPoolOptions {
+  /** How long dialing may take before the owner is told `connect_timeout`. */
+  readonly connectTimeout: number;
+  /** An idle kept connection is closed after this long. Default 4 s. */
+  readonly idleTimeout?: number;
+  /** Idle connections kept at most (more are closed when released). Default 64. */
+  readonly maxIdle?: number;
+}
+
+export class UpstreamConn {
+  owner: UpstreamOwner | null = null;
+  /** Whether the TCP connection is established. */
+  connected = false;
+  /** Set once the socket is destroyed or the upstream sent FIN: never reused. */
+  dead = false;
+  /** Index in the pool's idle list, -1 when not idle. */
+  idleAt = -1;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly pool: UpstreamPool,
+  ) {
+    socket.on('connect', this.onConnect);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+    socket.on('timeout', this.onTimeout);
+  }
+
+  write(data: string | Buffer): boolean {
+    return typeof data === 'string' ? this.socket.write(data, 'latin1') : this.socket.write(data);
+  }
+
+  private readonly onConnect = (): void => {
+    this.connected = true;
+    this.socket.setTimeout(0);
+    this.owner?.upstreamConnected();
+  };
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.owner !== null) this.owner.upstreamData(chunk);
+    else this.destroy(); // unsolicited bytes on an idle connection: it is out of step
+  };
+
+  private readonly onEnd = (): void => {
+    this.dead = true;
+    if (this.owner !== null) this.owner.upstreamEnd();
+    else this.destroy();
+  };
+
+  private readonly onError = (err: NodeJS.ErrnoException): void => {
+    this.fail(err.code ?? err.message);
+  };
+
+  private readonly onClose = (): void => {
+    this.fail('closed');
+  };
+
+  private readonly onDrain = (): void => {
+    this.owner?.upstreamDrain();
+  };
+
+  /** Connect timeout while dialing, idle timeout while pooled. */
+  private readonly onTimeout = (): void => {
+    this.fail(this.connected ? 'idle' : 'connect_timeout');
+  };
+
+  private fail(code: string): void {
+    this.dead = true;
+    this.pool.forget(this);
+    const owner = this.owner;
+    this.owner = null;
+    if (!this.socket.destroyed) this.socket.destroy();
+    owner?.upstreamFailed(code);
+  }
+
+  /** Close without telling the owner (the owner is the one closing it). */
+  destroy(): void {
+    this.dead = true;
+    this.owner = null;
+    this.pool.forget(this);
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+}
+
+/** Keep-alive connections to one upstream address. */
+export class UpstreamPool {
+  private readonly idle: UpstreamConn[] = [];
+  private readonly all = new Set<UpstreamConn>();
+  private readonly idleTimeout: number;
+  private readonly maxIdle: number;
+  private closed = false;
+
+  constructor(
+    private readonly target: HostPort,
+    private readonly opts: UpstreamPoolOptions,
+  ) {
+    this.idleTimeout = opts.idleTimeout ?? 4_000;
+    this.maxIdle = opts.maxIdle ?? 64;
+  }
+
+  /** Connections open now (idle or in use). */
+  get size(): number {
+    return this.all.size;
+  }
+
+  /** Idle connections now. */
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  /**
+   * A connection for `owner`: a kept one (already connected: the owner may write at once) or a new
+   * one still dialing (`upstreamConnected` follows; writes before it are queued by the socket).
+   */
+  acquire(owner: UpstreamOwner): UpstreamConn {
+    let c = this.idle.pop();
+    while (c !== undefined && c.dead) c = this.idle.pop();
+    if (c !== undefined) {
+      c.idleAt = -1;
+      c.socket.setTimeout(0);
+      c.owner = owner;
+      return c;
+    }
+    const socket = connect({ host: this.target.host, port: this.target.port, noDelay: true });
+    socket.setTimeout(this.opts.connectTimeout);
+    c = new UpstreamConn(socket, this);
+    c.owner = owner;
+    this.all.add(c);
+    return c;
+  }
+
+  /** Give back a connection whose exchange ended cleanly; it is kept for the next request. */
+  release(c: UpstreamConn): void {
+    c.owner = null;
+    if (c.dead || this.closed || !c.connected || this.idle.length >= this.maxIdle) {
+      c.destroy();
+      return;
+    }
+    c.idleAt = this.idle.length;
+    this.idle.push(c);
+    c.socket.setTimeout(this.idleTimeout);
+  }
+
+  /** Drop a connection from the books (it closed or was destroyed). */
+  forget(c: UpstreamConn): void {
+    this.all.delete(c);
+    if (c.idleAt !== -1) {
+      const i = this.idle.indexOf(c);
+      if (i !== -1) this.idle.splice(i, 1);
+      c.idleAt = -1;
+    }
+  }
+
+  /** Close every connection (idle ones now; in-use ones too: call after the exchanges ended). */
+  close(): void {
+    this.closed = true;
+    for (const c of [...this.all]) c.destroy();
+    this.idle.length = 0;
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * The fast lane of an http port (src/dataplane/fast-lane.ts), over real TLS and real upstreams:
+ * what only it does — pipelined requests, handing a connection to the full path at a request
+ * boundary, keeping upstream connections, following every response framing — and what a raw
+ * upstream can do wrong. The http-*.test.ts suites run through it too (it serves their plain
+ * requests), so this file covers what they do not reach.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
+import { parseRaw, rawRequest } from '../helpers/http-client.js';
+import { Received, startTcpServer, tlsConnect, waitFor, type TestServer } from '../helpers/net.js';
+
+let h: HttpHarness | undefined;
+let raw: TestServer | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+  await raw?.close();
+  raw = undefined;
+});
+
+const GET = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: orders\r\n${extra}\r\n`;
+
+/** The complete responses in raw text, bodies decoded (Content-Length or chunked without trailers). */
+function responses(text: string): { status: number; body: string }[] {
+  const out: { status: number; body: string }[] = [];
+  let rest = text;
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end === -1) return out;
+    const head = rest.slice(0, end);
+    let at = end + 4;
+    let body = '';
+    if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+      for (;;) {
+        const eol = rest.indexOf('\r\n', at);
+        if (eol === -1) return out;
+        const size = parseInt(rest.slice(at, eol), 16);
+        if (size === 0) {
+          if (rest.length < eol + 4) return out;
+          at = eol + 4;
+          break;
+        }
+        if (rest.length < eol + 2 + size + 2) return out;
+        body += rest.slice(eol + 2, eol + 2 + size);
+        at = eol + 2 + size + 2;
+      }
+    } else {
+      const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+      if (rest.length < at + len) return out;
+      body = rest.slice(at, at + len);
+      at += len;
+    }
+    out.push({ status: parseRaw(head).status, body });
+    rest = rest.slice(at);
+  }
+}
+
+/** An upstream that answers each request head it reads with `answer(n)` (n = 0, 1, ...). */
+async function rawUpstream(answer: (n: number, socket: Socket) => void): Promise<TestServer> {
+  let n = 0;
+  return startTcpServer((s) => {
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      let end: number;
+      while ((end = buf.indexOf('\r\n\r\n')) !== -1) {
+        buf = buf.slice(end + 4);
+        answer(n++, s);
+      }
+    });
+  });
+}
+
+describe('fast lane: one connection, many requests', () => {
+  it('answers pipelined requests in order, each forwarded once, over one upstream connection', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = await rawRequest(h.address, h.creds, GET('/a') + GET('/b') + GET('/c'));
+    await rx.until((t) => responses(t).length === 3);
+    const got = responses(rx.text).map((r) => [r.status, (JSON.parse(r.body) as { url: string }).url]);
+    expect(got).toEqual([
+      [200, '/a'],
+      [200, '/b'],
+      [200, '/c'],
+    ]);
+    expect(h.upstream.requests.map((r) => r.url)).toEqual(['/a', '/b', '/c']);
+    expect(h.upstream.connections).toBe(1);
+    rx.socket.destroy();
+  });
+
+  it('takes a head that arrives one byte at a time', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    for (const b of GET('/slow')) {
+      rx.socket.write(b);
+      await new Promise((r) => setImmediate(r));
+    }
+    await rx.until((t) => responses(t).length === 1);
+    expect(responses(rx.text)[0]!.status).toBe(200);
+    expect(h.upstream.requests.map((r) => r.url)).toEqual(['/slow']);
+    rx.socket.destroy();
+  });
+
+  it('hands the connection to the full path at a chunked upload, after serving a plain request', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const chunked =
+      'POST /up HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
+    const rx = await rawRequest(h.address, h.creds, GET('/first') + chunked + GET('/after'));
+    await rx.until((t) => responses(t).length === 3);
+    expect(responses(rx.text).map((r) => (JSON.parse(r.body) as { url: string }).url)).toEqual([
+      '/first',
+      '/up',
+      '/after',
+    ]);
+    // The full path (Node's server + undici) dispatches pipelined requests side by side, so the
+    // upstream may see /after before /up; the caller's answers are in order either way.
+    const seen = h.upstream.requests.map((r) => [r.method, r.url, r.body.toString()]);
+    expect(seen[0]).toEqual(['GET', '/first', '']);
+    expect(seen.slice(1).sort()).toEqual([
+      ['GET', '/after', ''],
+      ['POST', '/up', 'hello'],
+    ]);
+    rx.socket.destroy();
+  });
+
+  it('hands a head its parser does not take (obs-text) to the full path, which serves it', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = await rawRequest(h.address, h.creds, Buffer.from(GET('/x', 'X-Name: caf\xe9\r\n'), 'latin1'));
+    await rx.until((t) => responses(t).length === 1);
+    expect(responses(rx.text)[0]!.status).toBe(200);
+    expect(h.upstream.requests[0]!.headers['x-name']).toBe('caf\xe9');
+    rx.socket.destroy();
+  });
+
+  it('drops a denied small body and keeps serving the connection', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1', methods: ['GET'] }] });
+    const post = 'POST /p HTTP/1.1\r\nHost: orders\r\nContent-Length: 5\r\n\r\nhello';
+    const rx = await rawRequest(h.address, h.creds, post + GET('/ok'));
+    await rx.until((t) => responses(t).length === 2);
+    expect(responses(rx.text).map((r) => r.status)).toEqual([403, 200]);
+    expect(h.upstream.requests.map((r) => r.url)).toEqual(['/ok']);
+    expect(rx.ended).toBe(false);
+    rx.socket.destroy();
+  });
+
+  it('closes after answering a request that says Connection: close', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = await rawRequest(h.address, h.creds, GET('/bye', 'Connection: close\r\n'));
+    const text = await rx.closed();
+    expect(parseRaw(text).status).toBe(200);
+    expect(parseRaw(text).head.toLowerCase()).toContain('connection: close');
+  });
+
+  it('keeps no body for HEAD, 204 and 304, and the connection stays usable', async () => {
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      upstreamHandler: (req: IncomingMessage, res: ServerResponse) => {
+        if (req.url === '/204') res.writeHead(204).end();
+        else if (req.url === '/304') res.writeHead(304, { etag: '"x"' }).end();
+        else res.writeHead(200, { 'content-length': '5' }).end(req.method === 'HEAD' ? undefined : 'hello');
+      },
+    });
+    const head = 'HEAD /h HTTP/1.1\r\nHost: orders\r\n\r\n';
+    const rx = await rawRequest(h.address, h.creds, head + GET('/204') + GET('/304') + GET('/h'));
+    await rx.until((t) => t.endsWith('hello'));
+    expect(rx.text.match(/^HTTP\/1\.1 \d{3}/gm)).toEqual([
+      'HTTP/1.1 200',
+      'HTTP/1.1 204',
+      'HTTP/1.1 304',
+      'HTTP/1.1 200',
+    ]);
+    expect(rx.text.split('hello')).toHaveLength(2); // one body: the GET's
+    rx.socket.destroy();
+  });
+});
+
+describe('fast lane: upstream responses', () => {
+  it('passes a chunked response on verbatim and counts its payload', async () => {
+    raw = await rawUpstream((_n, s) =>
+      s.write(
+        'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n',
+      ),
+    );
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/c') + GET('/c'));
+    await rx.until((t) => (t.match(/X-T: 1\r\n\r\n/g) ?? []).length === 2);
+    expect(rx.text).toContain(
+      'transfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n',
+    );
+    await waitFor(() => h!.telemetry.bytesOut === 10);
+    expect(raw.accepted()).toBe(1); // the upstream connection was kept for the second request
+    rx.socket.destroy();
+  });
+
+  it('forwards a body delimited by the upstream closing, then closes the caller', async () => {
+    raw = await rawUpstream((_n, s) => {
+      s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-');
+      setTimeout(() => s.end('close'), 20);
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/eof'));
+    const text = await rx.closed();
+    expect(parseRaw(text)).toMatchObject({ status: 200, body: 'until-close' });
+    expect(parseRaw(text).head.toLowerCase()).toContain('connection: close');
+  });
+
+  it('does not relay 1xx answers, then relays the final one', async () => {
+    raw = await rawUpstream((_n, s) =>
+      s.write('HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'),
+    );
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/hints'));
+    await rx.until((t) => t.endsWith('ok'));
+    expect(rx.text).not.toContain('103');
+    expect(parseRaw(rx.text).status).toBe(200);
+    rx.socket.destroy();
+  });
+
+  const BAD_RESPONSES: Array<[string, string]> = [
+    [
+      'Content-Length with Transfer-Encoding',
+      'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n',
+    ],
+    [
+      'two differing Content-Lengths',
+      'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd',
+    ],
+    ['a bare LF', 'HTTP/1.1 200 OK\nContent-Length: 2\n\nok'],
+    ['a folded header', 'HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 2\r\n\r\nok'],
+    ['a 101 nobody asked for', 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n'],
+    ['garbage', 'SSH-2.0-OpenSSH_9.2\r\n\r\n'],
+  ];
+  for (const [name, answer] of BAD_RESPONSES)
+    it(`answers 502 for a response head with ${name}`, async () => {
+      raw = await rawUpstream((_n, s) => s.write(answer));
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+      const rx = await rawRequest(h.address, h.creds, GET('/bad'));
+      await rx.until((t) => responses(t).length === 1);
+      expect(responses(rx.text)[0]).toMatchObject({ status: 502 });
+      expect(responses(rx.text)[0]!.body).toContain('upstream_unavailable');
+      rx.socket.destroy();
+    });
+
+  it('cuts the caller when a chunked body breaks its framing mid-way', async () => {
+    raw = await rawUpstream((_n, s) =>
+      s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n'),
+    );
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/broken'));
+    const text = await rx.closed();
+    // Closed without a complete response: at most the head and the good chunk, never the last chunk.
+    expect(rx.ended).toBe(true);
+    expect(text).not.toContain('0\r\n\r\n');
+    expect(text).not.toContain('zz');
+  });
+
+  it('opens a new upstream connection when the kept one was closed by the upstream', async () => {
+    raw = await rawUpstream((_n, s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/1'));
+    await rx.until((t) => responses(t).length === 1);
+    await waitFor(() => raw!.sockets.every((s) => s.destroyed));
+    rx.socket.write(GET('/2'));
+    await rx.until((t) => responses(t).length === 2);
+    expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
+    expect(raw.accepted()).toBe(2);
+    rx.socket.destroy();
+  });
+
+  it('answers 502 and keeps the caller when the upstream closes without answering', async () => {
+    raw = await rawUpstream((n, s) => {
+      if (n === 0) s.destroy();
+      else s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/gone'));
+    await rx.until((t) => responses(t).length === 1);
+    rx.socket.write(GET('/again'));
+    await rx.until((t) => responses(t).length === 2);
+    expect(responses(rx.text).map((r) => r.status)).toEqual([502, 200]);
+    rx.socket.destroy();
+  });
+});
