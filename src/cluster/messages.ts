@@ -23,7 +23,17 @@ export interface PolicyPayload {
 
 /** Control plane -> worker. */
 export type ToWorker =
-  | { pl: 1; t: 'init'; config: SidecarConfig; policy: PolicyPayload }
+  | {
+      pl: 1;
+      t: 'init';
+      config: SidecarConfig;
+      policy: PolicyPayload;
+      /**
+       * TLS session-ticket keys (48 bytes, base64) shared by every worker, so a client resumes
+       * its session whichever worker its next connection lands on.
+       */
+      ticketKeys: string;
+    }
   | { pl: 1; t: 'policy'; policy: PolicyPayload }
   | { pl: 1; t: 'reload-tls' }
   /** Stop accepting, finish open work until `deadline` (epoch ms), flush telemetry, exit 0. */
@@ -103,7 +113,9 @@ export function asToWorker(msg: unknown): ToWorker | null {
   const m = msg as Record<string, unknown>;
   switch (m.t) {
     case 'init':
-      return isRecord(m.config) && isPolicyPayload(m.policy) ? (msg as ToWorker) : null;
+      return isRecord(m.config) && isPolicyPayload(m.policy) && typeof m.ticketKeys === 'string'
+        ? (msg as ToWorker)
+        : null;
     case 'policy':
       return isPolicyPayload(m.policy) ? (msg as ToWorker) : null;
     case 'drain':

@@ -10,6 +10,7 @@
  * wait until every one listens -> admin server -> ready. Shutdown: drain the workers (they finish
  * open work until drainTimeout), then the source, TLS and the admin server.
  */
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { Clock } from '../clock.js';
 import type { HostPort, SidecarConfig } from '../config/types.js';
@@ -84,6 +85,8 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
 
   const boundPorts = new Map<string, HostPort>();
   const boundOutbound = new Map<string, HostPort>();
+  // One set of session-ticket keys for every worker, for the life of this process (see ToWorker init).
+  const ticketKeys = randomBytes(48).toString('base64');
   const pool = new WorkerPool({
     size,
     exec: opts.exec ?? fileURLToPath(new URL('./worker-main.js', import.meta.url)),
@@ -91,7 +94,7 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
     log: log.child({ component: 'workers' }),
     clock,
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
-    init: () => ({ pl: 1, t: 'init', config, policy: policyPayload(policy.current()) }),
+    init: () => ({ pl: 1, t: 'init', config, policy: policyPayload(policy.current()), ticketKeys }),
     onListening: (_slot, ports, outbound) => {
       for (const b of ports) boundPorts.set(b.key, b.at);
       for (const b of outbound) boundOutbound.set(b.key, b.at);

@@ -100,6 +100,7 @@ async function startWorker(
   const metrics = createSidecarMetrics({ policy, usage, clock, defaultMetrics: false });
   const accessLog = createAccessLogger(opts.logSink, clock);
   const workers = config.workers ?? 1;
+  const ticketKeys = Buffer.from(init.ticketKeys, 'base64');
 
   const ports: PortListener[] = config.ports.map((configured) => {
     const port = workerShare(configured, workers);
@@ -115,6 +116,7 @@ async function startWorker(
       tls,
       trustDomains: config.trustDomains,
       handshakeTimeout: config.tls.handshakeTimeout,
+      ticketKeys,
       log: log.child({ port: port.key }),
     };
     return port.protocol === 'http' ? createHttpPort(deps) : createTcpPort(deps);

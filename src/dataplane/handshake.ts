@@ -47,8 +47,10 @@ export function originOf(address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
-function secureOptions(m: TlsMaterial): SecureContextOptions {
-  return { ca: m.ca, cert: m.cert, key: m.key, minVersion: 'TLSv1.2' };
+function secureOptions(m: TlsMaterial, ticketKeys: Buffer | undefined): SecureContextOptions {
+  const o: SecureContextOptions = { ca: m.ca, cert: m.cert, key: m.key, minVersion: 'TLSv1.2' };
+  if (ticketKeys !== undefined) o.ticketKeys = ticketKeys;
+  return o;
 }
 
 /**
@@ -104,7 +106,7 @@ export function createTlsListener(opts: TlsListenerOptions): Server {
   const throttle = new LogThrottle(clock);
 
   const server = createServer({
-    ...secureOptions(deps.tls.current()),
+    ...secureOptions(deps.tls.current(), deps.ticketKeys),
     requestCert: true,
     rejectUnauthorized: false,
     // An absolute deadline in Node (bytes trickled in do not extend it).
@@ -177,7 +179,7 @@ export function createTlsListener(opts: TlsListenerOptions): Server {
 
   const unsubscribe = deps.tls.onReload((m) => {
     try {
-      server.setSecureContext(secureOptions(m));
+      server.setSecureContext(secureOptions(m, deps.ticketKeys));
     } catch (err) {
       log.error('cannot use reloaded TLS material; keeping the previous', { error: errorMessage(err) });
     }

@@ -18,6 +18,11 @@ export interface PortDeps {
   readonly trustDomains: readonly string[];
   /** Deadline for the client's TLS handshake, ms. */
   readonly handshakeTimeout: number;
+  /**
+   * TLS session-ticket keys (48 bytes) when several processes serve this port and must accept
+   * each other's tickets; otherwise each listener keeps random keys of its own.
+   */
+  readonly ticketKeys?: Buffer;
   readonly log: Logger;
 }
 

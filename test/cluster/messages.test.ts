@@ -98,6 +98,7 @@ describe('message guards', () => {
     expect(asToWorker({ pl: 1, t: 'policy' })).toBeNull();
     expect(asToWorker({ pl: 1, t: 'policy', policy: { ...payload, licenses: 'all' } })).toBeNull();
     expect(asToWorker({ pl: 1, t: 'init', policy: payload })).toBeNull();
+    expect(asToWorker({ pl: 1, t: 'init', config: {}, policy: payload })).toBeNull(); // no ticketKeys
     expect(asToWorker({ pl: 1, t: 'drain', deadline: 'soon' })).toBeNull();
     expect(
       asToPrimary({ pl: 1, t: 'listening', ports: [{ key: 'x' }], outbound: [], version: 1 }),

@@ -19,6 +19,8 @@ import { dbLicense, dbPortConfig, ordersSnapshot } from '../helpers/policy.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
+/** Session-ticket keys as the control plane sends them. */
+const KEYS = Buffer.alloc(48, 7).toString('base64');
 
 describe('runWorker', () => {
   let dir: string;
@@ -98,7 +100,13 @@ workers: 2
     deliver('not a message');
     expect(sent).toHaveLength(1);
 
-    deliver({ pl: 1, t: 'init', config, policy: policyPayload(emptySnapshot()) } satisfies ToWorker);
+    deliver({
+      pl: 1,
+      t: 'init',
+      config,
+      policy: policyPayload(emptySnapshot()),
+      ticketKeys: KEYS,
+    } satisfies ToWorker);
     const listening = await next('listening');
     expect(listening.version).toBe(0);
     const port = listening.ports[0]!.at.port;
@@ -140,7 +148,13 @@ workers: 2
   it('rejects a policy it cannot compile and keeps the one in force', async () => {
     const t0 = Date.now();
     const granted = ordersSnapshot([dbLicense(t0, 'lic_1', FRONTEND, -1, 60)], t0);
-    deliver({ pl: 1, t: 'init', config, policy: policyPayload(granted) } satisfies ToWorker);
+    deliver({
+      pl: 1,
+      t: 'init',
+      config,
+      policy: policyPayload(granted),
+      ticketKeys: KEYS,
+    } satisfies ToWorker);
     const port = (await next('listening')).ports[0]!.at.port;
     deliver({
       pl: 1,
@@ -162,7 +176,13 @@ workers: 2
       ...config,
       ports: [{ ...config.ports[0]!, listen: { host: '127.0.0.1', port: echo.port } }],
     };
-    deliver({ pl: 1, t: 'init', config: taken, policy: policyPayload(emptySnapshot()) } satisfies ToWorker);
+    deliver({
+      pl: 1,
+      t: 'init',
+      config: taken,
+      policy: policyPayload(emptySnapshot()),
+      ticketKeys: KEYS,
+    } satisfies ToWorker);
     const fatal = await next('fatal');
     expect(fatal.code).toBe('LISTEN_FAILED');
     expect(fatal.error).toMatch(new RegExp(`orders/db.*127\\.0\\.0\\.1:${echo.port}`));

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { connect as netConnect, type Server } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
@@ -71,7 +72,9 @@ afterEach(async () => {
 });
 
 /** A TLS listener whose accepted sockets greet with the peer identity and then echo. */
-async function start(opts: { handshakeTimeout?: number; port?: Partial<PortConfig> } = {}): Promise<Fixture> {
+async function start(
+  opts: { handshakeTimeout?: number; port?: Partial<PortConfig>; ticketKeys?: Buffer } = {},
+): Promise<Fixture> {
   const { files, sink, log, tls } = loadTlsFixture(dir, ca.cert, serverA);
   const telemetry = new RecordingTelemetry();
   const port = dbPortConfig(opts.port);
@@ -84,6 +87,7 @@ async function start(opts: { handshakeTimeout?: number; port?: Partial<PortConfi
     tls,
     trustDomains: ['example.org'],
     handshakeTimeout: opts.handshakeTimeout ?? 5_000,
+    ...(opts.ticketKeys ? { ticketKeys: opts.ticketKeys } : {}),
     log,
   };
   const accepted: Fixture['accepted'] = [];
@@ -253,6 +257,23 @@ describe('createTlsListener: resumed sessions', () => {
     s.destroy();
     return ticket;
   }
+
+  it('resumes on another listener (another worker) only when both have the same ticket keys', async () => {
+    const keys = randomBytes(48);
+    const resumedOn = async (port: number, session: Buffer): Promise<boolean> => {
+      const s = await tlsConnect({ port, ca: ca.cert, cert: client.cert, key: client.key, session });
+      const reused = s.isSessionReused();
+      s.destroy();
+      return reused;
+    };
+    const a = await start({ ticketKeys: keys });
+    const session = await firstSession(client, 'TLSv1.3');
+    const b = await start({ ticketKeys: keys });
+    const stranger = await start();
+    expect(await resumedOn(a.port, session)).toBe(true);
+    expect(await resumedOn(b.port, session)).toBe(true);
+    expect(await resumedOn(stranger.port, session)).toBe(false);
+  });
 
   for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
     it(`${version}: re-checks the validity of a resumed session's certificate`, async () => {

@@ -24,7 +24,15 @@ import {
 } from '../helpers/deployment.js';
 import { httpsGet } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
-import { closed, roundTrip, startTcpEcho, tlsConnect, waitFor, type TestServer } from '../helpers/net.js';
+import { connect as tlsConnect } from 'node:tls';
+import {
+  closed,
+  roundTrip,
+  startTcpEcho,
+  tlsConnect as tlsOpen,
+  waitFor,
+  type TestServer,
+} from '../helpers/net.js';
 import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -139,10 +147,46 @@ describe('sidecar with workers: 2 (child processes)', () => {
     await waitFor(async () => (await admin('/readyz')).status === 200, { what: 'ready at the new version' });
   });
 
+  it('a returning client resumes its TLS session whichever worker it lands on', async () => {
+    const creds = {
+      ...credsOf(dir, 'frontend'),
+      host: '127.0.0.1',
+      port: ports.http,
+      servername: 'localhost',
+    };
+    // The first connection gets a ticket (TLS 1.3: after the handshake, with the server's first bytes).
+    const ticket = await new Promise<Buffer>((resolve, reject) => {
+      const s = tlsConnect(creds);
+      s.once('error', reject);
+      s.once('secureConnect', () => s.write('GET /api/orders HTTP/1.1\r\nHost: orders\r\n\r\n'));
+      s.resume();
+      s.once('session', (t: Buffer) => {
+        resolve(t);
+        s.destroy();
+      });
+    });
+    seen.allowed++;
+    /** Whether a new connection offering the ticket resumed. */
+    const resumes = () =>
+      new Promise<boolean>((resolve, reject) => {
+        const s = tlsConnect({ ...creds, session: ticket });
+        s.once('error', reject);
+        s.once('secureConnect', () => {
+          resolve(s.isSessionReused());
+          s.destroy();
+        });
+      });
+    // Round-robin spreads consecutive connections over the workers, which share their ticket keys
+    // (what a ticket of another listener does without them: test/dataplane/tls-handshake.test.ts).
+    const reused: boolean[] = [];
+    for (let i = 0; i < 6; i++) reused.push(await resumes());
+    expect(reused).toEqual([true, true, true, true, true, true]);
+  });
+
   it('a revoke closes open TCP flows in every worker', async () => {
     const dbLicense = await grant(...onOrders(ID.frontend, 'db'), '--reason', 'e2e');
     const probe = async () => {
-      const s = await tlsConnect({ port: ports.tcp, ...credsOf(dir, 'frontend') });
+      const s = await tlsOpen({ port: ports.tcp, ...credsOf(dir, 'frontend') });
       try {
         return (await roundTrip(s, 'ping\n')) === 'ping\n';
       } catch {
@@ -156,7 +200,7 @@ describe('sidecar with workers: 2 (child processes)', () => {
       what: 'db grant in both workers',
     });
     const flows = await Promise.all(
-      Array.from({ length: 6 }, () => tlsConnect({ port: ports.tcp, ...credsOf(dir, 'frontend') })),
+      Array.from({ length: 6 }, () => tlsOpen({ port: ports.tcp, ...credsOf(dir, 'frontend') })),
     );
     for (const f of flows) expect(await roundTrip(f, 'hello\n')).toBe('hello\n');
 
