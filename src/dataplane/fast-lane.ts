@@ -10,8 +10,10 @@
  * http.Server with the unread bytes put back (`unshift`), and stays there. That covers requests the
  * fast lane does not serve (Upgrade, Expect, chunked uploads, HTTP/1.0, CONNECT), every head the
  * strict parser refuses (llhttp answers it exactly as before: 400, 431), and every head check
- * that ends in a 400 (bad path, Host). So the fast lane only ever serves what both parsers accept,
- * and every refusal is the full path's. Denials, 502 and 504 are answered here.
+ * that ends in a 400 (bad path, Host). The parser (h1/) refuses everything llhttp refuses, and
+ * reads what both accept the same way (differential tests in test/dataplane/h1/), so the fast lane
+ * only ever serves what both accept, and every refusal is the full path's. Denials, 502 and 504 are
+ * answered here.
  *
  * Per connection one object with listeners bound once; per request one parse, one decision (the
  * verdict object is reused), one head string each way, and no timers: head and upstream deadlines
@@ -30,9 +32,9 @@ import {
   BodyFramer,
   RequestHeadParser,
   ResponseHeadParser,
-  type ParsedRequest,
-  type ParsedResponse,
-} from './fast-parse.js';
+  type RequestHead,
+  type ResponseHead,
+} from './h1/index.js';
 
 const enum St {
   /** Between requests, or reading a request head. */
@@ -104,7 +106,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     readonly conn: HttpConnection,
   ) {
     const { ctx } = port;
-    this.parser = new RequestHeadParser(ctx.port.maxHeaderSize);
+    this.parser = new RequestHeadParser({ maxHeaderSize: ctx.port.maxHeaderSize });
     this.respParser = new ResponseHeadParser();
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
@@ -146,14 +148,13 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private headBytes(chunk: Buffer): void {
     if (this.headStart === 0) this.headStart = performance.now();
     this.headChunks.push(chunk);
-    const end = this.parser.push(chunk);
-    if (end === -1) return; // need more
-    const head = end === -2 ? null : this.parser.result();
-    if (head === null || !eligible(head)) {
+    const r = this.parser.execute(chunk);
+    if (r.kind === 'more') return;
+    if (r.kind === 'error' || !eligible(r)) {
       this.handover();
       return;
     }
-    this.request(head, end < chunk.length ? chunk.subarray(end) : null);
+    this.request(r, r.end < chunk.length ? chunk.subarray(r.end) : null);
   }
 
   /** Give the connection to the full path with everything read since this head began. */
@@ -180,12 +181,12 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.port.live.delete(this);
   }
 
-  private request(head: ParsedRequest, rest: Buffer | null): void {
+  private request(head: RequestHead, rest: Buffer | null): void {
     const { ctx } = this.port;
     // A head that ends in a 400 is answered by the full path, with the bytes this lane has read.
     const target = normalizeTarget(head.target, head.method);
     if (target === null || target.path === '*') return this.handover();
-    const uh = upstreamRequestHead(head.rawHeaders, this.conn.peer.origin, false);
+    const uh = upstreamRequestHead(head.headers, this.conn.peer.origin, false);
     if (typeof uh === 'string' || uh.host === null) return this.handover();
     const authority = targetAuthority(head.target);
     if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
@@ -216,7 +217,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.upReusable = true;
     this.closeDelimited = false;
     this.reqLeft = uh.bodyLength;
-    this.respParser.reset(head.method);
+    this.respParser.begin(head.method);
     const up = this.port.pool.acquire(this);
     this.up = up;
     up.socket.cork();
@@ -301,16 +302,15 @@ export class FastConnection implements UpstreamOwner, Verdict {
 
   private upstreamBytes(chunk: Buffer): void {
     if (this.resp === Resp.Head) {
-      const end = this.respParser.push(chunk);
-      if (end === -1) return;
-      if (end === -2) {
-        this.gatewayError('upstream_unavailable', 'bad_response');
+      const head = this.respParser.execute(chunk);
+      if (head.kind === 'more') return;
+      if (head.kind === 'error') {
+        this.gatewayError('upstream_unavailable', head.code);
         return;
       }
-      const head = this.respParser.result();
-      if (head.status < 200 && head.status !== 101) {
+      const end = head.end;
+      if (head.informational) {
         // 1xx (103 Early Hints, a 100 we did not ask for) are not relayed; parse what follows.
-        this.respParser.reset(this.method);
         if (end < chunk.length) this.upstreamBytes(chunk.subarray(end));
         return;
       }
@@ -333,33 +333,33 @@ export class FastConnection implements UpstreamOwner, Verdict {
   }
 
   /** Write the caller's response head; what follows: a body, none, or nothing (it failed). */
-  private responseHead(head: ParsedResponse): 'body' | 'none' | 'failed' {
+  private responseHead(head: ResponseHead): 'body' | 'none' | 'failed' {
     const { ctx } = this.port;
     this.waitStart = 0;
-    if (head.kind === 'switch') {
+    if (head.framing === 'switch') {
       this.gatewayError('upstream_unavailable', 'unexpected_101');
       return 'failed';
     }
     this.status = head.status;
-    this.closeDelimited = head.kind === 'close';
+    this.closeDelimited = head.framing === 'close';
     if (!head.keepAlive) this.upReusable = false;
     const close = !this.keepAlive || this.closeDelimited || ctx.draining || this.reqLeft > 0;
     if (close) this.keepAlive = false;
-    const headers = callerResponseHeaders(head.rawHeaders, close);
+    const headers = callerResponseHeaders(head.headers, close);
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
-    if (head.kind === 'chunked') text += 'transfer-encoding: chunked\r\n';
+    if (head.framing === 'chunked') text += 'transfer-encoding: chunked\r\n';
     text += '\r\n';
     this.socket.write(text, 'latin1');
-    if (head.kind === 'none') return 'none';
+    this.framer.begin(head.framing, head.contentLength);
+    if (this.framer.done) return 'none';
     this.resp = Resp.Body;
-    this.framer.start(head.kind, head.length);
     return 'body';
   }
 
   private responseBody(chunk: Buffer): void {
     const framer = this.framer;
-    const n = framer.push(chunk);
+    const n = framer.execute(chunk);
     if (n < 0) {
       // A response body that breaks its own framing: the caller must not take it for whole.
       this.abort();
@@ -376,7 +376,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
 
   upstreamEnd(): void {
     this.upReusable = false;
-    if (this.resp === Resp.Body && this.closeDelimited) {
+    if (this.resp === Resp.Body && this.framer.finish()) {
       this.resp = Resp.Complete;
       this.exchangeDone();
       return;
@@ -390,7 +390,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     if (this.st !== St.Busy) return;
     if (this.resp === Resp.Head) this.gatewayError('upstream_unavailable', code);
     else if (this.resp === Resp.Body) {
-      if (this.closeDelimited && code === 'closed') {
+      if (code === 'closed' && this.framer.finish()) {
         this.resp = Resp.Complete;
         this.exchangeDone();
       } else this.abort();
@@ -514,6 +514,12 @@ export class FastConnection implements UpstreamOwner, Verdict {
 }
 
 /** Whether the fast lane serves this request; everything else goes to the full path. */
-function eligible(h: ParsedRequest): boolean {
-  return h.versionMinor === 1 && !h.upgrade && !h.expect && !h.chunked && h.method !== 'CONNECT';
+function eligible(h: RequestHead): boolean {
+  return (
+    h.version === '1.1' &&
+    !h.hasUpgrade &&
+    !h.expectContinue &&
+    h.framing !== 'chunked' &&
+    h.method !== 'CONNECT'
+  );
 }

@@ -7,8 +7,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTcpEcho, tlsConnect, roundTrip, closed, unusedPort, type TestServer } from '../helpers/net.js';
-import { credsOf, ordersSidecarYaml, sidecarStarted } from '../helpers/deployment.js';
+import { startTcpEcho, tlsConnect, roundTrip, closed, type TestServer } from '../helpers/net.js';
+import { credsOf, ordersSidecarYaml, pickPorts, sidecarStarted } from '../helpers/deployment.js';
 import { httpsGet } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
 import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
@@ -83,7 +83,9 @@ describe('portlicense sidecar (child process)', () => {
     expect(s.stdout).toMatch(/bundle version 1, 2 license\(s\)/);
     httpUp = await startUpstream();
     tcpUp = await startTcpEcho();
-    [httpPort, tcpPort, adminPort] = [await unusedPort(), await unusedPort(), await unusedPort()];
+    const ports = { http: 0, tcp: 0, admin: 0 };
+    await pickPorts(ports);
+    [httpPort, tcpPort, adminPort] = [ports.http, ports.tcp, ports.admin];
     writeFileSync(
       join(dir, 'sidecar.yaml'),
       ordersSidecarYaml({

@@ -4,6 +4,7 @@
  * and the processes started from that folder.
  */
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { initCa } from '../../src/pki/ca.js';
@@ -45,7 +46,33 @@ export function credsOf(dir: string, name: string): ClientCreds {
 
 /** Set every key of `ports` to a port nothing listens on. */
 export async function pickPorts(ports: Record<string, number>): Promise<void> {
-  for (const k of Object.keys(ports)) ports[k] = await unusedPort();
+  const taken = new Set<number>();
+  for (const k of Object.keys(ports)) {
+    let port: number;
+    do port = await freePortBelowEphemeral();
+    while (taken.has(port));
+    taken.add(port);
+    ports[k] = port;
+  }
+}
+
+/**
+ * A port that is free now, from 20000–32767: below Linux's ephemeral range (32768–60999), which
+ * every outgoing connection and every listener on port 0 draws from. A port picked there could be
+ * taken by a test running alongside before the child process binds it; one down here can only be
+ * taken by another picker.
+ */
+async function freePortBelowEphemeral(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  return unusedPort();
 }
 
 /** authority.yaml: API and admin ports, certs/ as written by `writeCerts`, `sidecars` allowed. */

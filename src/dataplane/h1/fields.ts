@@ -1,0 +1,122 @@
+/**
+ * Reading the header fields that frame a message — Content-Length, Transfer-Encoding, Connection,
+ * Expect — straight from the head's bytes, with the same acceptance rules as node's parser where
+ * that parser is strict and RFC 9110/9112's where it is lenient.
+ */
+import { CLASS, HTAB, OWS, equalsLower } from './chars.js';
+
+/** Content-Length that is not a number. */
+export const CL_INVALID = -1;
+/** Content-Length above 2^53-1. */
+export const CL_OVERFLOW = -2;
+
+/**
+ * The value of a Content-Length field: one run of digits. `end` is the trimmed value end and
+ * `rawEnd` the line's end: trailing spaces are allowed, a trailing tab is not (as in llhttp).
+ */
+export function contentLength(buf: Uint8Array, start: number, end: number, rawEnd: number): number {
+  if (start === end) return CL_INVALID;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = buf[i]! - 0x30;
+    if (d < 0 || d > 9) return CL_INVALID;
+    if (n > (Number.MAX_SAFE_INTEGER - d) / 10) return CL_OVERFLOW;
+    n = n * 10 + d;
+  }
+  for (let i = end; i < rawEnd; i++) if (buf[i] === HTAB) return CL_INVALID;
+  return n;
+}
+
+/** Transfer-Encoding accumulated over all its fields, in order. */
+export interface CodingList {
+  /** Elements seen (empty ones included). */
+  elements: number;
+  /** Times the chunked coding appears. */
+  chunked: number;
+  /** Whether the last element seen is chunked. */
+  chunkedLast: boolean;
+  /** A field was empty or ended in a tab (llhttp refuses "chunked\t"). */
+  malformed: boolean;
+}
+
+/** Add one Transfer-Encoding field's elements to `list`. */
+export function addCodings(
+  list: CodingList,
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  rawEnd: number,
+): void {
+  if (start === end) list.malformed = true;
+  for (let i = end; i < rawEnd; i++) if (buf[i] === HTAB) list.malformed = true;
+  let s = start;
+  while (s <= end) {
+    let e = s;
+    while (e < end && buf[e] !== 0x2c) e++;
+    let a = s;
+    let z = e;
+    while (a < z && (CLASS[buf[a]!]! & OWS) !== 0) a++;
+    while (z > a && (CLASS[buf[z - 1]!]! & OWS) !== 0) z--;
+    const chunked = equalsLower(buf, a, z, 'chunked');
+    list.elements++;
+    if (chunked) list.chunked++;
+    list.chunkedLast = chunked;
+    s = e + 1;
+  }
+}
+
+/** Connection options that matter for framing. */
+export const CONN_CLOSE = 1;
+export const CONN_KEEP_ALIVE = 2;
+export const CONN_UPGRADE = 4;
+
+/**
+ * The CONN_* flags named in one Connection field (comma-separated, case-insensitive tokens). An
+ * option followed by a tab (before the comma or the line end) is not recognised, as in llhttp,
+ * except "close": closing is always safe.
+ */
+export function connectionFlags(buf: Uint8Array, start: number, end: number, rawEnd: number): number {
+  let flags = 0;
+  let s = start;
+  while (s < rawEnd) {
+    let e = s;
+    while (e < rawEnd && buf[e] !== 0x2c) e++;
+    let a = s;
+    let z = e;
+    while (a < z && (CLASS[buf[a]!]! & OWS) !== 0) a++;
+    let tab = false;
+    while (z > a && (CLASS[buf[z - 1]!]! & OWS) !== 0) if (buf[--z] === HTAB) tab = true;
+    const n = z - a;
+    if (n === 5 && equalsLower(buf, a, z, 'close')) flags |= CONN_CLOSE;
+    else if (!tab && n === 10 && equalsLower(buf, a, z, 'keep-alive')) flags |= CONN_KEEP_ALIVE;
+    else if (!tab && n === 7 && equalsLower(buf, a, z, 'upgrade')) flags |= CONN_UPGRADE;
+    s = e + 1;
+  }
+  return flags;
+}
+
+/** Which framing-relevant field a header name is, by length then bytes. */
+export const F_OTHER = 0;
+export const F_CONTENT_LENGTH = 1;
+export const F_TRANSFER_ENCODING = 2;
+export const F_CONNECTION = 3;
+export const F_UPGRADE = 4;
+export const F_EXPECT = 5;
+
+/** Classify the header name `buf[start, end)`. */
+export function fieldKind(buf: Uint8Array, start: number, end: number): number {
+  switch (end - start) {
+    case 6:
+      return equalsLower(buf, start, end, 'expect') ? F_EXPECT : F_OTHER;
+    case 7:
+      return equalsLower(buf, start, end, 'upgrade') ? F_UPGRADE : F_OTHER;
+    case 10:
+      return equalsLower(buf, start, end, 'connection') ? F_CONNECTION : F_OTHER;
+    case 14:
+      return equalsLower(buf, start, end, 'content-length') ? F_CONTENT_LENGTH : F_OTHER;
+    case 17:
+      return equalsLower(buf, start, end, 'transfer-encoding') ? F_TRANSFER_ENCODING : F_OTHER;
+    default:
+      return F_OTHER;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Turning a scanned head's field spans into the flat [name, value, ...] string array, while noting
+ * what frames the message. Shared by the request and response parsers; what the notes mean differs
+ * between the two and is decided there.
+ */
+import { equalsLower } from './chars.js';
+import { H1_ERRORS, type H1Error } from './errors.js';
+import {
+  CL_INVALID,
+  CL_OVERFLOW,
+  F_CONNECTION,
+  F_CONTENT_LENGTH,
+  F_EXPECT,
+  F_TRANSFER_ENCODING,
+  F_UPGRADE,
+  addCodings,
+  connectionFlags,
+  contentLength,
+  fieldKind,
+  type CodingList,
+} from './fields.js';
+import { FIELD_SLOTS, type HeadScanner } from './head-scanner.js';
+
+/** What the framing fields of one head said; reused from head to head. */
+export class FieldNotes {
+  /** Content-Length value, or -1 when absent. */
+  contentLength = -1;
+  readonly codings: CodingList = { elements: 0, chunked: 0, chunkedLast: false, malformed: false };
+  /** CONN_* flags over all Connection fields. */
+  connection = 0;
+  upgrade = false;
+  /** Expect fields seen, and whether all of them were 100-continue. */
+  expect = 0;
+  expectContinueOnly = true;
+
+  clear(): void {
+    this.contentLength = -1;
+    this.codings.elements = this.codings.chunked = 0;
+    this.codings.chunkedLast = this.codings.malformed = false;
+    this.connection = 0;
+    this.upgrade = false;
+    this.expect = 0;
+    this.expectContinueOnly = true;
+  }
+}
+
+/** Build the header array of the head `sc` just scanned, filling `notes`; or the error that refuses it. */
+export function collectFields(sc: HeadScanner, notes: FieldNotes, text: string): string[] | H1Error {
+  notes.clear();
+  const buf = sc.src;
+  const base = sc.base;
+  const f = sc.fields;
+  const headers = new Array<string>(sc.count * 2);
+  for (let k = 0, j = 0; k < sc.count; k++, j += FIELD_SLOTS) {
+    const ns = base + f[j]!;
+    const ne = base + f[j + 1]!;
+    const vs = base + f[j + 2]!;
+    const ve = base + f[j + 3]!;
+    headers[2 * k] = text.slice(f[j], f[j + 1]);
+    headers[2 * k + 1] = vs === ve ? '' : text.slice(f[j + 2], f[j + 3]);
+    switch (fieldKind(buf, ns, ne)) {
+      case F_CONTENT_LENGTH: {
+        if (notes.contentLength !== -1) return H1_ERRORS.duplicate_content_length;
+        const n = contentLength(buf, vs, ve, base + f[j + 4]!);
+        if (n === CL_INVALID) return H1_ERRORS.invalid_content_length;
+        if (n === CL_OVERFLOW) return H1_ERRORS.content_length_overflow;
+        notes.contentLength = n;
+        break;
+      }
+      case F_TRANSFER_ENCODING:
+        addCodings(notes.codings, buf, vs, ve, base + f[j + 4]!);
+        break;
+      case F_CONNECTION:
+        notes.connection |= connectionFlags(buf, vs, ve, base + f[j + 4]!);
+        break;
+      case F_UPGRADE:
+        notes.upgrade = true;
+        break;
+      case F_EXPECT:
+        notes.expect++;
+        if (!equalsLower(buf, vs, ve, '100-continue')) notes.expectContinueOnly = false;
+        break;
+    }
+  }
+  return headers;
+}
