@@ -17,10 +17,10 @@ import { formatTime } from '../config/duration.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TlsMaterialStore } from '../dataplane/tls-context.js';
-import { canonicalJson, verifyBundle } from '../policy/bundle.js';
-import { buildSnapshot } from '../policy/snapshot.js';
+import { canonicalJson, rollbackError, verifyBundleAsync } from '../policy/bundle.js';
+import { buildSnapshot, buildSnapshotAsync } from '../policy/snapshot.js';
 import type { PolicyStore } from '../policy/store.js';
-import type { BundlePayload } from '../policy/types.js';
+import type { BundlePayload, PolicySnapshot } from '../policy/types.js';
 import type { SidecarMetrics } from '../telemetry/metrics.js';
 import { mergeUsageReports, type UsageReport, type UsageTracker } from '../telemetry/usage.js';
 import { Backoff } from './backoff.js';
@@ -109,7 +109,8 @@ export class AuthoritySync {
       try {
         const cached = readCacheFile(cacheFile, publicKey);
         if (cached) {
-          this.install(cached.payload, null);
+          // Synchronous: nothing is served yet, so there is no event loop to keep free.
+          this.install(cached.payload, buildSnapshot(cached.payload), null);
           log.info('enforcing cached bundle until the authority answers', {
             cacheFile,
             version: cached.payload.version,
@@ -128,19 +129,18 @@ export class AuthoritySync {
     this.scheduleReport();
   }
 
-  private install(payload: BundlePayload, text: string | null): void {
+  private install(payload: BundlePayload, snapshot: PolicySnapshot, bytes: Uint8Array | null): void {
     const { policy, metrics, clock, config, log } = this.deps;
-    const snapshot = buildSnapshot(payload);
     policy.swap(snapshot);
     metrics.bundleLoaded(payload.version, clock.now());
     for (const id of this.unrenewable) if (snapshot.license(id) === undefined) this.unrenewable.delete(id);
     this.inForceMatches =
       payload.node === config.node && [...payload.services].sort().join(',') === this.services.join(',');
     const cacheFile = config.authority.cacheFile;
-    if (text !== null && cacheFile) {
+    if (bytes !== null && cacheFile) {
       // Off the event loop: the data path never waits for this disk write.
       this.cacheWrite = this.cacheWrite
-        .then(() => writeFileDurably(cacheFile, text))
+        .then(() => writeFileDurably(cacheFile, bytes))
         .catch((err: unknown) =>
           log.warn(
             'could not write the bundle cache file; a restart during an outage would not have this bundle',
@@ -190,15 +190,24 @@ export class AuthoritySync {
             `authority answered ${res.statusCode}: ${body.slice(0, 300)}`,
           );
         }
-        const text = await readLimited(res.body, MAX_BUNDLE_BYTES);
-        const payload = verifyBundle(text, publicKey, { minVersion: this.inForceMatches ? current : 0 });
+        const bytes = await readLimited(res.body, MAX_BUNDLE_BYTES);
+        // Decoded, verified and built in slices (the data path keeps flowing on a big bundle).
+        const payload = await verifyBundleAsync(bytes, publicKey, {
+          minVersion: this.inForceMatches ? current : 0,
+        });
         if (payload.node !== this.deps.config.node)
           throw new SyncError(
             'invalid',
             `the authority sent a bundle for node "${payload.node}", not "${this.deps.config.node}"`,
           );
         if (payload.version > current || current === 0 || !this.inForceMatches) {
-          this.install(payload, text);
+          const next = await buildSnapshotAsync(payload);
+          if (this.closed) return;
+          // Checked again at the swap: the version in force must never go backwards, even if
+          // something else installed a newer bundle while this one was being prepared.
+          const inForce = policy.current().version;
+          if (this.inForceMatches && payload.version < inForce) throw rollbackError(payload.version, inForce);
+          this.install(payload, next, bytes);
           log.info('bundle installed', {
             version: payload.version,
             licenses: payload.licenses.length,
@@ -367,8 +376,8 @@ function reasonOf(err: unknown): SyncFailure {
   return 'connect';
 }
 
-/** Read a response body as text, refusing more than `limit` bytes whatever Content-Length says. */
-async function readLimited(body: AsyncIterable<Buffer | Uint8Array>, limit: number): Promise<string> {
+/** Read a response body, refusing more than `limit` bytes whatever Content-Length says. */
+async function readLimited(body: AsyncIterable<Buffer | Uint8Array>, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of body) {
@@ -376,7 +385,7 @@ async function readLimited(body: AsyncIterable<Buffer | Uint8Array>, limit: numb
     if (n > limit) throw new SyncError('invalid', `bundle is over the ${limit} byte limit`);
     chunks.push(Buffer.from(c));
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 /** Why the authority's certificate is not the configured `authority.serverId`, or undefined. */

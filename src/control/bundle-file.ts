@@ -10,15 +10,15 @@
  * re-opened by name on every check. Debounce and poll cadence use real timers: they pace I/O and
  * decide nothing about license time, which comes from the Clock.
  */
-import { createHash, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { systemClock, type Clock } from '../clock.js';
 import { PortlicenseError, errorMessage, type ErrorCode } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { canonicalJson, verifyBundle } from '../policy/bundle.js';
-import { buildSnapshot, type SnapshotOptions } from '../policy/snapshot.js';
+import { payloadDigestAsync, rollbackError, verifyBundleAsync } from '../policy/bundle.js';
+import { buildSnapshotAsync, type AsyncSnapshotOptions } from '../policy/snapshot.js';
 import type { PolicyStore } from '../policy/store.js';
 import type { BundlePayload, PolicySnapshot } from '../policy/types.js';
 
@@ -58,7 +58,11 @@ export interface BundleFileSourceOptions {
   pollIntervalMs?: number;
   /** Use fs.watch (default true); false leaves only the stat poll, for filesystems where watching misbehaves. */
   watch?: boolean;
-  snapshot?: SnapshotOptions;
+  /**
+   * Snapshot options, and `sliceMs`: the longest run of verify and build work between two turns
+   * of the event loop.
+   */
+  snapshot?: AsyncSnapshotOptions;
 }
 
 const REASONS: Partial<Record<ErrorCode, BundleRejectReason>> = {
@@ -83,11 +87,17 @@ export class BundleFileSource {
   private running: Promise<void> | null = null;
   private again = false;
   private closed = false;
-  /** Text of the last file examined (good or bad, or why it was unreadable), to ignore repeated events for the same bytes. */
-  private lastText: string | null = null;
+  /**
+   * Bytes of the last file examined (good or bad), or why it was unreadable, to ignore repeated
+   * events for the same content.
+   */
+  private lastSeen: Buffer | string | null = null;
   private lastStat = '';
-  /** Version and sha256 of the canonical payload this source installed. */
-  private installed: { version: number; digest: string } | null = null;
+  /**
+   * The payload this source installed, and the sha256 of its canonical JSON once an equal version
+   * needed it (computed only then: it costs as much as verifying the bundle).
+   */
+  private installed: { version: number; payload: BundlePayload; digest: string | null } | null = null;
 
   constructor(private readonly opts: BundleFileSourceOptions) {
     this.file = opts.file;
@@ -102,9 +112,9 @@ export class BundleFileSource {
    */
   async start(): Promise<PolicySnapshot> {
     this.lastStat = await this.statSignature();
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = await readFile(this.file, 'utf8');
+      bytes = await readFile(this.file);
     } catch (err) {
       throw new PortlicenseError(
         'FILE_UNREADABLE',
@@ -113,7 +123,7 @@ export class BundleFileSource {
       );
     }
     try {
-      this.apply(text);
+      await this.apply(bytes);
     } catch (err) {
       if (err instanceof PortlicenseError)
         throw new PortlicenseError(err.code, `${this.file}: ${err.message}`, { cause: err });
@@ -213,48 +223,71 @@ export class BundleFileSource {
   private async checkOnce(): Promise<void> {
     if (this.closed) return;
     try {
-      let text: string;
+      let bytes: Buffer;
       try {
-        text = await readFile(this.file, 'utf8');
+        // Bytes, not text: verifyBundleAsync decodes them in slices.
+        bytes = await readFile(this.file);
       } catch (err) {
-        // Remembered like a text, so one missing file is reported once, not on every event.
-        const seen = `\0unreadable:${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`;
-        if (this.closed || seen === this.lastText) return;
-        this.lastText = seen;
+        // Remembered like content, so one missing file is reported once, not on every event.
+        const seen = `unreadable:${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`;
+        if (this.closed || seen === this.lastSeen) return;
+        this.lastSeen = seen;
         throw new PortlicenseError('FILE_UNREADABLE', `cannot read the bundle file: ${errorMessage(err)}`, {
           cause: err,
         });
       }
-      if (this.closed || text === this.lastText) return;
-      this.apply(text);
+      const last = this.lastSeen;
+      if (this.closed || (last instanceof Buffer && last.equals(bytes))) return;
+      await this.apply(bytes);
     } catch (err) {
       this.reject(err);
     }
   }
 
-  /** Verify and install `text`; throws what verification throws. */
-  private apply(text: string): void {
-    this.lastText = text;
-    const current = this.opts.store.current();
-    const payload = verifyBundle(text, this.opts.publicKey, { minVersion: current.version });
-    const digest = digestOf(payload);
-    if (payload.version === current.version) {
-      // Equal version: a no-op when it is the bundle in force; a different bundle under the same
-      // version would let two nodes enforce different policies under one number, so it is refused.
-      if (this.installed && this.installed.version === current.version && this.installed.digest !== digest)
+  /**
+   * Verify and install a bundle file's bytes; throws what verification throws. The work is
+   * sliced (the event loop keeps serving meanwhile), so the version in force is checked again
+   * right before the swap: a bundle installed in the meantime (by a start() racing a check(), or
+   * another source on the same store) is never replaced by an older one.
+   */
+  private async apply(bytes: Buffer): Promise<void> {
+    this.lastSeen = bytes;
+    const { store, publicKey, snapshot } = this.opts;
+    const payload = await verifyBundleAsync(bytes, publicKey, {
+      minVersion: store.current().version,
+      sliceMs: snapshot?.sliceMs,
+    });
+    let next: PolicySnapshot | null = null;
+    for (;;) {
+      if (this.closed) return;
+      const inForce = store.current().version;
+      if (payload.version < inForce) throw rollbackError(payload.version, inForce);
+      if (payload.version === inForce) return this.sameVersion(payload);
+      if (next !== null) break;
+      next = await buildSnapshotAsync(payload, snapshot);
+    }
+    store.swap(next);
+    this.installed = { version: payload.version, payload, digest: null };
+    this.log.info('bundle loaded', { version: payload.version, licenses: payload.licenses.length });
+    this.loaded(payload, true);
+  }
+
+  /**
+   * Equal version: a no-op when it is the bundle in force; a different bundle under the same
+   * version would let two nodes enforce different policies under one number, so it is refused.
+   */
+  private async sameVersion(payload: BundlePayload): Promise<void> {
+    const installed = this.installed;
+    if (installed !== null && installed.version === payload.version) {
+      const sliceMs = this.opts.snapshot?.sliceMs;
+      installed.digest ??= await payloadDigestAsync(installed.payload, sliceMs);
+      if ((await payloadDigestAsync(payload, sliceMs)) !== installed.digest)
         throw new PortlicenseError(
           'BUNDLE_ROLLBACK',
           `bundle version ${payload.version} is already in force with different content; a changed bundle needs a higher version`,
         );
-      this.loaded(payload, false);
-      return;
     }
-    const next = buildSnapshot(payload, this.opts.snapshot);
-    if (this.closed) return;
-    this.opts.store.swap(next);
-    this.installed = { version: payload.version, digest };
-    this.log.info('bundle loaded', { version: payload.version, licenses: payload.licenses.length });
-    this.loaded(payload, true);
+    if (!this.closed) this.loaded(payload, false);
   }
 
   private loaded(payload: BundlePayload, changed: boolean): void {
@@ -294,8 +327,4 @@ export class BundleFileSource {
       this.log.error('bundle file callback failed', { error: errorMessage(err) });
     }
   }
-}
-
-function digestOf(payload: BundlePayload): string {
-  return createHash('sha256').update(canonicalJson(payload)).digest('hex');
 }

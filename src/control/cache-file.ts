@@ -11,11 +11,12 @@ import type { KeyObject } from 'node:crypto';
 import { verifyBundle } from '../policy/bundle.js';
 import type { BundlePayload } from '../policy/types.js';
 
-export async function writeFileDurably(file: string, text: string): Promise<void> {
+/** Write `data` to `file` atomically and durably (see the module comment). */
+export async function writeFileDurably(file: string, data: string | Uint8Array): Promise<void> {
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
   const fh = await open(tmp, 'w', 0o600);
   try {
-    await fh.writeFile(text);
+    await fh.writeFile(data);
     await fh.sync();
   } finally {
     await fh.close();

@@ -6,7 +6,9 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { PortlicenseError, errorMessage } from '../errors.js';
-import { compileWireList, parseRfc3339 } from './compile.js';
+import { compileWireList, compileWireListAsync, parseRfc3339 } from './compile.js';
+import { decodeUtf8Sliced, parseJsonSliced } from './bundle-text.js';
+import { Slicer } from './slice.js';
 import type { BundlePayload, SignedBundle } from './types.js';
 
 const MAX_DEPTH = 64;
@@ -96,6 +98,111 @@ function keysSortedDeep(v: unknown, depth: number): boolean {
   return true;
 }
 
+/** Where canonical pieces go: a string buffer for the signed bytes, or a running hash. */
+interface PieceSink {
+  write(piece: string): void;
+  /** Called before each pause, so what is buffered is encoded in the slice that produced it. */
+  flush(): void;
+}
+
+/**
+ * Write the canonical JSON of a plain object piece by piece, pausing between the items of its
+ * array members (a bundle's licenses): the same bytes as `JSON.stringify(obj)` when `fast` (keys
+ * already sorted, see keysSortedDeep), else as `canonicalJson(obj)`.
+ */
+async function writeCanonical(
+  obj: Record<string, unknown>,
+  fast: boolean,
+  sink: PieceSink,
+  slicer: Slicer,
+): Promise<void> {
+  const proto = Object.getPrototypeOf(obj) as unknown;
+  if (!fast && proto !== Object.prototype && proto !== null)
+    throw new TypeError('canonical JSON: only plain objects, arrays and primitives can be encoded');
+  const keys = fast ? Object.keys(obj) : Object.keys(obj).sort();
+  sink.write('{');
+  let first = true;
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    sink.write((first ? '' : ',') + (fast ? JSON.stringify(k) : canon(k, 0)) + ':');
+    first = false;
+    if (!Array.isArray(v)) {
+      sink.write(fast ? JSON.stringify(v) : canon(v, 1));
+      continue;
+    }
+    sink.write('[');
+    for (let i = 0; i < v.length; i++) {
+      sink.write((i === 0 ? '' : ',') + (fast ? JSON.stringify(v[i]) : canon(v[i], 2)));
+      if (slicer.due(i)) {
+        sink.flush();
+        await slicer.pause();
+      }
+    }
+    sink.write(']');
+  }
+  sink.write('}');
+  sink.flush();
+}
+
+/** keysSortedDeep(payload, 0), pausing between the items of its array members. */
+async function keysSortedAsync(payload: object, slicer: Slicer): Promise<boolean> {
+  let prev: string | null = null;
+  for (const k in payload) {
+    if (prev !== null && !(prev < k)) return false;
+    if (/^[0-9]/.test(k)) return false;
+    prev = k;
+    const v = (payload as Record<string, unknown>)[k];
+    if (!Array.isArray(v)) {
+      if (!keysSortedDeep(v, 1)) return false;
+      continue;
+    }
+    for (let i = 0; i < v.length; i++) {
+      if (!keysSortedDeep(v[i], 2) || v[i] === undefined) return false;
+      if (slicer.due(i)) await slicer.pause();
+    }
+  }
+  return true;
+}
+
+/**
+ * signedBytesOf as UTF-8, in slices. For a payload parsed from JSON text (no undefined, no
+ * functions, no toJSON), the bytes are exactly those of signedBytesOf.
+ */
+async function signedBufferAsync(payload: object, slicer: Slicer): Promise<Buffer> {
+  const fast = await keysSortedAsync(payload, slicer);
+  const chunks: Buffer[] = [];
+  let pending = '';
+  await writeCanonical(
+    payload as Record<string, unknown>,
+    fast,
+    {
+      write: (piece) => void (pending += piece),
+      flush: () => {
+        chunks.push(Buffer.from(pending, 'utf8'));
+        pending = '';
+      },
+    },
+    slicer,
+  );
+  return Buffer.concat(chunks);
+}
+
+/**
+ * sha256 (hex) of canonicalJson(payload), computed in slices: a content fingerprint that tells
+ * two bundles of the same version apart without holding the event loop for the whole payload.
+ */
+export async function payloadDigestAsync(payload: BundlePayload, sliceMs?: number): Promise<string> {
+  const hash = createHash('sha256');
+  await writeCanonical(
+    payload as unknown as Record<string, unknown>,
+    false,
+    { write: (piece) => void hash.update(piece, 'utf8'), flush: () => undefined },
+    new Slicer(sliceMs),
+  );
+  return hash.digest('hex');
+}
+
 /** The public key's id: the first 16 hex characters of sha256 over its SPKI DER. Accepts a private key too. */
 export function keyIdOf(key: KeyObject): string {
   const pub = key.type === 'private' ? createPublicKey(key) : key;
@@ -109,6 +216,18 @@ export function keyIdOf(key: KeyObject): string {
  * buildSnapshot). Throws PortlicenseError('BUNDLE_INVALID') naming the field.
  */
 export function validatePayload(input: unknown): BundlePayload {
+  const p = checkHeader(input);
+  return { ...p, licenses: compileWireList(p.licenses) };
+}
+
+/** validatePayload in slices (policy/slice.ts): the same result and errors, no long stall. */
+export async function validatePayloadAsync(input: unknown, slicer = new Slicer()): Promise<BundlePayload> {
+  const p = checkHeader(input);
+  return { ...p, licenses: await compileWireListAsync(p.licenses, slicer) };
+}
+
+/** Every payload field but the licenses, checked and copied; `licenses` is passed through unchecked. */
+function checkHeader(input: unknown): Omit<BundlePayload, 'licenses'> & { licenses: unknown } {
   if (typeof input !== 'object' || input === null || Array.isArray(input))
     throw invalid('payload: must be an object');
   const p = input as Record<string, unknown>;
@@ -120,13 +239,12 @@ export function validatePayload(input: unknown): BundlePayload {
   if (typeof p.node !== 'string') throw invalid('payload.node: must be a string');
   if (!Array.isArray(p.services) || !p.services.every((s) => typeof s === 'string'))
     throw invalid('payload.services: must be an array of strings');
-  const licenses = compileWireList(p.licenses);
   return {
     version,
     issuedAt: p.issuedAt,
     node: p.node,
     services: p.services.slice(),
-    licenses,
+    licenses: p.licenses,
   };
 }
 
@@ -181,18 +299,89 @@ const SIGNATURE_B64 = /^[A-Za-z0-9+/]{86}==$/;
  */
 export function verifyBundle(raw: unknown, publicKey: KeyObject, opts: VerifyOptions = {}): BundlePayload {
   requireEd25519(publicKey, 'the bundle signing public key');
-  let doc = raw;
-  if (typeof raw === 'string' || raw instanceof Uint8Array) {
-    const text =
-      typeof raw === 'string'
-        ? raw
-        : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8');
-    try {
-      doc = JSON.parse(text);
-    } catch (err) {
-      throw invalid(`is not JSON: ${errorMessage(err)}`);
-    }
+  const { payload, signature } = openEnvelope(
+    typeof raw === 'string' || raw instanceof Uint8Array ? parseText(raw) : raw,
+    publicKey,
+  );
+  let signed: string;
+  try {
+    signed = signedBytesOf(payload);
+  } catch (err) {
+    throw invalid(`payload cannot be canonicalised: ${errorMessage(err)}`);
   }
+  if (!verify(null, Buffer.from(signed, 'utf8'), publicKey, signature)) throw signatureMismatch();
+  return checkVersion(validatePayload(payload), opts);
+}
+
+export interface AsyncVerifyOptions extends VerifyOptions {
+  /** Longest run between two turns of the event loop (default policy/slice.ts DEFAULT_SLICE_MS). */
+  sliceMs?: number;
+}
+
+/**
+ * verifyBundle for a running sidecar: the same checks, result and errors, but the work on a big
+ * bundle is cut into slices of a few milliseconds with turns of the event loop between them, and
+ * the Ed25519 check runs on libuv's thread pool; decoding and parsing the text are sliced too
+ * (policy/bundle-text.ts). Takes the text or its UTF-8 bytes (what the network and files deliver).
+ */
+export async function verifyBundleAsync(
+  raw: string | Uint8Array,
+  publicKey: KeyObject,
+  opts: AsyncVerifyOptions = {},
+): Promise<BundlePayload> {
+  requireEd25519(publicKey, 'the bundle signing public key');
+  const slicer = new Slicer(opts.sliceMs);
+  const text = typeof raw === 'string' ? raw : await decodeUtf8Sliced(raw, slicer);
+  let doc: unknown;
+  try {
+    doc = await parseJsonSliced(text, slicer);
+  } catch (err) {
+    throw invalid(`is not JSON: ${errorMessage(err)}`);
+  }
+  const { payload, signature } = openEnvelope(doc, publicKey);
+  let signed: Buffer;
+  try {
+    signed = await signedBufferAsync(payload, slicer);
+  } catch (err) {
+    throw invalid(`payload cannot be canonicalised: ${errorMessage(err)}`);
+  }
+  const ok = await new Promise<boolean>((resolve, reject) =>
+    verify(null, signed, publicKey, signature, (err, result) => (err ? reject(err) : resolve(result))),
+  );
+  slicer.restart();
+  if (!ok) throw signatureMismatch();
+  return checkVersion(await validatePayloadAsync(payload, slicer), opts);
+}
+
+/**
+ * The refusal of a bundle older than the one in force; also for callers that find, when about to
+ * swap, that a newer bundle was installed while this one was being prepared.
+ */
+export function rollbackError(version: number, inForce: number): PortlicenseError {
+  return new PortlicenseError(
+    'BUNDLE_ROLLBACK',
+    `bundle version ${version} is older than the version in force (${inForce}); keeping ${inForce}`,
+  );
+}
+
+function checkVersion(out: BundlePayload, opts: VerifyOptions): BundlePayload {
+  if (opts.minVersion !== undefined && out.version < opts.minVersion)
+    throw rollbackError(out.version, opts.minVersion);
+  return out;
+}
+
+function parseText(raw: string | Uint8Array): unknown {
+  const text =
+    typeof raw === 'string' ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw invalid(`is not JSON: ${errorMessage(err)}`);
+  }
+}
+
+/** The document's shape and its signature fields, checked before any work on the payload. */
+function openEnvelope(doc: unknown, publicKey: KeyObject): { payload: object; signature: Buffer } {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw invalid('must be a JSON object');
   const { payload, signature } = doc as { payload?: unknown; signature?: unknown };
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload))
@@ -210,21 +399,11 @@ export function verifyBundle(raw: unknown, publicKey: KeyObject, opts: VerifyOpt
     );
   if (typeof sig.value !== 'string' || !SIGNATURE_B64.test(sig.value))
     throw badSignature('value is not a base64 Ed25519 signature (64 bytes)');
-  let signed: string;
-  try {
-    signed = signedBytesOf(payload);
-  } catch (err) {
-    throw invalid(`payload cannot be canonicalised: ${errorMessage(err)}`);
-  }
-  if (!verify(null, Buffer.from(signed, 'utf8'), publicKey, Buffer.from(sig.value, 'base64')))
-    throw badSignature('does not match the payload: the bundle was modified or signed by another key');
-  const out = validatePayload(payload);
-  if (opts.minVersion !== undefined && out.version < opts.minVersion)
-    throw new PortlicenseError(
-      'BUNDLE_ROLLBACK',
-      `bundle version ${out.version} is older than the version in force (${opts.minVersion}); keeping ${opts.minVersion}`,
-    );
-  return out;
+  return { payload, signature: Buffer.from(sig.value, 'base64') };
+}
+
+function signatureMismatch(): PortlicenseError {
+  return badSignature('does not match the payload: the bundle was modified or signed by another key');
 }
 
 /** Parse a PKCS#8 PEM Ed25519 private key; `source` names it in errors. */

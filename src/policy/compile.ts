@@ -7,6 +7,7 @@
 import { PortlicenseError } from '../errors.js';
 import { parseSubjectPattern } from './spiffe.js';
 import { normalizePath } from './path.js';
+import { Slicer } from './slice.js';
 import type { CompiledLicense, LicenseWire, PathRule } from './types.js';
 
 const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
@@ -307,6 +308,35 @@ export function compileLicense(input: unknown, where = 'license'): CompiledLicen
  */
 const compiledLists = new WeakMap<readonly LicenseWire[], readonly CompiledLicense[]>();
 
+function requireArray(input: unknown): asserts input is unknown[] {
+  if (!Array.isArray(input))
+    throw new PortlicenseError('BUNDLE_INVALID', 'bundle payload.licenses: must be an array');
+}
+
+/** One pass over a license list, an item at a time, so the sync and the sliced forms share it. */
+class ListCompilation {
+  private readonly compiler = new LicenseCompiler();
+  readonly out: CompiledLicense[];
+
+  constructor(
+    private readonly input: readonly unknown[],
+    private readonly byId: Map<string, CompiledLicense>,
+  ) {
+    this.out = new Array<CompiledLicense>(input.length);
+  }
+
+  step(i: number): void {
+    const l = this.compiler.compile(this.input[i], `licenses[${i}]`);
+    if (this.byId.has(l.id))
+      throw new PortlicenseError(
+        'BUNDLE_INVALID',
+        `bundle licenses[${i}]: id ${JSON.stringify(l.id)} appears twice`,
+      );
+    this.byId.set(l.id, l);
+    this.out[i] = l;
+  }
+}
+
 /**
  * Compile every license of a payload; also refuses a non-array and duplicate ids. `byId`, when
  * given, is filled with id → license (the duplicate check needs that map anyway).
@@ -315,26 +345,50 @@ export function compileLicenses(
   input: unknown,
   byId = new Map<string, CompiledLicense>(),
 ): readonly CompiledLicense[] {
-  if (!Array.isArray(input))
-    throw new PortlicenseError('BUNDLE_INVALID', 'bundle payload.licenses: must be an array');
+  requireArray(input);
   const known = compiledLists.get(input as LicenseWire[]);
   if (known !== undefined) {
     for (const l of known) byId.set(l.id, l);
     return known;
   }
-  const compiler = new LicenseCompiler();
-  const out = new Array<CompiledLicense>(input.length);
-  for (let i = 0; i < input.length; i++) {
-    const l = compiler.compile(input[i], `licenses[${i}]`);
-    if (byId.has(l.id))
-      throw new PortlicenseError(
-        'BUNDLE_INVALID',
-        `bundle licenses[${i}]: id ${JSON.stringify(l.id)} appears twice`,
-      );
-    byId.set(l.id, l);
-    out[i] = l;
+  const pass = new ListCompilation(input, byId);
+  for (let i = 0; i < input.length; i++) pass.step(i);
+  return pass.out;
+}
+
+/** compileLicenses in slices (policy/slice.ts): the same result and errors, no long stall. */
+export async function compileLicensesAsync(
+  input: unknown,
+  byId = new Map<string, CompiledLicense>(),
+  slicer = new Slicer(),
+): Promise<readonly CompiledLicense[]> {
+  requireArray(input);
+  const known = compiledLists.get(input as LicenseWire[]);
+  if (known !== undefined) {
+    for (let i = 0; i < known.length; i++) {
+      byId.set(known[i]!.id, known[i]!);
+      if (slicer.due(i)) await slicer.pause();
+    }
+    return known;
   }
-  return out;
+  const pass = new ListCompilation(input, byId);
+  for (let i = 0; i < input.length; i++) {
+    pass.step(i);
+    if (slicer.due(i)) await slicer.pause();
+  }
+  return pass.out;
+}
+
+function freezeWire(w: LicenseWire): LicenseWire {
+  if (w.methods) Object.freeze(w.methods);
+  if (w.paths) Object.freeze(w.paths);
+  return Object.freeze(w);
+}
+
+function remember(wires: LicenseWire[], compiled: readonly CompiledLicense[]): LicenseWire[] {
+  Object.freeze(wires);
+  compiledLists.set(wires, compiled);
+  return wires;
 }
 
 /**
@@ -343,13 +397,19 @@ export function compileLicenses(
  */
 export function compileWireList(input: unknown): LicenseWire[] {
   const compiled = compileLicenses(input);
-  const wires = compiled.map((l) => l.wire);
-  for (const w of wires) {
-    if (w.methods) Object.freeze(w.methods);
-    if (w.paths) Object.freeze(w.paths);
-    Object.freeze(w);
+  return remember(
+    compiled.map((l) => freezeWire(l.wire)),
+    compiled,
+  );
+}
+
+/** compileWireList in slices (policy/slice.ts), for validatePayloadAsync. */
+export async function compileWireListAsync(input: unknown, slicer = new Slicer()): Promise<LicenseWire[]> {
+  const compiled = await compileLicensesAsync(input, undefined, slicer);
+  const wires = new Array<LicenseWire>(compiled.length);
+  for (let i = 0; i < compiled.length; i++) {
+    wires[i] = freezeWire(compiled[i]!.wire);
+    if (slicer.due(i)) await slicer.pause();
   }
-  Object.freeze(wires);
-  compiledLists.set(wires, compiled);
-  return wires;
+  return remember(wires, compiled);
 }

@@ -15,7 +15,7 @@ import { createLogger, MemorySink } from '../../src/log.js';
 import { signBundle } from '../../src/policy/bundle.js';
 import { buildSnapshot } from '../../src/policy/snapshot.js';
 import { PolicyStore } from '../../src/policy/store.js';
-import type { BundlePayload, SignedBundle } from '../../src/policy/types.js';
+import type { BundlePayload, PolicySnapshot, SignedBundle } from '../../src/policy/types.js';
 import { waitFor } from '../helpers/net.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -233,6 +233,68 @@ describe('BundleFileSource', () => {
     expect(rejected.at(-1)!.error.message).toMatch(/already in force with different content/);
     expect(store.current()).toBe(before);
     expect(swaps).toBe(1);
+  });
+
+  it.each([
+    ['verified', 1],
+    ['built', 2],
+  ])(
+    'a slow older bundle is never swapped in over a newer one installed while it was %s',
+    async (_stage, atRead) => {
+      // Another writer installs version 6 while this source prepares version 5: right after the
+      // source reads the version in force when it starts verifying (read 1), or when it starts
+      // building (read 2). The source reads it once more right before its swap.
+      class RacedStore extends PolicyStore {
+        reads = 0;
+        override current(): PolicySnapshot {
+          if (++this.reads === atRead) queueMicrotask(() => this.swap(buildSnapshot(payload(6))));
+          return super.current();
+        }
+      }
+      const raced = new RacedStore();
+      const versions: number[] = [];
+      raced.onSwap((next) => versions.push(next.version));
+      const big = payload(5);
+      big.licenses = Array.from({ length: 2_000 }, (_, i) => ({ ...big.licenses[0]!, id: `lic_big_${i}` }));
+      writeAtomic(signBundle(big, keys.privateKey));
+      const err = await source({ store: raced })
+        .start()
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PortlicenseError);
+      expect((err as PortlicenseError).code).toBe('BUNDLE_ROLLBACK');
+      expect((err as PortlicenseError).message).toBe(
+        `${file}: bundle version 5 is older than the version in force (6); keeping 6`,
+      );
+      // Refused by the check after the race, not by the one that came before it.
+      expect(raced.reads).toBe(atRead + 1);
+      expect(versions).toEqual([6]);
+      expect(raced.current().version).toBe(6);
+    },
+  );
+
+  it('two sources racing on one store end on the newer bundle, whatever finishes first', async () => {
+    const versions: number[] = [];
+    store.onSwap((next) => versions.push(next.version));
+    const big = payload(5);
+    big.licenses = Array.from({ length: 5_000 }, (_, i) => ({ ...big.licenses[0]!, id: `lic_big_${i}` }));
+    const bigFile = join(dir, 'big.json');
+    writeFileSync(bigFile, JSON.stringify(signBundle(big, keys.privateKey)));
+    writeAtomic(signed(6));
+    const slow = source({ file: bigFile, snapshot: { sliceMs: 0 } })
+      .start()
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    await source().start();
+    const err = await slow;
+    // Either the big one lost the race (refused) or it was in before the small one (replaced).
+    if (err === null) expect(versions).toEqual([5, 6]);
+    else {
+      expect((err as PortlicenseError).code).toBe('BUNDLE_ROLLBACK');
+      expect(versions).toEqual([6]);
+    }
+    expect(store.current().version).toBe(6);
   });
 
   it('the stat poll alone picks up changes when fs.watch is off', async () => {

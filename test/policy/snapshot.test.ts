@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { PortlicenseError } from '../../src/errors.js';
-import { buildSnapshot, emptySnapshot } from '../../src/policy/snapshot.js';
+import { pathsMatch } from '../../src/policy/compile.js';
+import { buildSnapshot, buildSnapshotAsync, emptySnapshot } from '../../src/policy/snapshot.js';
+import { subjectMatches } from '../../src/policy/spiffe.js';
 import type { BundlePayload, CompiledLicense, DenyReason, LicenseWire } from '../../src/policy/types.js';
 
 const T0 = Date.UTC(2026, 10, 28, 10);
@@ -279,5 +281,195 @@ describe('decide', () => {
     const perDecision = (ms * 1e6) / n;
     expect(allowed).toBe(n);
     expect(perDecision).toBeLessThan(2000); // ns; typically ~50
+  });
+});
+
+describe('the index agrees with a plain scan of every license', () => {
+  /** mulberry32: the same cases on every run. */
+  function rng(seed: number): () => number {
+    let a = seed >>> 0;
+    return () => {
+      a = (a + 0x6d2b79f5) >>> 0;
+      let t = a;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  const STAGES: DenyReason[] = [
+    'no_license',
+    'revoked',
+    'not_yet_valid',
+    'expired',
+    'method_not_allowed',
+    'path_not_allowed',
+  ];
+
+  /**
+   * SPEC §2.3 by brute force: every license of the port whose subject matches, the furthest
+   * stage for a deny; among admitting licenses the latest expiry, ties to the exact subject,
+   * then to shallower prefixes, then to bundle order.
+   */
+  function reference(
+    licenses: readonly CompiledLicense[],
+    portKey: string,
+    identity: string,
+    now: number,
+    method?: string,
+    path?: string,
+  ): CompiledLicense | DenyReason {
+    const rank = (l: CompiledLicense): number => (l.subject.endsWith('/*') ? l.subject.length : -1);
+    const cands = licenses
+      .filter((l) => l.portKey === portKey && subjectMatches(l.subject, identity))
+      .map((l, i) => ({ l, i }))
+      .sort((a, b) => rank(a.l) - rank(b.l) || a.i - b.i)
+      .map((c) => c.l);
+    let best: CompiledLicense | null = null;
+    let stage = 0;
+    for (const l of cands) {
+      let s: number;
+      if (l.revokedAt !== null) s = 1;
+      else if (now < l.notBefore) s = 2;
+      else if (now >= l.expiresAt) s = 3;
+      else if (method !== undefined && l.methods !== null && !l.methods.has(method)) s = 4;
+      else if (path !== undefined && !pathsMatch(l.paths, path)) s = 5;
+      else {
+        if (best === null || l.expiresAt > best.expiresAt) best = l;
+        continue;
+      }
+      stage = Math.max(stage, s);
+    }
+    return best ?? STAGES[stage]!;
+  }
+
+  function world(seed: number, count: number) {
+    const r = rng(seed);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+    const seg = ['a', 'b', 'ns', 'sa', 'x1'];
+    const idOf = (): string => {
+      let s = `spiffe://${pick(['example.org', 'other.org'])}`;
+      const depth = Math.floor(r() * 5);
+      for (let d = 0; d < depth; d++) s += '/' + pick(seg);
+      return s;
+    };
+    const identities = Array.from({ length: 60 }, idOf);
+    const ports = ['orders/http', 'orders/grpc', 'billing/http', 'db/tcp', 'x/y'];
+    const licenses: LicenseWire[] = [];
+    for (let i = 0; i < count; i++) {
+      const [service, port] = pick(ports).split('/') as [string, string];
+      const base = pick(identities);
+      const prefixAt = r() < 0.35 ? base.lastIndexOf('/') : -1;
+      const subject = prefixAt > 'spiffe://'.length ? base.slice(0, prefixAt) + '/*' : base;
+      const l: LicenseWire = {
+        id: `lic_${seed}_${i}`,
+        subject,
+        service,
+        port,
+        notBefore: iso(T0 - HOUR * Math.floor(r() * 3 - 1)),
+        // Few distinct expiries, so ties between admitting licenses are common.
+        expiresAt: iso(T0 + HOUR * Math.floor(r() * 4 - 1)),
+      };
+      if (r() < 0.3) l.methods = pick([['GET'], ['GET', 'POST'], ['PUT']]);
+      if (r() < 0.3) l.paths = pick([['/api/*'], ['/a', '/b/*'], ['/*']]);
+      if (r() < 0.1) l.revokedAt = iso(T0 - HOUR);
+      licenses.push(l);
+    }
+    const queries = Array.from({ length: 3_000 }, () => {
+      const identity =
+        r() < 0.9
+          ? pick(identities)
+          : pick([idOf() + '/deeper', 'SPIFFE://example.org/a', 'spiffe://example.org', 'x']);
+      const http = r() < 0.7;
+      return {
+        port: pick([...ports, 'none/none']),
+        identity,
+        now: T0 + HOUR * (r() * 4 - 2),
+        method: http ? pick(['GET', 'POST', 'PUT', 'DELETE']) : undefined,
+        path: http ? pick(['/api/x', '/a', '/b', '/b/c', '/', '/other']) : undefined,
+      };
+    });
+    return { licenses, queries };
+  }
+
+  it.each([
+    [1, 40],
+    [2, 300],
+    [3, 2_000],
+  ])('seed %i, %i licenses: same answer for every query, also from a tiny identity cache', (seed, count) => {
+    const { licenses, queries } = world(seed, count);
+    const payload: BundlePayload = { version: 1, issuedAt: iso(T0), node: 'n', services: [], licenses };
+    const s = buildSnapshot(payload);
+    const tiny = buildSnapshot(payload, { identityCacheSize: 3 });
+    let allowed = 0;
+    for (const q of queries) {
+      const want = idOf(reference(s.licenses, q.port, q.identity, q.now, q.method, q.path));
+      expect(idOf(s.decide(q.port, q.identity, q.now, q.method, q.path))).toBe(want);
+      expect(idOf(tiny.decide(q.port, q.identity, q.now, q.method, q.path))).toBe(want);
+      if (want.startsWith('lic_')) allowed++;
+    }
+    // The worlds are built so that both outcomes are well represented.
+    expect(allowed).toBeGreaterThan(queries.length / 100);
+    expect(allowed).toBeLessThan(queries.length);
+  });
+
+  it('buildSnapshotAsync builds the same index, in slices', async () => {
+    const { licenses, queries } = world(4, 3_000);
+    const payload: BundlePayload = { version: 2, issuedAt: iso(T0), node: 'n', services: [], licenses };
+    const sync = buildSnapshot(payload);
+    let turns = 0;
+    let done = false;
+    const spin = (): void => {
+      turns++;
+      if (!done) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const sliced = await buildSnapshotAsync(payload, { sliceMs: 0 });
+    done = true;
+    expect(turns).toBeGreaterThan(20);
+    expect(sliced.version).toBe(2);
+    expect(sliced.licenses.map((l) => l.id)).toEqual(sync.licenses.map((l) => l.id));
+    for (const q of queries)
+      expect(idOf(sliced.decide(q.port, q.identity, q.now, q.method, q.path))).toBe(
+        idOf(sync.decide(q.port, q.identity, q.now, q.method, q.path)),
+      );
+    await expect(buildSnapshotAsync({ ...payload, issuedAt: 'now' })).rejects.toThrow(/issuedAt/);
+    await expect(
+      buildSnapshotAsync({ ...payload, licenses: [...licenses, { ...licenses[0]! }] }),
+    ).rejects.toThrow(/appears twice/);
+  });
+
+  it('decides as fast with many identities and ports as with one (no per-pair cache to miss)', () => {
+    const licenses: LicenseWire[] = [];
+    for (let i = 0; i < 5_000; i++)
+      licenses.push(
+        lic({
+          id: `lic_many_${i}`,
+          subject:
+            i % 5 ? `spiffe://example.org/ns/n${i % 40}/sa/s${i}` : `spiffe://example.org/ns/n${i % 40}/*`,
+          service: `svc${i % 300}`,
+        }),
+      );
+    const s = snap(...licenses);
+    const pairs = licenses.map(
+      (l, i) =>
+        [
+          `${l.service}/http`,
+          l.subject.endsWith('/*') ? l.subject.slice(0, -1) + `sa/x${i}` : l.subject,
+        ] as const,
+    );
+    let allowed = 0;
+    for (let pass = 0; pass < 2; pass++)
+      for (const [port, id] of pairs) if (typeof s.decide(port, id, T0) === 'object') allowed++;
+    expect(allowed).toBe(2 * pairs.length);
+    const one = cpuMs(() => {
+      for (let k = 0; k < 20; k++)
+        for (let i = 0; i < pairs.length; i++) s.decide(pairs[0]![0], pairs[0]![1], T0);
+    });
+    const many = cpuMs(() => {
+      for (let k = 0; k < 20; k++) for (const [port, id] of pairs) s.decide(port, id, T0);
+    });
+    // Random pairs touch more memory than one hot pair, but must not fall off a cliff.
+    expect(many).toBeLessThan(Math.max(50, one * 8));
   });
 });
