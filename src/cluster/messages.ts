@@ -8,8 +8,8 @@
  * objects: each worker compiles its own snapshot with the same code the single process uses.
  */
 import type { HostPort, SidecarConfig } from '../config/types.js';
-import { emptySnapshot, buildSnapshot } from '../policy/snapshot.js';
-import type { LicenseWire, PolicySnapshot } from '../policy/types.js';
+import { buildSnapshot, buildSnapshotAsync, emptySnapshot } from '../policy/snapshot.js';
+import type { BundlePayload, LicenseWire, PolicySnapshot } from '../policy/types.js';
 import type { TelemetryBatch } from './telemetry-export.js';
 
 /** The policy as sent to workers: enough to rebuild the primary's snapshot exactly. */
@@ -164,11 +164,21 @@ export function policyPayload(snapshot: PolicySnapshot): PolicyPayload {
  */
 export function snapshotFromPayload(p: PolicyPayload): PolicySnapshot {
   if (p.version === 0 && p.licenses.length === 0) return emptySnapshot();
-  return buildSnapshot({
+  return buildSnapshot(bundlePayload(p));
+}
+
+/** The same, compiled in slices so a worker that is serving keeps serving (see policy/slice.ts). */
+export async function snapshotFromPayloadAsync(p: PolicyPayload): Promise<PolicySnapshot> {
+  if (p.version === 0 && p.licenses.length === 0) return emptySnapshot();
+  return buildSnapshotAsync(bundlePayload(p));
+}
+
+function bundlePayload(p: PolicyPayload): BundlePayload {
+  return {
     version: p.version,
     issuedAt: p.issuedAt,
     node: p.node,
     services: [],
     licenses: p.licenses as LicenseWire[],
-  });
+  };
 }

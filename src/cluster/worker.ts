@@ -23,7 +23,14 @@ import { PolicyStore } from '../policy/store.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
 import { createPortTelemetry } from '../telemetry/port-telemetry.js';
-import { asToWorker, snapshotFromPayload, type ToPrimary, type ToWorker } from './messages.js';
+import {
+  asToWorker,
+  snapshotFromPayload,
+  snapshotFromPayloadAsync,
+  type PolicyPayload,
+  type ToPrimary,
+  type ToWorker,
+} from './messages.js';
 import { TelemetryExporter } from './telemetry-export.js';
 import { CountingUsageTracker } from './usage.js';
 
@@ -163,25 +170,36 @@ async function startWorker(
   log.debug('worker listening', { pid: process.pid, bundleVersion: policy.current().version });
 
   let draining = false;
+  // Policies are compiled in slices while this worker serves; they are applied in the order they
+  // came, and one that is superseded while it compiles is dropped for the newer one.
+  let nextPolicy: PolicyPayload | null = null;
+  let compiling = false;
+  const applyPolicies = async (): Promise<void> => {
+    compiling = true;
+    while (nextPolicy !== null) {
+      const p = nextPolicy;
+      nextPolicy = null;
+      try {
+        const snapshot = await snapshotFromPayloadAsync(p);
+        if (nextPolicy !== null) continue;
+        policy.swap(snapshot);
+        channel.send({ pl: 1, t: 'policy-applied', version: p.version });
+      } catch (err) {
+        log.error('bundle from the control plane rejected; keeping the current one', {
+          version: p.version,
+          error: errorMessage(err),
+        });
+        channel.send({ pl: 1, t: 'policy-rejected', version: p.version, error: errorMessage(err) });
+      }
+    }
+    compiling = false;
+  };
   return {
     handle(msg) {
       switch (msg.t) {
         case 'policy': {
-          try {
-            policy.swap(snapshotFromPayload(msg.policy));
-            channel.send({ pl: 1, t: 'policy-applied', version: msg.policy.version });
-          } catch (err) {
-            log.error('bundle from the control plane rejected; keeping the current one', {
-              version: msg.policy.version,
-              error: errorMessage(err),
-            });
-            channel.send({
-              pl: 1,
-              t: 'policy-rejected',
-              version: msg.policy.version,
-              error: errorMessage(err),
-            });
-          }
+          nextPolicy = msg.policy;
+          if (!compiling) void applyPolicies();
           return;
         }
         case 'reload-tls': {

@@ -165,6 +165,28 @@ workers: 2
     expect(await roundTrip(await connect(port), 'still\n')).toBe('still\n');
   });
 
+  it('applies policies in order and drops one superseded while it compiled', async () => {
+    const t0 = Date.now();
+    deliver({
+      pl: 1,
+      t: 'init',
+      config,
+      policy: policyPayload(emptySnapshot()),
+      ticketKeys: KEYS,
+    } satisfies ToWorker);
+    const port = (await next('listening')).ports[0]!.at.port;
+    const granted = ordersSnapshot([dbLicense(t0, 'lic_1', FRONTEND, -1, 60)], t0);
+    const revoked = ordersSnapshot([], t0);
+    const before = sent.length;
+    // Both arrive before the first has compiled: the second wins, the first is never swapped in.
+    deliver({ pl: 1, t: 'policy', policy: policyPayload(granted) } satisfies ToWorker);
+    deliver({ pl: 1, t: 'policy', policy: policyPayload(revoked) } satisfies ToWorker);
+    expect(await next('policy-applied', before)).toMatchObject({ version: revoked.version });
+    expect(sent.slice(before).filter((m) => m.t === 'policy-applied')).toHaveLength(1);
+    const s = await connect(port);
+    await closed(s);
+  });
+
   it('exits 0 at once when told to drain before it had anything to serve', () => {
     drain!();
     expect(exits).toEqual([0]);
