@@ -114,6 +114,9 @@ export function createTlsListener(opts: TlsListenerOptions): Server {
     // Until the handshake is done: a peer that closes early is seen at once, not at the deadline.
     // Ports that splice bytes turn half-open on for their accepted sockets.
     allowHalfOpen: false,
+    // Nagle would hold an answer written right after the session tickets until the caller ACKs
+    // them (with delayed ACK, up to 40 ms): every first answer on a new connection.
+    noDelay: true,
   });
   server.maxConnections = deps.port.maxConnections;
   // Accept errors (EMFILE...) arrive here once listening; without a listener they would crash the process.
