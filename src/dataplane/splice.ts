@@ -1,8 +1,8 @@
 /**
  * Two sockets spliced both ways, with half-close and an idle timeout: the byte-moving core shared
  * by `tcp` ports (TLS caller -> plaintext upstream) and outbound listeners (plaintext app -> mTLS
- * target). Bytes move with `pipe`, so backpressure is the kernel's and nothing is copied into our
- * own buffers.
+ * target). Each chunk read is written to the other side as is (no copy); a side stops reading only
+ * when the other has more than SPLICE_BUFFER bytes really queued, so backpressure is the kernel's.
  *
  * The owner of a Splice owns the dial: it attaches the upstream socket while that is still
  * connecting, handles the upstream's failures until `start()` (and aborts with its own reason),
@@ -22,6 +22,26 @@ export interface SpliceOptions {
    * `upstream_error: CODE`, `upstream_connect_failed`, or whatever the owner passed to `abort`.
    */
   onClosed(closeReason: string): void;
+}
+
+/**
+ * Bytes a side may have queued in user space before the other side stops reading. `pipe` pauses
+ * whenever `write` returns false, which it does for every chunk as large as the writable
+ * high-water mark (16 KiB: one TLS record) even when the kernel took it at once: a pause and a
+ * resume, two epoll changes and a loop turn per record. Looking at what is still queued after the
+ * write pauses only when the kernel is really behind.
+ */
+const SPLICE_BUFFER = 64 * 1024;
+
+/** Forward `from` to `to`: each chunk as is, pausing `from` while `to` has a backlog; FIN follows FIN. */
+function forward(from: Socket, to: Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk) && to.writableLength > SPLICE_BUFFER) from.pause();
+  });
+  to.on('drain', () => {
+    if (from.isPaused()) from.resume();
+  });
+  from.on('end', () => to.end());
 }
 
 /** One flow between `down` (the side that connected to us) and an upstream socket. */
@@ -81,8 +101,8 @@ export class Splice {
     const up = this.up;
     if (up === null || this.spliced || this.done) return;
     this.spliced = true;
-    this.down.pipe(up);
-    up.pipe(this.down);
+    forward(this.down, up);
+    forward(up, this.down);
   }
 
   /**
