@@ -56,13 +56,7 @@ export async function startSidecar(
   config: SidecarConfig,
   opts: SidecarOptions = {},
 ): Promise<RunningSidecar> {
-  const clock = opts.clock ?? systemClock;
-  const log: Logger = createLogger({
-    level: config.log.level,
-    ...(opts.logSink ? { sink: opts.logSink } : {}),
-    fields: { node: config.node },
-  });
-  const tls = TlsMaterialStore.load(config.tls, log.child({ component: 'tls' }));
+  const { clock, log, tls } = basics(config, opts);
   const policy = new PolicyStore();
   const usage = new UsageTracker({ policy });
   const metrics = createSidecarMetrics({ policy, usage, clock });
@@ -74,18 +68,7 @@ export async function startSidecar(
   let source: BundleSource | undefined;
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   try {
-    source =
-      config.ports.length === 0
-        ? clientOnlySource(log)
-        : await startBundleSource({
-            config,
-            policy,
-            clock,
-            log: log.child({ component: 'sync' }),
-            metrics,
-            usage,
-            tls,
-          });
+    source = await bundleSource({ config, policy, clock, log, metrics, usage, tls });
     closers.push(() => source?.close());
 
     for (const port of config.ports) {
@@ -217,31 +200,14 @@ export async function startClusterSidecar(
   config: SidecarConfig,
   opts: SidecarOptions & ClusterOptions = {},
 ): Promise<RunningClusterSidecar> {
-  const clock = opts.clock ?? systemClock;
-  const log: Logger = createLogger({
-    level: config.log.level,
-    ...(opts.logSink ? { sink: opts.logSink } : {}),
-    fields: { node: config.node },
-  });
-  const tls = TlsMaterialStore.load(config.tls, log.child({ component: 'tls' }));
+  const { clock, log, tls } = basics(config, opts);
   const policy = new PolicyStore();
   const usage = new ClusterUsageTracker({ policy });
   const metrics = createSidecarMetrics({ policy, usage, clock });
   const closers: Array<() => unknown> = [() => tls.close()];
   let cluster: RunningCluster;
   try {
-    const source =
-      config.ports.length === 0
-        ? clientOnlySource(log)
-        : await startBundleSource({
-            config,
-            policy,
-            clock,
-            log: log.child({ component: 'sync' }),
-            metrics,
-            usage,
-            tls,
-          });
+    const source = await bundleSource({ config, policy, clock, log, metrics, usage, tls });
     closers.push(() => source.close());
     cluster = await startCluster({ config, clock, log, tls, policy, usage, metrics, source }, opts);
     tls.watch();
@@ -271,6 +237,29 @@ export async function startClusterSidecar(
         log.info('sidecar stopped');
       })()),
   };
+}
+
+/** What both the one-process and the cluster sidecar set up first: clock, logger, TLS material. */
+function basics(
+  config: SidecarConfig,
+  opts: SidecarOptions,
+): { clock: Clock; log: Logger; tls: TlsMaterialStore } {
+  const clock = opts.clock ?? systemClock;
+  const log: Logger = createLogger({
+    level: config.log.level,
+    ...(opts.logSink ? { sink: opts.logSink } : {}),
+    fields: { node: config.node },
+  });
+  return { clock, log, tls: TlsMaterialStore.load(config.tls, log.child({ component: 'tls' })) };
+}
+
+/** The bundle source of a sidecar: none to pull for a client-only one (see clientOnlySource). */
+function bundleSource(
+  deps: Omit<Parameters<typeof startBundleSource>[0], 'log'> & { log: Logger },
+): Promise<BundleSource> | BundleSource {
+  return deps.config.ports.length === 0
+    ? clientOnlySource(deps.log)
+    : startBundleSource({ ...deps, log: deps.log.child({ component: 'sync' }) });
 }
 
 /**
