@@ -156,6 +156,10 @@ drainTimeout: 2s
 
   const c = (who: string): string =>
     `--cacert ${certs}/ca.pem --cert ${certs}/${who}.pem --key ${certs}/${who}-key.pem`;
+  // apply() reports services too; with an existing --dir the licenses are there already (unchanged).
+  const isLicense = (entry: string): boolean => entry.startsWith('license ');
+  const newLicenses = applied.created.filter(isLicense).length;
+  const sampleLicenses = newLicenses + [...applied.changed, ...applied.unchanged].filter(isLicense).length;
   process.stderr.write(`
 portlicense dev is running in ${dir}
   authority   https://127.0.0.1:${authorityPort}   store ${dir}/data/authority.db   admin http://127.0.0.1:${authorityAdmin}
@@ -165,7 +169,7 @@ portlicense dev is running in ${dir}
   frontend-app sidecar (identity ${DEV_IDENTITIES.frontend}, outbound only)
               outbound orders http://127.0.0.1:${outboundPort} (plaintext, loopback) -> mTLS -> orders/http localhost:${httpPort}
               admin http://127.0.0.1:${frontendAdmin}
-  sample licenses: ${applied.created.length} granted to ${DEV_IDENTITIES.frontend}
+  sample licenses: ${sampleLicenses} held by ${DEV_IDENTITIES.frontend} (${newLicenses} new)
 
 Try it in another shell (npx lines from the repository folder):
   export PORTLICENSE_AUTHORITY=https://127.0.0.1:${authorityPort} PORTLICENSE_CA=${certs}/ca.pem \\
