@@ -82,6 +82,13 @@ async function main(argv: string[]): Promise<number> {
   return command(found.rest);
 }
 
+// A reader that stops early (`portlicense license list | head -1`) closes our stdout: that is the
+// reader's choice, not a failure. Stop quietly, as other command-line tools do.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
