@@ -87,7 +87,6 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private reqLeft = 0;
   private keepAlive = true;
   private upReusable = true;
-  private closeDelimited = false;
   started = 0;
   method = '';
   path = '';
@@ -215,7 +214,6 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.st = St.Busy;
     this.resp = Resp.Head;
     this.upReusable = true;
-    this.closeDelimited = false;
     this.reqLeft = uh.bodyLength;
     this.respParser.begin(head.method);
     const up = this.port.pool.acquire(this);
@@ -341,9 +339,9 @@ export class FastConnection implements UpstreamOwner, Verdict {
       return 'failed';
     }
     this.status = head.status;
-    this.closeDelimited = head.framing === 'close';
+    const closeDelimited = head.framing === 'close';
     if (!head.keepAlive) this.upReusable = false;
-    const close = !this.keepAlive || this.closeDelimited || ctx.draining || this.reqLeft > 0;
+    const close = !this.keepAlive || closeDelimited || ctx.draining || this.reqLeft > 0;
     if (close) this.keepAlive = false;
     const headers = callerResponseHeaders(head.headers, close);
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;

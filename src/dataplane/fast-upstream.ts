@@ -39,8 +39,8 @@ export class UpstreamConn {
   connected = false;
   /** Set once the socket is destroyed or the upstream sent FIN: never reused. */
   dead = false;
-  /** Index in the pool's idle list, -1 when not idle. */
-  idleAt = -1;
+  /** In the pool's idle list. */
+  idle = false;
 
   constructor(
     readonly socket: Socket,
@@ -127,25 +127,20 @@ export class UpstreamPool {
     this.maxIdle = opts.maxIdle ?? 64;
   }
 
-  /** Connections open now (idle or in use). */
-  get size(): number {
-    return this.all.size;
-  }
-
-  /** Idle connections now. */
-  get idleCount(): number {
-    return this.idle.length;
-  }
-
   /**
    * A connection for `owner`: a kept one (already connected: the owner may write at once) or a new
    * one still dialing (`upstreamConnected` follows; writes before it are queued by the socket).
    */
   acquire(owner: UpstreamOwner): UpstreamConn {
+    // A connection that dies leaves the list at once (forget); `dead` also covers the FIN seen
+    // while it was being handed back.
     let c = this.idle.pop();
-    while (c !== undefined && c.dead) c = this.idle.pop();
+    while (c !== undefined && c.dead) {
+      c.idle = false;
+      c = this.idle.pop();
+    }
     if (c !== undefined) {
-      c.idleAt = -1;
+      c.idle = false;
       c.socket.setTimeout(0);
       c.owner = owner;
       return c;
@@ -165,7 +160,7 @@ export class UpstreamPool {
       c.destroy();
       return;
     }
-    c.idleAt = this.idle.length;
+    c.idle = true;
     this.idle.push(c);
     c.socket.setTimeout(this.idleTimeout);
   }
@@ -173,10 +168,10 @@ export class UpstreamPool {
   /** Drop a connection from the books (it closed or was destroyed). */
   forget(c: UpstreamConn): void {
     this.all.delete(c);
-    if (c.idleAt !== -1) {
+    if (c.idle) {
       const i = this.idle.indexOf(c);
       if (i !== -1) this.idle.splice(i, 1);
-      c.idleAt = -1;
+      c.idle = false;
     }
   }
 
