@@ -4,10 +4,10 @@
  * refuse. It refuses everything node's strict parser (llhttp, no insecureHTTPParser) refuses —
  * the differential tests in test/dataplane/h1 prove it — and a few things more, listed there.
  */
-import { H1_ERRORS, NEED_MORE, type H1Error, type NeedMore } from './errors.js';
+import { H1_ERRORS, type H1Error } from './errors.js';
 import { CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from './fields.js';
-import { FieldNotes, collectFields } from './head-fields.js';
-import { DONE, HeadScanner, MORE } from './head-scanner.js';
+import { collectFields } from './head-fields.js';
+import { HeadParser } from './head-parser.js';
 import { methodAt } from './methods.js';
 
 /** How the request body is delimited. */
@@ -49,33 +49,12 @@ export interface RequestHeadOptions {
 }
 
 /** Parses the request heads of one connection, one after the other. */
-export class RequestHeadParser {
-  private readonly scanner: HeadScanner;
-  private readonly notes = new FieldNotes();
-
+export class RequestHeadParser extends HeadParser<RequestHead> {
   constructor(opts: RequestHeadOptions = {}) {
-    this.scanner = new HeadScanner(false, {
+    super(false, {
       maxHeaderSize: opts.maxHeaderSize ?? 16_384,
       maxHeaders: opts.maxHeaders ?? 128,
     });
-  }
-
-  /**
-   * Feed `chunk[offset..]`. "more": every byte belongs to a head still incomplete (call again with
-   * the next chunk); a head: its `end` says where in this chunk the head ended; an error: refuse
-   * the request and close. After a head or an error the parser is ready for a new head.
-   */
-  execute(chunk: Buffer, offset = 0): RequestHead | H1Error | NeedMore {
-    const sc = this.scanner;
-    const r = sc.execute(chunk, offset);
-    if (r === MORE) return NEED_MORE;
-    if (r !== DONE) {
-      sc.reset();
-      return sc.error;
-    }
-    const head = this.build();
-    sc.reset();
-    return head;
   }
 
   /** Drop a partial head (for instance when the connection is reused after an error answer). */
@@ -83,7 +62,7 @@ export class RequestHeadParser {
     this.scanner.reset();
   }
 
-  private build(): RequestHead | H1Error {
+  protected build(): RequestHead | H1Error {
     const sc = this.scanner;
     // The scanner checked the method and the target as they ended.
     const method = methodAt(sc.method)!;

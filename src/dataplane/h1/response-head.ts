@@ -3,10 +3,10 @@
  * is delimited per RFC 9112 §6.3 from the request method and the status. Anything it refuses is,
  * for the proxy, a bad gateway: the upstream broke the protocol.
  */
-import { H1_ERRORS, NEED_MORE, type H1Error, type NeedMore } from './errors.js';
+import { H1_ERRORS, type H1Error } from './errors.js';
 import { CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from './fields.js';
-import { FieldNotes, collectFields } from './head-fields.js';
-import { DONE, HeadScanner, MORE } from './head-scanner.js';
+import { collectFields } from './head-fields.js';
+import { HeadParser } from './head-parser.js';
 
 /**
  * How the response body is delimited: 'none' (HEAD, 1xx, 204, 304), 'length', 'chunked', 'close'
@@ -44,14 +44,15 @@ export interface ResponseHeadOptions {
   maxHeaders?: number;
 }
 
-/** Parses the response heads of one upstream connection. */
-export class ResponseHeadParser {
-  private readonly scanner: HeadScanner;
-  private readonly notes = new FieldNotes();
+/**
+ * Parses the response heads of one upstream connection (`begin` per request). After an
+ * informational (1xx) head, call `execute` again for the final head of the same request.
+ */
+export class ResponseHeadParser extends HeadParser<ResponseHead> {
   private method = 'GET';
 
   constructor(opts: ResponseHeadOptions = {}) {
-    this.scanner = new HeadScanner(true, {
+    super(true, {
       maxHeaderSize: opts.maxHeaderSize ?? 65_536,
       maxHeaders: opts.maxHeaders ?? 256,
     });
@@ -63,24 +64,7 @@ export class ResponseHeadParser {
     this.scanner.reset();
   }
 
-  /**
-   * Feed `chunk[offset..]`: "more", a head (with `end` in this chunk), or an error. After an
-   * informational head, call again for the final head of the same request.
-   */
-  execute(chunk: Buffer, offset = 0): ResponseHead | H1Error | NeedMore {
-    const sc = this.scanner;
-    const r = sc.execute(chunk, offset);
-    if (r === MORE) return NEED_MORE;
-    if (r !== DONE) {
-      sc.reset();
-      return sc.error;
-    }
-    const head = this.build();
-    sc.reset();
-    return head;
-  }
-
-  private build(): ResponseHead | H1Error {
+  protected build(): ResponseHead | H1Error {
     const sc = this.scanner;
     if (sc.major !== 1 || sc.minor > 1) return H1_ERRORS.unsupported_version;
     const status = sc.status;
