@@ -7,7 +7,8 @@
  *
  * Options (env): BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (16),
  * BENCH_RATE (2000), BENCH_PROBE_MS (100), BENCH_LICENSES (10000), BENCH_TARGETS and BENCH_MODES
- * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1. See docs/performance.md.
+ * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1, BENCH_NODE_FLAGS. See
+ * docs/performance.md.
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';

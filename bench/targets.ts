@@ -98,14 +98,15 @@ export async function startPortlicense(
     upTcp: up.tcp,
   };
   const config = writeSidecarConfig(pki, name, bundle, ports);
-  // BENCH_CPU_PROF=1: V8 CPU profiles of the measured sidecar, written when it exits (see docs/performance.md).
   // Started the way an operator runs it, through the package's launcher (bin/portlicense). With
-  // BENCH_CPU_PROF=1 node itself is started, since node refuses --cpu-prof in NODE_OPTIONS; the
-  // launcher's one setting is passed along by hand.
-  const argv =
-    process.env.BENCH_CPU_PROF === '1' && name === 'portlicense'
-      ? [process.execPath, '--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, CLI]
-      : [LAUNCHER];
+  // BENCH_CPU_PROF=1 (V8 CPU profiles, written when it exits; see docs/performance.md) or
+  // BENCH_NODE_FLAGS (e.g. `--trace-deopt`: node refuses most V8 flags in NODE_OPTIONS) node itself
+  // is started with them; the launcher's one setting is passed along by hand below.
+  const flags = [
+    ...(process.env.BENCH_CPU_PROF === '1' ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
+    ...(process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== ''),
+  ];
+  const argv = flags.length > 0 && name === 'portlicense' ? [process.execPath, ...flags, CLI] : [LAUNCHER];
   const env = {
     MALLOC_TRIM_THRESHOLD_: '67108864',
     ...process.env,

@@ -27,31 +27,42 @@ async function listen(onSocket: (s: Socket) => void): Promise<number> {
   return (server.address() as { port: number }).port;
 }
 
-/** client -> [proxy: down | Splice | up] -> upstream; resolves the four sockets. */
-async function splicePair(): Promise<{
+/**
+ * client -> [proxy: down | Splice | up] -> upstream; resolves the four sockets. The splice starts
+ * once the upstream connects, or, with `holdStart`, when the caller calls `start`.
+ */
+async function splicePair(holdStart = false): Promise<{
   client: Socket;
   upstream: Socket;
   down: Socket;
+  up: Socket;
   closed: Promise<string>;
+  start: () => void;
 }> {
   let upstream!: Socket;
   const upPort = await listen((s) => (upstream = s));
   let down!: Socket;
+  let up!: Socket;
+  let splice!: Splice;
+  let connected = false;
   let closed!: Promise<string>;
   const proxyPort = await listen((s) => {
     down = s;
     closed = new Promise((resolve) => {
-      const splice = new Splice(s, { idleTimeout: 10_000, onClosed: resolve });
-      const up = connect({ host: '127.0.0.1', port: upPort, allowHalfOpen: true });
+      splice = new Splice(s, { idleTimeout: 10_000, onClosed: resolve });
+      up = connect({ host: '127.0.0.1', port: upPort, allowHalfOpen: true });
       sockets.push(up);
       splice.attach(up);
-      up.on('connect', () => splice.start());
+      up.on('connect', () => {
+        connected = true;
+        if (!holdStart) splice.start();
+      });
     });
   });
   const client = connect({ host: '127.0.0.1', port: proxyPort, allowHalfOpen: true });
   sockets.push(client);
-  await waitFor(() => upstream !== undefined && down !== undefined);
-  return { client, upstream, down, closed };
+  await waitFor(() => upstream !== undefined && down !== undefined && connected);
+  return { client, upstream, down, up, closed, start: () => splice.start() };
 }
 
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -102,5 +113,33 @@ describe('Splice', () => {
     expect(digest(Buffer.concat(atClient))).toBe(digest(downBytes));
     client.destroy();
     expect(await closed).toBe('client_close');
+  });
+
+  it('writes what it read in one loop turn to the other side in one write, in order', async () => {
+    const { client, upstream, down, up, start } = await splicePair(true);
+    // Before the splice starts, the proxy's socket reads and buffers whatever arrives: three writes
+    // the proxy has read one by one are three chunks waiting there, handed over in one turn at start.
+    const parts = [Buffer.alloc(3000, 1), Buffer.alloc(3000, 2), Buffer.alloc(3000, 3)];
+    for (let i = 0; i < parts.length; i++) {
+      client.write(parts[i]!);
+      await waitFor(() => down.readableLength === 3000 * (i + 1), {
+        what: `chunk ${i + 1} read by the proxy`,
+      });
+    }
+    const writes: number[] = [];
+    const upWrite = up as unknown as {
+      _write(c: Buffer, e: BufferEncoding, cb: () => void): void;
+      _writev(cs: { chunk: Buffer }[], cb: () => void): void;
+    };
+    const write = upWrite._write.bind(up);
+    const writev = upWrite._writev.bind(up);
+    upWrite._write = (c, e, cb) => (writes.push(1), write(c, e, cb));
+    upWrite._writev = (cs, cb) => (writes.push(cs.length), writev(cs, cb));
+    const received: Buffer[] = [];
+    upstream.on('data', (d: Buffer) => received.push(d));
+    start();
+    await waitFor(() => Buffer.concat(received).length === 9000, { what: 'all three chunks upstream' });
+    expect(writes).toEqual([3]);
+    expect(Buffer.concat(received).equals(Buffer.concat(parts))).toBe(true);
   });
 });
