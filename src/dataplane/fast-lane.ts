@@ -16,8 +16,9 @@
  * answered here.
  *
  * Per connection one object with listeners bound once; per request one parse, one decision (the
- * verdict object is reused), one head string each way, and no timers: head and upstream deadlines
- * are checked by the port's sweep (`sweep`), like Node's connectionsCheckingInterval.
+ * verdict object is reused), one head string each way, and no timers: the head, upstream and idle
+ * deadlines are checked by the port's sweep (`check`), like Node's connectionsCheckingInterval. (A
+ * socket timeout would cost a timer per connection and a timer update per read and per write.)
  */
 import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
@@ -80,6 +81,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
   headStart = 0;
   /** performance.now() when the request went upstream and its response head is awaited; 0 otherwise. */
   waitStart = 0;
+  /** performance.now() at the last read from the caller or write to it. */
+  private lastIo: number;
 
   // The exchange in flight (one at a time per connection).
   private up: UpstreamConn | null = null;
@@ -111,8 +114,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
     socket.on('end', this.onEnd);
-    socket.on('timeout', this.onTimeout);
-    socket.setTimeout(ctx.port.idleTimeout);
+    this.lastIo = performance.now();
     port.live.add(this);
   }
 
@@ -122,6 +124,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    this.lastIo = performance.now();
     switch (this.st) {
       case St.Head:
         this.headBytes(chunk);
@@ -145,7 +148,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
   }
 
   private headBytes(chunk: Buffer): void {
-    if (this.headStart === 0) this.headStart = performance.now();
+    // The read that brought them, or the end of the response before (pipelined bytes).
+    if (this.headStart === 0) this.headStart = this.lastIo;
     this.headChunks.push(chunk);
     const r = this.parser.execute(chunk);
     if (r.kind === 'more') return;
@@ -175,8 +179,6 @@ export class FastConnection implements UpstreamOwner, Verdict {
     s.off('drain', this.onDrain);
     s.off('close', this.onClose);
     s.off('end', this.onEnd);
-    s.off('timeout', this.onTimeout);
-    s.setTimeout(0);
     this.port.live.delete(this);
   }
 
@@ -293,6 +295,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
   upstreamData(chunk: Buffer): void {
     // Head and body in one TLS write where they arrive together.
     const s = this.socket;
+    this.lastIo = performance.now();
     s.cork();
     this.upstreamBytes(chunk);
     s.uncork();
@@ -480,19 +483,10 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.detach();
   };
 
-  /** No bytes either way for the port's idle timeout. */
-  private readonly onTimeout = (): void => {
-    // Waiting for a response head has its own deadline (upstreamTimeout, see sweep).
-    if (this.st === St.Busy && this.resp === Resp.Head) return;
-    if (this.st === St.Busy) this.abort();
-    else {
-      this.st = St.Done;
-      this.detach();
-      this.socket.destroy();
-    }
-  };
-
-  /** Called by the port's sweep with performance.now(): enforce the head and upstream deadlines. */
+  /**
+   * Called by the port's sweep with performance.now(): enforce the head and upstream deadlines, and
+   * the idle timeout (no bytes either way; waiting for a response head has upstreamTimeout instead).
+   */
   check(now: number): void {
     const { port } = this.port.ctx;
     if (this.headStart !== 0 && now - this.headStart > port.headersTimeout) {
@@ -500,8 +494,18 @@ export class FastConnection implements UpstreamOwner, Verdict {
       this.close(this.port.ctx.responses.requestTimeout, true);
       return;
     }
-    if (this.waitStart !== 0 && now - this.waitStart > port.upstreamTimeout)
-      this.gatewayError('upstream_timeout', 'headers_timeout');
+    if (this.waitStart !== 0) {
+      if (now - this.waitStart > port.upstreamTimeout)
+        this.gatewayError('upstream_timeout', 'headers_timeout');
+      return;
+    }
+    if (now - this.lastIo <= port.idleTimeout) return;
+    if (this.st === St.Busy) this.abort();
+    else {
+      this.st = St.Done;
+      this.detach();
+      this.socket.destroy();
+    }
   }
 
   /** Drain: close now if idle; otherwise the current response carries `connection: close`. */

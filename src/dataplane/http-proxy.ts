@@ -33,9 +33,13 @@ import type { PortDeps, PortListener } from './types.js';
 /** Whether plain requests take the fast lane (fast-lane.ts); read once. */
 const FAST_LANE = process.env.PORTLICENSE_FAST_LANE !== '0';
 
-/** How often Node checks head/request deadlines; its 30 s default would make a 10 s headersTimeout 40 s. */
-function checkingInterval(headersTimeout: number): number {
-  return Math.min(1_000, Math.max(25, Math.floor(headersTimeout / 4)));
+/**
+ * How often deadlines are checked (Node's for head/request deadlines, the fast lane's sweep for its
+ * head, upstream and idle deadlines): a quarter of the shortest, at most 1 s (Node's 30 s default
+ * would make a 10 s headersTimeout 40 s), at least 25 ms.
+ */
+function checkingInterval(shortest: number): number {
+  return Math.min(1_000, Math.max(25, Math.floor(shortest / 4)));
 }
 
 /**
@@ -71,11 +75,14 @@ export function createHttpPort(deps: PortDeps): PortListener {
       server.emit('connection', socket);
     },
   };
-  const sweep = setInterval(() => {
-    if (fast.live.size === 0) return;
-    const now = performance.now();
-    for (const c of fast.live) c.check(now);
-  }, checkingInterval(port.headersTimeout));
+  const sweep = setInterval(
+    () => {
+      if (fast.live.size === 0) return;
+      const now = performance.now();
+      for (const c of fast.live) c.check(now);
+    },
+    checkingInterval(Math.min(port.headersTimeout, port.upstreamTimeout, port.idleTimeout)),
+  );
   sweep.unref();
 
   const server = http.createServer(

@@ -90,6 +90,44 @@ describe('fast lane: one connection, many requests', () => {
     rx.socket.destroy();
   });
 
+  it('closes a connection after idleTimeout without a byte either way, and not while bytes flow', async () => {
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      port: { idleTimeout: 300 },
+      upstreamHandler: (req: IncomingMessage, res: ServerResponse) => {
+        if (req.url !== '/drip') return void res.end('ok');
+        // A response that takes 4 idle timeouts, a chunk every half of one: never idle.
+        let n = 0;
+        const t = setInterval(() => {
+          res.write(`${n}\n`);
+          if (++n === 8) {
+            clearInterval(t);
+            res.end();
+          }
+        }, 150);
+      },
+    });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    const started = Date.now();
+    // Requests half an idle timeout apart keep it open well past one idle timeout...
+    for (let i = 1; i <= 3; i++) {
+      rx.socket.write(GET(`/r${i}`));
+      await rx.until((t) => responses(t).length === i);
+      if (i < 3) await new Promise((r) => setTimeout(r, 150));
+    }
+    rx.socket.write(GET('/drip'));
+    await rx.until((t) => responses(t).length === 4, 5_000);
+    expect(Date.now() - started).toBeGreaterThan(1_200);
+    expect(rx.ended).toBe(false);
+    expect(responses(rx.text)[3]!.body).toBe('0\n1\n2\n3\n4\n5\n6\n7\n');
+    // ...then nothing either way: closed after 300 ms (the sweep checks every 75 ms).
+    const quiet = Date.now();
+    await rx.closed(3_000);
+    expect(Date.now() - quiet).toBeGreaterThanOrEqual(290);
+    expect(Date.now() - quiet).toBeLessThan(1_500);
+    expect(h.upstream.requests.map((r) => r.url)).toEqual(['/r1', '/r2', '/r3', '/drip']);
+  });
+
   it('takes a head that arrives one byte at a time', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
