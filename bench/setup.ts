@@ -16,6 +16,8 @@ import type { LicenseWire } from '../src/policy/types.js';
 export const CLI = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 /** The package's launcher (bin/portlicense): what `npx portlicense` runs. */
 export const LAUNCHER = fileURLToPath(new URL('../bin/portlicense', import.meta.url));
+/** The OpenSSL settings the launcher gives node (bin/openssl.cnf). */
+export const OPENSSL_CNF = fileURLToPath(new URL('../bin/openssl.cnf', import.meta.url));
 export const TRUST_DOMAIN = 'example.org';
 export const ALLOWED = 'spiffe://example.org/ns/bench/sa/client';
 export const DENIED = 'spiffe://example.org/ns/bench/sa/stranger';

@@ -15,6 +15,7 @@ import {
   ALLOWED_CN,
   CLI,
   LAUNCHER,
+  OPENSSL_CNF,
   benchLicenses,
   freePort,
   writeBundle,
@@ -101,12 +102,16 @@ export async function startPortlicense(
   // Started the way an operator runs it, through the package's launcher (bin/portlicense). With
   // BENCH_CPU_PROF=1 (V8 CPU profiles, written when it exits; see docs/performance.md) or
   // BENCH_NODE_FLAGS (e.g. `--trace-deopt`: node refuses most V8 flags in NODE_OPTIONS) node itself
-  // is started with them; the launcher's one setting is passed along by hand below.
+  // is started with them, and what the launcher sets is passed along by hand (its OpenSSL config
+  // here, its allocator setting in `env` below).
   const flags = [
     ...(process.env.BENCH_CPU_PROF === '1' ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
     ...(process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== ''),
   ];
-  const argv = flags.length > 0 && name === 'portlicense' ? [process.execPath, ...flags, CLI] : [LAUNCHER];
+  const argv =
+    flags.length > 0 && name === 'portlicense'
+      ? [process.execPath, `--openssl-config=${OPENSSL_CNF}`, ...flags, CLI]
+      : [LAUNCHER];
   const env = {
     MALLOC_TRIM_THRESHOLD_: '67108864',
     ...process.env,

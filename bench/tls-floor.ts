@@ -11,7 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import { cpuSeconds, processTree } from './procfs.js';
 import { start, stopAll, waitForStdout, type Proc } from './procs.js';
-import { freePort, makePki } from './setup.js';
+import { freePort, makePki, OPENSSL_CNF } from './setup.js';
 import { fmt, summarize } from './stats.js';
 import { LOAD_CPU, PROXY_CPU, startPortlicense, startUpstream } from './targets.js';
 import { ensureTools } from './tools.js';
@@ -44,8 +44,11 @@ try {
   const up = await startUpstream(loadgen);
   const sidecar = await startPortlicense(pki, up);
   const floorPort = await freePort();
+  // With the sidecar's OpenSSL settings (one session ticket per handshake), so that the difference
+  // is the sidecar's own work.
   const floor = start('node-tls-floor', PROXY_CPU, [
     process.execPath,
+    `--openssl-config=${OPENSSL_CNF}`,
     '-e',
     FLOOR,
     String(floorPort),

@@ -1,6 +1,6 @@
 /**
- * bin/portlicense, the package's `bin`: a POSIX sh launcher that sets glibc's trim threshold and
- * execs node on dist/cli/main.js. Run for real through `sh`, with a stand-in `node` first on PATH
+ * bin/portlicense, the package's `bin`: a POSIX sh launcher that sets glibc's trim threshold, points
+ * node at bin/openssl.cnf (unless OPENSSL_CONF is set) and execs node on dist/cli/main.js. Run for real through `sh`, with a stand-in `node` first on PATH
  * that prints what it was given, and through a symlink the way npm links it into node_modules/.bin.
  */
 import { execFile } from 'node:child_process';
@@ -13,6 +13,8 @@ import { removeDir, tempDir } from '../helpers/tmp.js';
 const LAUNCHER = fileURLToPath(new URL('../../bin/portlicense', import.meta.url));
 /** What the launcher hands node: dist/ next to the launcher's real folder, not the symlink's. */
 const MAIN = `${dirname(realpathSync(LAUNCHER))}/../dist/cli/main.js`;
+/** The OpenSSL settings it passes node (one TLS 1.3 ticket per full handshake). */
+const OPENSSL_FLAG = `--openssl-config=${dirname(realpathSync(LAUNCHER))}/openssl.cnf`;
 
 interface Run {
   code: number;
@@ -50,6 +52,7 @@ describe('bin/portlicense', () => {
     const r = await run(LAUNCHER, ['sidecar', '--config', 'a file with spaces.yaml'], env);
     expect(r.code).toBe(7);
     expect(r.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      `arg=${OPENSSL_FLAG}`,
       `arg=${MAIN}`,
       'arg=sidecar',
       'arg=--config',
@@ -67,7 +70,15 @@ describe('bin/portlicense', () => {
     mkdirSync(join(dir, '.bin'));
     symlinkSync(LAUNCHER, join(dir, '.bin', 'portlicense'));
     const r = await run(join(dir, '.bin', 'portlicense'), ['--version'], env);
-    expect(r.stdout).toContain(`arg=${MAIN}\narg=--version\n`);
+    expect(r.stdout).toContain(`arg=${OPENSSL_FLAG}\narg=${MAIN}\narg=--version\n`);
+  });
+
+  it('passes its OpenSSL config unless the operator set OPENSSL_CONF, whose file then applies', async () => {
+    const own = await run(LAUNCHER, ['--version'], { ...env, OPENSSL_CONF: '/etc/ssl/mine.cnf' });
+    expect(own.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      `arg=${MAIN}`,
+      'arg=--version',
+    ]);
   });
 
   it('runs the real CLI with the node on PATH', async () => {

@@ -6,6 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTcpEcho, tlsConnect, roundTrip, closed, type TestServer } from '../helpers/net.js';
 import { credsOf, ordersSidecarYaml, pickPorts, sidecarStarted } from '../helpers/deployment.js';
@@ -133,6 +134,33 @@ describe('portlicense sidecar (child process)', () => {
     expect(b.status).toBe(403);
     expect(JSON.parse(b.body).reason).toBe('path_not_allowed');
     expect(httpUp.requests.length).toBe(before);
+  });
+
+  it('sends one TLS 1.3 session ticket per full handshake (bin/openssl.cnf), and it resumes', async () => {
+    const base = { ...creds('frontend'), host: '127.0.0.1', port: httpPort, servername: 'localhost' };
+    /** One request on a new connection offering `session`: tickets received before the answer. */
+    const once = (session?: Buffer) =>
+      new Promise<{ tickets: Buffer[]; reused: boolean }>((resolve, reject) => {
+        const tickets: Buffer[] = [];
+        const s = connectTls({ ...base, ...(session ? { session } : {}) });
+        s.on('session', (t: Buffer) => tickets.push(t));
+        s.once('error', reject);
+        s.once('secureConnect', () => s.write('GET /api/orders HTTP/1.1\r\nHost: orders\r\n\r\n'));
+        let text = '';
+        s.on('data', (d: Buffer) => {
+          text += d.toString('latin1');
+          // The tickets precede the answer on the wire: all are in once the answer is.
+          if (!/\r\n\r\n[\s\S]*\n$/.test(text)) return;
+          resolve({ tickets, reused: s.isSessionReused() });
+          s.destroy();
+        });
+      });
+    const first = await once();
+    expect(first.reused).toBe(false);
+    expect(first.tickets).toHaveLength(1); // OpenSSL's default is 2
+    // The ticket resumes, and again: a stateless ticket stays good until it expires, so a resumed
+    // connection is sent no new one.
+    for (let i = 0; i < 2; i++) expect(await once(first.tickets[0])).toEqual({ tickets: [], reused: true });
   });
 
   it('serves /metrics, /readyz and /status on the admin port', async () => {

@@ -1,11 +1,15 @@
 /**
- * The real CLI as a child process (dist/cli/main.js, built by `npm test`'s typecheck step), with
- * its stdout/stderr captured and helpers to wait for a log line or for exit.
+ * The real CLI as a child process, started the way an operator starts it: through the package's
+ * launcher (bin/portlicense: the allocator and OpenSSL settings, then `exec node` on
+ * dist/cli/main.js, built by `npm test`'s typecheck step), with the node running the tests first on
+ * PATH. Its stdout/stderr are captured, with helpers to wait for a log line or for exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+export const LAUNCHER = fileURLToPath(new URL('../../bin/portlicense', import.meta.url));
 
 export interface CliProcess {
   readonly child: ChildProcess;
@@ -24,9 +28,11 @@ export interface CliProcess {
 }
 
 export function startCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const env = { ...process.env, ...opts.env };
+  env.PATH = `${dirname(process.execPath)}:${env.PATH ?? ''}`;
+  const child = spawn(LAUNCHER, args, {
     cwd: opts.cwd,
-    env: { ...process.env, ...opts.env },
+    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
