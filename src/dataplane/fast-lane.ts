@@ -28,7 +28,7 @@ import type { UpstreamConn, UpstreamOwner, UpstreamPool } from './fast-upstream.
 import type { HttpConnection, Verdict } from './http-authorize.js';
 import type { HttpPortContext } from './http-context.js';
 import { callerResponseHeaders, targetAuthority, upstreamRequestHead, vouch } from './http-headers.js';
-import { DISCARDABLE_BODY_BYTES, endLingering, type CannedResponse } from './http-responses.js';
+import { DISCARDABLE_BODY_BYTES, endLingering, httpDate, type CannedResponse } from './http-responses.js';
 import {
   BodyFramer,
   RequestHeadParser,
@@ -249,7 +249,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
       this.close(answer, unread > 0);
       return;
     }
-    this.socket.write(answer.keepAlive);
+    this.socket.write(answer.keepAlive());
     if (unread > 0) {
       this.st = St.Discard;
       this.reqLeft = unread;
@@ -284,8 +284,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
       s.end();
       return;
     }
-    if (linger) endLingering(s, answer.raw);
-    else s.end(answer.raw);
+    if (linger) endLingering(s, answer.raw());
+    else s.end(answer.raw());
   }
 
   // ---- the upstream side (UpstreamOwner) ----
@@ -346,7 +346,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     if (!head.keepAlive) this.upReusable = false;
     const close = !this.keepAlive || closeDelimited || ctx.draining || this.reqLeft > 0;
     if (close) this.keepAlive = false;
-    const headers = callerResponseHeaders(head.headers, close);
+    const headers = callerResponseHeaders(head.headers, close, httpDate());
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
     if (head.framing === 'chunked') text += 'transfer-encoding: chunked\r\n';
@@ -447,7 +447,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
       this.close(answer, this.reqLeft > 0);
       return;
     }
-    this.socket.write(answer.keepAlive);
+    this.socket.write(answer.keepAlive());
     this.next(null);
   }
 

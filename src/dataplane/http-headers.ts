@@ -194,21 +194,32 @@ export function vouch(headers: string[], identity: string | null, licenseId: str
 /**
  * The response headers to give the caller: the upstream's raw headers (latin1, as on the wire)
  * without hop-by-hop ones; `connection: close` appended when the proxy is closing the connection.
+ * With `date` (an HTTP date), a response that has no Date gets one (RFC 9110 §6.6.1: a recipient
+ * with a clock forwarding a response without Date adds it); without it, the writer adds its own
+ * (Node's ServerResponse does).
  */
-export function callerResponseHeaders(raw: readonly (Buffer | string)[], close: boolean): string[] {
+export function callerResponseHeaders(
+  raw: readonly (Buffer | string)[],
+  close: boolean,
+  date: string | null = null,
+): string[] {
   const out: string[] = [];
   let named: string[] | null = null;
+  let dated = false;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = latin1(raw[i]!);
     const lower = name.toLowerCase();
     const kind = RESPONSE_KINDS.get(lower) ?? (lower.startsWith('proxy-') ? Kind.Drop : undefined);
     if (kind === undefined) {
       out.push(name, latin1(raw[i + 1]!));
+      if (lower === 'date') dated = true;
     } else if (kind === Kind.Connection) {
       named = connectionTokens(latin1(raw[i + 1]!), named);
     }
   }
   if (named !== null) removeNamed(out, named);
+  // (A Date that Connection named is hop-by-hop, and gone.)
+  if (date !== null && (!dated || named?.includes('date') === true)) out.push('date', date);
   if (close) out.push('connection', 'close');
   return out;
 }

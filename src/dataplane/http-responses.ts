@@ -21,16 +21,71 @@ export type BadRequestReason =
 /** Why the proxy answers for an upstream that did not. */
 export type GatewayReason = 'upstream_unavailable' | 'upstream_timeout';
 
-/** A prepared answer: status, header list (without Connection) and body. */
+/** A prepared answer: status, header list (without Connection and Date) and body. */
 export interface CannedResponse {
   readonly status: number;
   readonly headers: readonly string[];
   readonly body: Buffer;
-  /** The same response as raw bytes with `connection: close`, for sockets outside the HTTP server. */
-  readonly raw: Buffer;
-  /** The same response as raw bytes on a connection that stays open (the fast lane's). */
-  readonly keepAlive: Buffer;
+  /** The response as raw bytes with `connection: close` and a Date, for sockets outside the HTTP server. */
+  raw(): Buffer;
+  /** The response as raw bytes with a Date, on a connection that stays open (the fast lane's). */
+  keepAlive(): Buffer;
 }
+
+let dateSecond = -1;
+let dateText = '';
+
+/**
+ * The current time as an HTTP date (IMF-fixdate, RFC 9110 §5.6.7), formatted once per second.
+ * Wall-clock time, as Node's own server puts in its Date header: the answer's time, not policy time.
+ */
+export function httpDate(now = Date.now()): string {
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * A CannedResponse whose raw bytes are built once per second: RFC 9110 §6.6.1 wants a Date on every
+ * 2xx-4xx answer of a server with a clock (Node's server adds one to the answers it sends itself).
+ */
+class Canned implements CannedResponse {
+  private date = '';
+  private closing = EMPTY;
+  private open = EMPTY;
+
+  constructor(
+    readonly status: number,
+    readonly headers: readonly string[],
+    readonly body: Buffer,
+    /** Status line and `headers`, CRLF-terminated. */
+    private readonly head: string,
+  ) {}
+
+  raw(): Buffer {
+    this.refresh();
+    return this.closing;
+  }
+
+  keepAlive(): Buffer {
+    this.refresh();
+    return this.open;
+  }
+
+  private refresh(): void {
+    const date = httpDate();
+    if (date === this.date) return;
+    this.date = date;
+    const head = `${this.head}date: ${date}\r\n`;
+    this.closing = Buffer.concat([Buffer.from(`${head}connection: close\r\n\r\n`, 'latin1'), this.body]);
+    this.open = Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), this.body]);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -46,8 +101,7 @@ function canned(status: number, body: object, extra: readonly string[] = []): Ca
   const headers = ['content-type', 'application/json', 'content-length', String(b.length), ...extra];
   let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ''}\r\n`;
   for (let i = 0; i < headers.length; i += 2) head += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
-  const raw = (last: string): Buffer => Buffer.concat([Buffer.from(head + last, 'latin1'), b]);
-  return { status, headers, body: b, raw: raw('connection: close\r\n\r\n'), keepAlive: raw('\r\n') };
+  return new Canned(status, headers, b, head);
 }
 
 /** Every answer of one port, keyed by reason. */
@@ -160,5 +214,5 @@ export function endLingering(socket: Socket, last?: Buffer): void {
 
 /** Write a prepared answer on a socket that no HTTP server response owns (upgrade, parse error) and close it. */
 export function writeRawAndClose(socket: Socket, answer: CannedResponse): void {
-  endLingering(socket, answer.raw);
+  endLingering(socket, answer.raw());
 }

@@ -30,7 +30,7 @@ import type { HttpConnection, Verdict } from './http-authorize.js';
 import type { HttpPortContext } from './http-context.js';
 import { callerResponseHeaders, vouch } from './http-headers.js';
 import { checkRequest, type CheckedRequest } from './http-request.js';
-import { endLingering, writeRawAndClose, type BadRequestReason } from './http-responses.js';
+import { endLingering, httpDate, writeRawAndClose, type BadRequestReason } from './http-responses.js';
 import { MAX_RESPONSE_HEAD } from './http-upstream.js';
 
 /** Serialise a response head for a raw caller socket (values are latin1, as parsed). */
@@ -236,7 +236,11 @@ class UpgradeFlow implements Flow {
     }
     this.status = status;
     socket.write(
-      serializeResponseHead(status, res.statusMessage ?? '', callerResponseHeaders(res.rawHeaders, true)),
+      serializeResponseHead(
+        status,
+        res.statusMessage ?? '',
+        callerResponseHeaders(res.rawHeaders, true, httpDate()),
+      ),
     );
     socket.setTimeout(ctx.port.idleTimeout);
     socket.on('timeout', this.onIdle);

@@ -232,6 +232,32 @@ describe('fast lane: upstream responses', () => {
     rx.socket.destroy();
   });
 
+  it("dates a response whose upstream did not, keeps the upstream's own Date, and dates its 403s", async () => {
+    const upstreamDate = 'Mon, 02 Jan 2006 15:04:05 GMT';
+    raw = await rawUpstream((n, s) =>
+      s.write(`HTTP/1.1 200 OK\r\n${n === 0 ? '' : `Date: ${upstreamDate}\r\n`}Content-Length: 2\r\n\r\nok`),
+    );
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1', methods: ['GET'] }], port: { upstream: raw } });
+    const before = Math.floor(Date.now() / 1000) * 1000;
+    const rx = await rawRequest(
+      h.address,
+      h.creds,
+      GET('/a') + GET('/b') + 'DELETE /c HTTP/1.1\r\nHost: orders\r\n\r\n',
+    );
+    await rx.until((t) => (t.match(/HTTP\/1\.1 /g) ?? []).length === 3 && t.endsWith('}'));
+    const heads = rx.text.split(/HTTP\/1\.1 /).slice(1);
+    const dates = heads.map((hd) => [...hd.matchAll(/\r\ndate: ([^\r]*)/gi)].map((m) => m[1]!));
+    expect(dates.map((d) => d.length)).toEqual([1, 1, 1]);
+    for (const d of [dates[0]![0]!, dates[2]![0]!]) {
+      expect(d).toMatch(/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/);
+      expect(Date.parse(d)).toBeGreaterThanOrEqual(before);
+      expect(Date.parse(d)).toBeLessThanOrEqual(Date.now());
+    }
+    expect(dates[1]).toEqual([upstreamDate]);
+    expect(heads[2]).toMatch(/^403 /);
+    rx.socket.destroy();
+  });
+
   it('forwards a body delimited by the upstream closing, then closes the caller', async () => {
     raw = await rawUpstream((_n, s) => {
       s.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-');

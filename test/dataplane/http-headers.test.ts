@@ -10,6 +10,7 @@ import {
   type UpstreamHead,
 } from '../../src/dataplane/http-headers.js';
 import { serializeResponseHead } from '../../src/dataplane/http-upgrade.js';
+import { httpDate } from '../../src/dataplane/http-responses.js';
 
 function head(raw: string[], upgrade = false): UpstreamHead {
   const h = upstreamRequestHead(raw, '10.1.2.3', upgrade);
@@ -249,6 +250,34 @@ describe('callerResponseHeaders', () => {
 
   it('adds connection: close while draining', () => {
     expect(callerResponseHeaders(raw(['A', '1']), true)).toEqual(['A', '1', 'connection', 'close']);
+  });
+
+  it('adds the Date it is given to a response without one, and only then', () => {
+    const now = 'Sun, 29 Nov 2026 05:25:18 GMT';
+    const upstreams = 'Mon, 02 Jan 2006 15:04:05 GMT';
+    expect(callerResponseHeaders(raw(['A', '1']), false, now)).toEqual(['A', '1', 'date', now]);
+    expect(callerResponseHeaders(raw(['DATE', upstreams]), true, now)).toEqual([
+      'DATE',
+      upstreams,
+      'connection',
+      'close',
+    ]);
+    // A Date the Connection header names is hop-by-hop: dropped, and replaced.
+    expect(callerResponseHeaders(raw(['Connection', 'Date', 'Date', upstreams]), false, now)).toEqual([
+      'date',
+      now,
+    ]);
+    expect(callerResponseHeaders(raw(['A', '1']), false)).toEqual(['A', '1']);
+  });
+});
+
+describe('httpDate', () => {
+  it('formats an IMF-fixdate, the same within a second and the next one after it', () => {
+    const t = Date.UTC(2026, 10, 29, 5, 25, 18, 0);
+    expect(httpDate(t)).toBe('Sun, 29 Nov 2026 05:25:18 GMT');
+    expect(httpDate(t + 999)).toBe('Sun, 29 Nov 2026 05:25:18 GMT');
+    expect(httpDate(t + 1000)).toBe('Sun, 29 Nov 2026 05:25:19 GMT');
+    expect(httpDate(Date.UTC(2027, 0, 1, 0, 0, 0))).toBe('Fri, 01 Jan 2027 00:00:00 GMT');
   });
 });
 
