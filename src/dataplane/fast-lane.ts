@@ -79,7 +79,11 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private pending: Buffer | null = null;
   /** performance.now() when the current head's first byte arrived; 0 between requests. */
   headStart = 0;
-  /** performance.now() when the request went upstream and its response head is awaited; 0 otherwise. */
+  /**
+   * While the response head is awaited: performance.now() when the request, or its last body
+   * bytes, went upstream (upstreamTimeout counts from there, as undici's headersTimeout does on the
+   * full path); 0 otherwise.
+   */
   waitStart = 0;
   /** performance.now() at the last read from the caller or write to it. */
   private lastIo: number;
@@ -234,6 +238,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.reqLeft -= n;
     this.bytesIn += n;
     const up = this.up;
+    if (this.waitStart !== 0) this.waitStart = this.lastIo; // a slow upload is not a silent upstream
     if (up !== null && !up.write(body)) this.socket.pause();
     if (n < chunk.length) this.hold(chunk.subarray(n));
   }

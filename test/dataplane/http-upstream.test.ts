@@ -3,6 +3,7 @@
  * listener lifecycle (listen errors, drain).
  */
 import net from 'node:net';
+import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpPort } from '../../src/dataplane/http-proxy.js';
@@ -77,6 +78,27 @@ describe('http port: upstream failures', () => {
     });
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
     expect(Date.now() - started).toBeLessThan(3_000);
+  });
+
+  it('counts upstreamTimeout from the last request byte sent: an upload slower than it is answered', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstreamTimeout: 300 } });
+    const started = Date.now();
+    // One byte every 100 ms: the upload takes twice upstreamTimeout, the upstream is never silent for it.
+    async function* slowly(): AsyncGenerator<Buffer> {
+      for (const b of 'abcdef') {
+        await new Promise((r) => setTimeout(r, 100));
+        yield Buffer.from(b);
+      }
+    }
+    const res = await h.client().request({
+      path: '/api',
+      method: 'POST',
+      headers: { 'content-length': '6' },
+      body: Readable.from(slowly()),
+    });
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.json()).toMatchObject({ method: 'POST', bodyLength: 6 });
+    expect(Date.now() - started).toBeGreaterThan(600);
   });
 
   it('cuts the caller connection when the upstream dies mid-body (no truncated 200 that looks whole)', async () => {
