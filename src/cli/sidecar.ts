@@ -8,7 +8,7 @@
  * telemetry -> bind listeners (ports and outbound) -> admin server -> ready. Shutdown runs it backwards.
  */
 import { systemClock, type Clock } from '../clock.js';
-import { loadSidecarConfig } from '../config/sidecar.js';
+import { loadSidecarConfig, sidecarWarnings } from '../config/sidecar.js';
 import type { HostPort, SidecarConfig } from '../config/types.js';
 import { startBundleSource, type BundleSource } from '../control/source.js';
 import { createHttpPort } from '../dataplane/http-proxy.js';
@@ -250,6 +250,7 @@ function basics(
     ...(opts.logSink ? { sink: opts.logSink } : {}),
     fields: { node: config.node },
   });
+  for (const w of sidecarWarnings(config)) log.warn(w.message, { key: w.path, file: config.file });
   return { clock, log, tls: TlsMaterialStore.load(config.tls, log.child({ component: 'tls' })) };
 }
 
@@ -257,9 +258,8 @@ function basics(
 function bundleSource(
   deps: Omit<Parameters<typeof startBundleSource>[0], 'log'> & { log: Logger },
 ): Promise<BundleSource> | BundleSource {
-  return deps.config.ports.length === 0
-    ? clientOnlySource(deps.log)
-    : startBundleSource({ ...deps, log: deps.log.child({ component: 'sync' }) });
+  if (deps.config.ports.length === 0) return clientOnlySource(deps.log);
+  return startBundleSource({ ...deps, log: deps.log.child({ component: 'sync' }) });
 }
 
 /**

@@ -213,6 +213,25 @@ export function sidecarConfigFrom(doc: YamlDocument): SidecarConfig {
   return deepFreeze(config);
 }
 
+/** A setting that is valid but that an operator should know about (logged at start, printed by `config validate`). */
+export interface ConfigWarning {
+  /** Key path, e.g. `authority.serverId`. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** What is valid in `c` but weaker than it could be. */
+export function sidecarWarnings(c: SidecarConfig): ConfigWarning[] {
+  const out: ConfigWarning[] = [];
+  if (c.authority.url !== undefined && c.authority.serverId === undefined && c.ports.length > 0)
+    out.push({
+      path: 'authority.serverId',
+      message:
+        "authority.serverId is not set: any certificate of the trusted CA valid for the authority URL's host is taken for the authority, and such a server could hold this sidecar on its current bundle (an unchanged answer, 304, carries no signature); set it to the authority's SPIFFE ID",
+    });
+  return out;
+}
+
 /**
  * Checks across keys. They read the raw document (peeking values through the schema without
  * re-reporting) so they still run when an unrelated key is wrong: one pass shows every problem.

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import { detectKind, validateConfigFile } from '../../src/config/validate.js';
-import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { loadSidecarConfig, sidecarWarnings } from '../../src/config/sidecar.js';
 import { loadAuthorityConfig } from '../../src/config/authority.js';
 import { loadDeclarativeFile } from '../../src/config/declarative.js';
 import { removeDir, tempDir, writePlaceholders } from '../helpers/tmp.js';
@@ -115,6 +115,27 @@ describe('validateConfigFile', () => {
     expect(summary).toContain('port orders/http: http 0.0.0.0:8443 -> 127.0.0.1:8080 (enforce)');
     expect(summary).toContain('outbound payments: 127.0.0.1:7001 -> payments.internal:8443');
     expect(summary).toContain('admin: http://127.0.0.1:9901');
+    expect(summary).not.toContain('warning');
+  });
+
+  it('warns when the authority is reached by URL without authority.serverId, and only then', () => {
+    const file = join(root, 'config/sidecar.yaml');
+    const text = readFileSync(file, 'utf8');
+    expect(text).toMatch(/^ {2}serverId: .*\n/m);
+    writeFileSync(file, text.replace(/^ {2}serverId: .*\n/m, ''));
+    const { summary } = validateConfigFile(file);
+    expect(summary).toMatch(
+      /\n {2}warning: authority\.serverId is not set: .*set it to the authority's SPIFFE ID$/,
+    );
+    expect(sidecarWarnings(loadSidecarConfig(file)).map((w) => w.path)).toEqual(['authority.serverId']);
+    // A sidecar on a signed bundle file has no authority to pin.
+    writeFileSync(
+      file,
+      text
+        .replace(/^ {2}url: .*\n/m, '  bundleFile: ../certs/ca.pem\n')
+        .replace(/^ {2}(serverId|cacheFile|wait|reportInterval|maxStaleness): .*\n/gm, ''),
+    );
+    expect(validateConfigFile(file).summary).not.toContain('warning');
   });
 
   it('summarises authority and declarative files', () => {
