@@ -17,7 +17,6 @@ import { createTcpPort } from '../dataplane/tcp-proxy.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import { lineAtomicSink } from '../cluster/log-sink.js';
 import { startCluster, type ClusterOptions, type RunningCluster } from '../cluster/primary.js';
-import { ClusterUsageTracker } from '../cluster/usage.js';
 import type { PortListener } from '../dataplane/types.js';
 import { createLogger, type Logger, type LogSink } from '../log.js';
 import { PolicyStore } from '../policy/store.js';
@@ -202,7 +201,7 @@ export async function startClusterSidecar(
 ): Promise<RunningClusterSidecar> {
   const { clock, log, tls } = basics(config, opts);
   const policy = new PolicyStore();
-  const usage = new ClusterUsageTracker({ policy });
+  const usage = new UsageTracker({ policy });
   const metrics = createSidecarMetrics({ policy, usage, clock });
   const closers: Array<() => unknown> = [() => tls.close()];
   let cluster: RunningCluster;

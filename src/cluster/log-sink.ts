@@ -4,7 +4,7 @@
  * batched chunk of log.ts is written in pieces of whole lines that each fit in PIPE_BUF; a single
  * line longer than that is written alone (and is the only one that could interleave).
  */
-import { BatchedSink } from '../log.js';
+import { BatchedSink, type LogSink } from '../log.js';
 
 /** Linux's PIPE_BUF, the POSIX minimum being 512. */
 export const PIPE_BUF = 4096;
@@ -41,4 +41,20 @@ export function lineAtomicSink(out: { write(chunk: string): unknown } = process.
       for (const piece of splitLines(chunk)) out.write(piece);
     },
   });
+}
+
+/**
+ * A sink that adds `fields` at the end of every JSON-object line written through it. The fields
+ * are serialised once, so a line costs one string concatenation, not a parse and a re-encode.
+ */
+export function withFields(sink: LogSink, fields: Record<string, unknown>): LogSink {
+  const members = JSON.stringify(fields).slice(1); // `"worker":3}`
+  if (members === '}') return sink;
+  return {
+    write: (line) => {
+      if (!line.endsWith('}')) sink.write(line);
+      else if (line.length > 2) sink.write(`${line.slice(0, -1)},${members}`);
+      else sink.write(`{${members}`);
+    },
+  };
 }

@@ -107,6 +107,24 @@ function isBound(v: unknown): v is BoundListener[] {
   );
 }
 
+/**
+ * The shape of a telemetry batch: every list a list, the folded counts a record. Items are checked
+ * where they land (SidecarMetrics.addCount, UsageTracker.absorb), which skip what they cannot place.
+ */
+function isBatch(v: unknown): v is TelemetryBatch {
+  return isRecord(v) && BATCH_LISTS.every((k) => Array.isArray(v[k])) && isRecord(v.merged);
+}
+
+const BATCH_LISTS = [
+  'counters',
+  'gauges',
+  'histograms',
+  'usage',
+  'denials',
+  'recentDenials',
+  'outbound',
+] as const satisfies ReadonlyArray<keyof TelemetryBatch>;
+
 /** A message for a worker, or null when `msg` is not one (or is malformed). */
 export function asToWorker(msg: unknown): ToWorker | null {
   if (!tagged(msg, TO_WORKER)) return null;
@@ -139,7 +157,7 @@ export function asToPrimary(msg: unknown): ToPrimary | null {
     case 'policy-rejected':
       return typeof m.version === 'number' && typeof m.error === 'string' ? (msg as ToPrimary) : null;
     case 'telemetry':
-      return isRecord(m.batch) ? (msg as ToPrimary) : null;
+      return isBatch(m.batch) ? (msg as ToPrimary) : null;
     case 'fatal':
       return typeof m.code === 'string' && typeof m.error === 'string' ? (msg as ToPrimary) : null;
     default:

@@ -23,10 +23,10 @@ import type { SidecarMetrics } from '../telemetry/metrics.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { createPortTelemetry } from '../telemetry/port-telemetry.js';
 import { buildStatus, type StatusOutboundInput } from '../telemetry/status.js';
+import type { UsageTracker } from '../telemetry/usage.js';
 import { policyPayload } from './messages.js';
 import { WorkerPool, type SlotView } from './pool.js';
 import { TelemetryMerger } from './telemetry-merge.js';
-import type { ClusterUsageTracker } from './usage.js';
 
 /**
  * How workers share a listening socket. Round-robin: this process accepts and hands each
@@ -43,7 +43,8 @@ export interface ControlPlane {
   log: Logger;
   tls: TlsMaterialStore;
   policy: PolicyStore;
-  usage: ClusterUsageTracker;
+  /** Records nothing itself (this process has no listeners): it absorbs the workers' deltas. */
+  usage: UsageTracker;
   metrics: SidecarMetrics;
   source: BundleSource;
 }
@@ -77,11 +78,7 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
   const accessLog = createAccessLogger({ write: () => {} }, clock);
   for (const port of config.ports) createPortTelemetry(metrics, port, { usage, accessLog });
   for (const o of config.outbound) metrics.outbound(o.name);
-  const merger = new TelemetryMerger({
-    families: metrics.families,
-    usage,
-    outbound: (name) => metrics.outbound(name),
-  });
+  const merger = new TelemetryMerger({ metrics, usage });
 
   const boundPorts = new Map<string, HostPort>();
   const boundOutbound = new Map<string, HostPort>();

@@ -7,12 +7,16 @@
  */
 import type { OutboundStats } from '../dataplane/outbound.js';
 import type { Cell, HistogramCell } from '../telemetry/cells.js';
-import type { PortFamilies } from '../telemetry/metrics.js';
-import type { DenialDelta, RecentDenial, UsageDelta } from '../telemetry/usage.js';
-import type { CountingUsageTracker } from './usage.js';
+import type { CounterFamilyName, PortFamilies } from '../telemetry/metrics.js';
+import type { UsageTracker, UsageTrackerDelta } from '../telemetry/usage.js';
 
 /** Port metric families whose cells only grow. */
-export const COUNTER_FAMILIES = ['decisions', 'terminated', 'bytes', 'handshakeErrors'] as const;
+export const COUNTER_FAMILIES = [
+  'decisions',
+  'terminated',
+  'bytes',
+  'handshakeErrors',
+] as const satisfies readonly CounterFamilyName[];
 export type CounterFamily = (typeof COUNTER_FAMILIES)[number];
 
 type Labels = Record<string, string>;
@@ -46,22 +50,20 @@ export interface OutboundReport {
   stats: OutboundStats;
 }
 
-export interface TelemetryBatch {
+/**
+ * One batch: the metric deltas, and the usage tracker's delta (usage, denials, recent denials,
+ * folded lookups) exactly as `UsageTracker.takeDelta` hands it over.
+ */
+export interface TelemetryBatch extends UsageTrackerDelta {
   counters: CounterDelta[];
   gauges: GaugeValue[];
   histograms: HistogramDelta[];
-  usage: UsageDelta[];
-  denials: DenialDelta[];
-  /** Denials recorded since the previous batch, newest first (at most the tracker's ring). */
-  recentDenials: RecentDenial[];
-  /** Usage and denial lookups folded into `*` keys since the previous batch. */
-  merged: { usage: number; denials: number };
   outbound: OutboundReport[];
 }
 
 export interface ExporterSources {
   families: PortFamilies;
-  usage: CountingUsageTracker;
+  usage: UsageTracker;
   /** The worker's outbound listeners, by name. */
   outbound: () => ReadonlyArray<{ name: string; stats(): OutboundStats }>;
 }
@@ -121,8 +123,7 @@ export class TelemetryExporter {
       sent.count = cell.count;
     }
 
-    const report = this.src.usage.takeReport(now);
-    const recentDenials = this.src.usage.takeRecentDenials();
+    const usage = this.src.usage.takeDelta(now);
 
     const outbound = this.src.outbound().map((o) => ({ name: o.name, stats: o.stats() }));
     const outboundJson = JSON.stringify(outbound);
@@ -133,10 +134,7 @@ export class TelemetryExporter {
       counters,
       gauges,
       histograms,
-      usage: report.usage,
-      denials: report.denials,
-      recentDenials,
-      merged: { ...report.merged },
+      ...usage,
       outbound: outboundChanged ? outbound : [],
     };
     return isEmpty(batch) ? null : batch;

@@ -1,27 +1,23 @@
 /**
  * The control plane's side of worker telemetry: batches from every worker land in the control
  * plane's own metric cells and usage tracker, so /metrics, /status and the usage reports read one
- * node-wide view with the names and labels of the single process. Counters and histograms add
- * the workers' deltas; the connection gauge is the sum of each live worker's last value, so a
- * worker that exits takes its open connections with it; outbound stats are kept per worker and
- * summed when read.
+ * node-wide view with the names and labels of the single process. Counters add the workers'
+ * deltas (SidecarMetrics.addCount) and the usage tracker absorbs theirs (UsageTracker.absorb);
+ * histograms add per bucket; the connection gauge is the sum of each live worker's last value, so
+ * a worker that exits takes its open connections with it; outbound stats are kept per worker,
+ * summed when read, and their growth added to the outbound counter.
  */
 import type { OutboundFailure, OutboundStats } from '../dataplane/outbound.js';
 import type { Cell, CellFamily, HistogramCell } from '../telemetry/cells.js';
-import {
-  OUTBOUND_RESULTS,
-  type OutboundResult,
-  type OutboundTelemetry,
-  type PortFamilies,
-} from '../telemetry/metrics.js';
+import { OUTBOUND_RESULTS, type OutboundResult, type SidecarMetrics } from '../telemetry/metrics.js';
+import type { UsageTracker } from '../telemetry/usage.js';
 import type { TelemetryBatch } from './telemetry-export.js';
-import type { ClusterUsageTracker } from './usage.js';
 
 export interface MergerDeps {
-  families: PortFamilies;
-  usage: ClusterUsageTracker;
-  /** The control plane's `portlicense_outbound_connections_total` series of one entry. */
-  outbound: (name: string) => OutboundTelemetry;
+  /** The control plane's metrics: its cell families, and `addCount` for counter deltas. */
+  metrics: Pick<SidecarMetrics, 'families' | 'addCount'>;
+  /** The control plane's usage tracker, the one its reports, /status and gauges read. */
+  usage: UsageTracker;
 }
 
 /** An outbound listener across all workers, as /status shows it. */
@@ -48,22 +44,21 @@ export class TelemetryMerger {
   constructor(private readonly deps: MergerDeps) {}
 
   apply(worker: number, b: TelemetryBatch): void {
-    const f = this.deps.families;
-    for (const c of b.counters) {
-      const family = f[c.f];
-      // An unknown family name is a version mismatch between processes; skip rather than crash.
-      if (family === undefined || !(c.d > 0)) continue;
-      (family as CellFamily<string>).bind(c.l).value += c.d;
-    }
+    const { metrics } = this.deps;
+    const f = metrics.families;
+    // An unknown family or label set is a version mismatch between processes: addCount skips it.
+    for (const c of b.counters) metrics.addCount(c.f, c.l, c.d);
     let mine = this.gauges.get(worker);
     if (mine === undefined) this.gauges.set(worker, (mine = new Map<Cell, number>()));
     for (const g of b.gauges) {
+      if (!isPortLabels(g.l) || !isCount(g.v)) continue;
       const cell = (f.activeConnections as CellFamily<string>).bind(g.l);
       const before = mine.get(cell) ?? 0;
       mine.set(cell, g.v);
       cell.value += g.v - before;
     }
     for (const h of b.histograms) {
+      if (!isPortLabels(h.l) || !isCount(h.s) || !isCount(h.n) || !isCounts(h.c)) continue;
       const cell = (f.requestDuration as CellFamily<string, HistogramCell>).bind(h.l);
       const n = Math.min(cell.counts.length, h.c.length);
       for (let i = 0; i < n; i++) cell.counts[i] = cell.counts[i]! + h.c[i]!;
@@ -111,11 +106,9 @@ export class TelemetryMerger {
     if (mine === undefined) this.outbound.set(worker, (mine = new Map<string, OutboundStats>()));
     for (const { name, stats } of reports) {
       const before = mine.get(name);
-      const metric = this.deps.outbound(name);
-      // Connections are counted per connection (not per request), so adding one at a time is cheap.
-      for (const k of OUTBOUND_RESULTS) {
-        const d = (stats.results[k] ?? 0) - (before?.results[k] ?? 0);
-        for (let i = 0; i < d; i++) metric.result(k);
+      for (const result of OUTBOUND_RESULTS) {
+        const d = (stats.results[result] ?? 0) - (before?.results[result] ?? 0);
+        if (d > 0) this.deps.metrics.addCount('outboundConnections', { name, result }, d);
       }
       mine.set(name, stats);
     }
@@ -129,6 +122,16 @@ export class TelemetryMerger {
     if (!r) this.retired.set(name, (r = { results: zeroResults(), lastError: null }));
     return r;
   }
+}
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const isCounts = (v: unknown): v is number[] => Array.isArray(v) && v.every(isCount);
+
+/** `{service, port}` and nothing else: the labels of the gauge and the histogram. */
+function isPortLabels(l: unknown): l is Record<'service' | 'port', string> {
+  if (typeof l !== 'object' || l === null) return false;
+  const r = l as Record<string, unknown>;
+  return Object.keys(r).length === 2 && typeof r.service === 'string' && typeof r.port === 'string';
 }
 
 function newer(a: OutboundFailure | null, b: OutboundFailure | null): OutboundFailure | null {

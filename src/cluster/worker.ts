@@ -18,11 +18,12 @@ import { createTcpPort } from '../dataplane/tcp-proxy.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import type { PortListener } from '../dataplane/types.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
-import { createLogger, type Logger, type LogSink } from '../log.js';
+import { BatchedSink, createLogger, type Logger, type LogSink } from '../log.js';
 import { PolicyStore } from '../policy/store.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
 import { createPortTelemetry } from '../telemetry/port-telemetry.js';
+import { UsageTracker } from '../telemetry/usage.js';
 import {
   asToWorker,
   snapshotFromPayload,
@@ -32,7 +33,7 @@ import {
   type ToWorker,
 } from './messages.js';
 import { TelemetryExporter } from './telemetry-export.js';
-import { CountingUsageTracker } from './usage.js';
+import { withFields } from './log-sink.js';
 
 /** The IPC channel to the control plane (process.send / process.on('message') in a real worker). */
 export interface WorkerChannel {
@@ -42,7 +43,7 @@ export interface WorkerChannel {
 
 export interface WorkerOptions {
   channel: WorkerChannel;
-  /** node:cluster's worker id, for log lines. */
+  /** node:cluster's worker id, for log lines (access-log lines included). */
   id: number;
   logSink?: LogSink;
   clock?: Clock;
@@ -103,9 +104,13 @@ async function startWorker(
   });
   const policy = new PolicyStore({ initial: snapshotFromPayload(init.policy), log });
   const tls = TlsMaterialStore.load(config.tls, log.child({ component: 'tls' }));
-  const usage = new CountingUsageTracker({ policy });
+  const usage = new UsageTracker({ policy });
   const metrics = createSidecarMetrics({ policy, usage, clock, defaultMetrics: false });
-  const accessLog = createAccessLogger(opts.logSink, clock);
+  // Every worker writes to the same stdout: its access-log lines say which one it is, as its other lines do.
+  const accessLog = createAccessLogger(
+    withFields(opts.logSink ?? new BatchedSink(), { worker: opts.id }),
+    clock,
+  );
   const workers = config.workers ?? 1;
   const ticketKeys = Buffer.from(init.ticketKeys, 'base64');
 

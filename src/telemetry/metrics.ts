@@ -84,6 +84,13 @@ export interface OutboundTelemetry {
 
 type PortLabels = 'service' | 'port';
 
+/**
+ * Counter families by the name `addCount` knows them: the port families that only grow, and
+ * `portlicense_outbound_connections_total`.
+ */
+export type CounterFamilyName =
+  'decisions' | 'terminated' | 'bytes' | 'handshakeErrors' | 'outboundConnections';
+
 /** Cell families of the per-port metrics; port-telemetry.ts binds one set per listener. */
 export interface PortFamilies {
   readonly decisions: CellFamily<PortLabels | 'decision' | 'reason'>;
@@ -104,6 +111,13 @@ export interface SidecarMetrics {
   activeConnections(service: string, port: string): number;
   /** Label sets of `portlicense_outbound_connections_total{name,result}` for one outbound entry. */
   outbound(name: string): OutboundTelemetry;
+  /**
+   * Add `delta` to one series of a counter family, as if this process had counted it: how the
+   * control plane folds in a data-plane worker's counts (`workers: N`). Returns false, changing
+   * nothing, for an unknown family, a label set that is not exactly the family's labels, or a
+   * delta that is not a positive finite number (the counts come from another process).
+   */
+  addCount(family: CounterFamilyName, labels: Readonly<Record<string, string>>, delta: number): boolean;
   /** A verified bundle was swapped in. `at` defaults to the clock. */
   bundleLoaded(version: number, at?: number): void;
   /** A sync round succeeded without a new bundle (a 304 counts, SPEC §4). */
@@ -257,6 +271,13 @@ export function createSidecarMetrics(opts: SidecarMetricsOptions): SidecarMetric
   });
 
   const outboundCache = new Map<string, OutboundTelemetry>();
+  const counters = new Map<CounterFamilyName, { family: CellFamily<string>; labelNames: readonly string[] }>([
+    ['decisions', { family: families.decisions, labelNames: ['service', 'port', 'decision', 'reason'] }],
+    ['terminated', { family: families.terminated, labelNames: ['service', 'port', 'reason'] }],
+    ['bytes', { family: families.bytes, labelNames: ['service', 'port', 'direction'] }],
+    ['handshakeErrors', { family: families.handshakeErrors, labelNames: ['service', 'port', 'reason'] }],
+    ['outboundConnections', { family: outboundFamily, labelNames: ['name', 'result'] }],
+  ]);
 
   return {
     registry,
@@ -278,6 +299,13 @@ export function createSidecarMetrics(opts: SidecarMetricsOptions): SidecarMetric
       }
       return t;
     },
+    addCount(family, labels, delta) {
+      const c = counters.get(family);
+      if (c === undefined || !(delta > 0 && Number.isFinite(delta)) || !hasExactly(labels, c.labelNames))
+        return false;
+      c.family.bind(labels).value += delta;
+      return true;
+    },
     bundleLoaded(version, at = clock.now()) {
       bundleVersion.set(version);
       bundleLastSuccess.set(at / 1000);
@@ -292,4 +320,10 @@ export function createSidecarMetrics(opts: SidecarMetricsOptions): SidecarMetric
       if (n > 0) reportsDropped.inc(n);
     },
   };
+}
+
+function hasExactly(labels: Readonly<Record<string, string>>, names: readonly string[]): boolean {
+  if (typeof labels !== 'object' || labels === null || Object.keys(labels).length !== names.length)
+    return false;
+  return names.every((n) => typeof labels[n] === 'string');
 }

@@ -7,8 +7,12 @@
  * Everything else here — reports, /status, scrape-time gauges — runs on the control side.
  * Memory is bounded: past `maxEntries` new keys fold into one `*`/`*` entry per license, and a
  * license that has left the policy snapshot is forgotten once its last use has been reported.
+ *
+ * With data-plane workers (`workers: N`) each worker's tracker is drained with `takeDelta` and the
+ * control plane's tracker `absorb`s the deltas into its own entries, counters and ring, so reports,
+ * /status and the gauges read one set of numbers, exactly as they do in one process.
  */
-import type { DenyReason, PolicySnapshot } from '../policy/types.js';
+import { DENY_REASONS, type DenyReason, type PolicySnapshot } from '../policy/types.js';
 import type { UsageEntry } from './types.js';
 
 /** Identity and origin of the per-license entry that absorbs keys beyond `maxEntries`. */
@@ -65,6 +69,20 @@ export interface UsageTrackerOptions {
   policy?: { current(): Pick<PolicySnapshot, 'license'> };
 }
 
+/**
+ * What one tracker hands another: the deltas of a report, and the denials recorded since the
+ * previous hand-over. A data-plane worker's tracker produces it (`takeDelta`); the control plane's
+ * folds it in (`absorb`).
+ */
+export interface UsageTrackerDelta {
+  usage: UsageDelta[];
+  denials: DenialDelta[];
+  /** Newest first; at most the sender's ring size. */
+  recentDenials: RecentDenial[];
+  /** Lookups folded into `*` keys by the sender since its previous hand-over. */
+  merged: { usage: number; denials: number };
+}
+
 /** What /status and tests see of the tracker. */
 export interface UsageSnapshot {
   entries: number;
@@ -112,12 +130,16 @@ interface Slot {
 /** Map key for denials of a caller without a usable identity. */
 const NO_IDENTITY = '';
 
+const KNOWN_REASONS: ReadonlySet<string> = new Set(DENY_REASONS);
+
 export class UsageTracker {
   private readonly licenses = new Map<string, LicenseUsage>();
   private readonly denials = new Map<string, Map<DenyReason, DenialCell>>();
   private readonly ring: Slot[];
   private ringNext = 0;
   private ringUsed = 0;
+  /** Denials recorded since the previous `takeDelta`, capped at the ring size. */
+  private fresh = 0;
   private size = 0;
   private lastReport: number | null = null;
   private merged = { usage: 0, denials: 0 };
@@ -145,18 +167,14 @@ export class UsageTracker {
    * `at` and `count`; when the tracker is full, new keys share the license's `*` entry.
    */
   entry(licenseId: string, identity: string, origin: string): UsageEntry {
-    let lic = this.licenses.get(licenseId);
-    if (!lic) {
-      lic = new LicenseUsage();
-      this.licenses.set(licenseId, lic);
-    }
+    const lic = this.licenseOf(licenseId);
     let byOrigin = lic.byIdentity.get(identity);
     const found = byOrigin?.get(origin);
     if (found) return found;
     if (this.size >= this.maxEntries) {
       this.merged.usage++;
       this.mergedTotal.usage++;
-      return (lic.overflow ??= new Entry(licenseId, OVERFLOW_KEY, OVERFLOW_KEY));
+      return overflowOf(lic, licenseId);
     }
     if (!byOrigin) {
       byOrigin = new Map();
@@ -179,13 +197,20 @@ export class UsageTracker {
     slot.reason = reason;
     this.ringNext = (this.ringNext + 1) % this.ring.length;
     if (this.ringUsed < this.ring.length) this.ringUsed++;
+    if (this.fresh < this.ring.length) this.fresh++;
+    this.countDenials(identity ?? NO_IDENTITY, reason, 1);
+  }
 
-    let key = identity ?? NO_IDENTITY;
+  /**
+   * Add `n` denials of (key, reason); a new identity past `maxDenialIdentities` counts under `*`
+   * (and as folded, unless it was `*` already: another tracker's folded denials).
+   */
+  private countDenials(key: string, reason: DenyReason, n: number): void {
     let cells = this.denials.get(key);
     if (!cells) {
-      if (this.denials.size >= this.maxDenialIdentities) {
-        this.merged.denials++;
-        this.mergedTotal.denials++;
+      if (this.denials.size >= this.maxDenialIdentities && key !== OVERFLOW_KEY) {
+        this.merged.denials += n;
+        this.mergedTotal.denials += n;
         key = OVERFLOW_KEY;
         cells = this.denials.get(key);
       }
@@ -199,7 +224,7 @@ export class UsageTracker {
       cell = { count: 0, reported: 0 };
       cells.set(reason, cell);
     }
-    cell.count++;
+    cell.count += n;
   }
 
   /** The most recent access through a license over all identities and origins, if any. */
@@ -278,6 +303,116 @@ export class UsageTracker {
     this.lastReport = now;
     return report;
   }
+
+  /**
+   * A worker's hand-over: `takeReport`'s deltas plus the denials recorded since the previous call,
+   * newest first. It is for a tracker that records (a worker's) and is drained this way only, not
+   * also by `takeReport`, and not one that absorbs others' deltas.
+   */
+  takeDelta(now: number): UsageTrackerDelta {
+    const { usage, denials, merged } = this.takeReport(now);
+    const recentDenials = this.recentDenials().slice(0, this.fresh);
+    this.fresh = 0;
+    return { usage, denials, recentDenials, merged };
+  }
+
+  /**
+   * Fold another tracker's delta into this one, as if its accesses and denials had been recorded
+   * here: counts add and the latest access wins, per (license, identity, origin); denial counts add
+   * per (identity, reason); the ring keeps the newest recent denials of both; the sender's folded
+   * lookups add to this tracker's. The next `takeReport` sends all of it once, with this tracker's
+   * own, and the same bounds apply: new keys past `maxEntries` or `maxDenialIdentities` fold into
+   * `*`, and the sender's own `*` keys land on this tracker's `*`. Items that are not well-formed
+   * (the delta crossed a process boundary) are skipped.
+   */
+  absorb(delta: Readonly<UsageTrackerDelta>): void {
+    for (const u of delta.usage) {
+      if (!isUsageDelta(u)) continue;
+      const e =
+        u.identity === OVERFLOW_KEY && u.origin === OVERFLOW_KEY
+          ? overflowOf(this.licenseOf(u.licenseId), u.licenseId)
+          : this.entry(u.licenseId, u.identity, u.origin);
+      if (u.lastAccess > e.at) e.at = u.lastAccess;
+      e.count += u.count;
+    }
+    for (const d of delta.denials) {
+      if (isDenialDelta(d) && d.count > 0) this.countDenials(d.identity ?? NO_IDENTITY, d.reason, d.count);
+    }
+    this.absorbRecent(delta.recentDenials.filter(isRecentDenial));
+    const mu = isNonNegative(delta.merged.usage) ? delta.merged.usage : 0;
+    const md = isNonNegative(delta.merged.denials) ? delta.merged.denials : 0;
+    this.merged.usage += mu;
+    this.merged.denials += md;
+    this.mergedTotal.usage += mu;
+    this.mergedTotal.denials += md;
+  }
+
+  private licenseOf(licenseId: string): LicenseUsage {
+    let lic = this.licenses.get(licenseId);
+    if (!lic) {
+      lic = new LicenseUsage();
+      this.licenses.set(licenseId, lic);
+    }
+    return lic;
+  }
+
+  /**
+   * Keep the newest of the ring and `incoming` by time, newest first; on a tie the incoming one
+   * counts as newer. Runs on the control side (a worker's batch), so sorting a few dozen is fine.
+   */
+  private absorbRecent(incoming: readonly RecentDenial[]): void {
+    if (incoming.length === 0) return;
+    const n = this.ring.length;
+    const kept = [...incoming, ...this.recentDenials()].sort((a, b) => b.at - a.at).slice(0, n);
+    // Rewrite the slots oldest first, so the ring reads back newest first from `ringNext`.
+    for (let i = 0; i < kept.length; i++) {
+      const from = kept[kept.length - 1 - i] as RecentDenial;
+      const slot = this.ring[i] as Slot;
+      slot.at = from.at;
+      slot.port = from.port;
+      slot.identity = from.identity;
+      slot.origin = from.origin;
+      slot.reason = from.reason;
+    }
+    this.ringUsed = kept.length;
+    this.ringNext = kept.length % n;
+  }
+}
+
+/** The license's `*` entry, created on first use; it does not count against `maxEntries`. */
+function overflowOf(lic: LicenseUsage, licenseId: string): Entry {
+  return (lic.overflow ??= new Entry(licenseId, OVERFLOW_KEY, OVERFLOW_KEY));
+}
+
+/** A count or a time from another process: a finite number, not negative. */
+const isNonNegative = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+
+function isUsageDelta(u: UsageDelta): boolean {
+  return (
+    typeof u.licenseId === 'string' &&
+    typeof u.identity === 'string' &&
+    typeof u.origin === 'string' &&
+    isNonNegative(u.lastAccess) &&
+    isNonNegative(u.count)
+  );
+}
+
+function isDenialDelta(d: DenialDelta): boolean {
+  return (
+    (d.identity === null || typeof d.identity === 'string') &&
+    KNOWN_REASONS.has(d.reason) &&
+    isNonNegative(d.count)
+  );
+}
+
+function isRecentDenial(d: RecentDenial): boolean {
+  return (
+    isNonNegative(d.at) &&
+    typeof d.port === 'string' &&
+    (d.identity === null || typeof d.identity === 'string') &&
+    typeof d.origin === 'string' &&
+    KNOWN_REASONS.has(d.reason)
+  );
 }
 
 function collectDelta(e: Entry, out: UsageDelta[]): void {

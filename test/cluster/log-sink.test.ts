@@ -1,6 +1,7 @@
 /** Log lines from several processes: chunks split at line boundaries, each piece within PIPE_BUF. */
 import { describe, expect, it } from 'vitest';
-import { lineAtomicSink, PIPE_BUF, splitLines } from '../../src/cluster/log-sink.js';
+import { lineAtomicSink, PIPE_BUF, splitLines, withFields } from '../../src/cluster/log-sink.js';
+import { MemorySink } from '../../src/log.js';
 
 describe('splitLines', () => {
   it('keeps a small chunk whole', () => {
@@ -39,5 +40,32 @@ describe('lineAtomicSink', () => {
     await new Promise((r) => setImmediate(r));
     expect(writes.join('')).toBe(`${line}\n`.repeat(10));
     for (const w of writes) expect(Buffer.byteLength(w)).toBeLessThanOrEqual(PIPE_BUF);
+  });
+});
+
+describe('withFields', () => {
+  it('adds the fields at the end of every JSON-object line, keeping the rest byte for byte', () => {
+    const lines: string[] = [];
+    const sink = withFields({ write: (l) => lines.push(l) }, { worker: 3 });
+    sink.write('{"time":"t","log":"access","port":"orders/\\"db\\"","path":"/a}"}');
+    sink.write('{}');
+    sink.write('not json');
+    expect(lines).toEqual([
+      '{"time":"t","log":"access","port":"orders/\\"db\\"","path":"/a}","worker":3}',
+      '{"worker":3}',
+      'not json',
+    ]);
+  });
+
+  it('yields lines that parse, with the fields last', () => {
+    const mem = new MemorySink();
+    withFields(mem, { worker: 12, node: 'node-a' }).write(JSON.stringify({ a: 1, b: 'x"}' }));
+    expect(mem.lines).toEqual([{ a: 1, b: 'x"}', worker: 12, node: 'node-a' }]);
+    expect(Object.keys(mem.lines[0]!)).toEqual(['a', 'b', 'worker', 'node']);
+  });
+
+  it('is the sink itself when there is nothing to add', () => {
+    const mem = new MemorySink();
+    expect(withFields(mem, {})).toBe(mem);
   });
 });

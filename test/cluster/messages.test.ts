@@ -11,6 +11,7 @@ import {
   snapshotFromPayload,
   type PolicyPayload,
 } from '../../src/cluster/messages.js';
+import type { TelemetryBatch } from '../../src/cluster/telemetry-export.js';
 import { PortlicenseError } from '../../src/errors.js';
 import { emptySnapshot } from '../../src/policy/snapshot.js';
 import { dbLicense, ordersSnapshot } from '../helpers/policy.js';
@@ -64,6 +65,16 @@ describe('policy payload', () => {
 
 describe('message guards', () => {
   const payload = policyPayload(emptySnapshot());
+  const emptyBatch: TelemetryBatch = {
+    counters: [],
+    gauges: [],
+    histograms: [],
+    usage: [],
+    denials: [],
+    recentDenials: [],
+    merged: { usage: 0, denials: 0 },
+    outbound: [],
+  };
 
   it('accept well-formed messages', () => {
     expect(asToWorker({ pl: 1, t: 'policy', policy: payload })).not.toBeNull();
@@ -80,6 +91,7 @@ describe('message guards', () => {
       }),
     ).not.toBeNull();
     expect(asToPrimary({ pl: 1, t: 'fatal', code: 'LISTEN_FAILED', error: 'busy' })).not.toBeNull();
+    expect(asToPrimary({ pl: 1, t: 'telemetry', batch: emptyBatch })).not.toBeNull();
   });
 
   it.each([
@@ -105,6 +117,9 @@ describe('message guards', () => {
     ).toBeNull();
     expect(asToPrimary({ pl: 1, t: 'policy-applied' })).toBeNull();
     expect(asToPrimary({ pl: 1, t: 'telemetry', batch: 3 })).toBeNull();
+    expect(asToPrimary({ pl: 1, t: 'telemetry', batch: { ...emptyBatch, usage: undefined } })).toBeNull();
+    expect(asToPrimary({ pl: 1, t: 'telemetry', batch: { ...emptyBatch, counters: {} } })).toBeNull();
+    expect(asToPrimary({ pl: 1, t: 'telemetry', batch: { ...emptyBatch, merged: 0 } })).toBeNull();
     expect(asToPrimary({ pl: 1, t: 'fatal', error: 'x' })).toBeNull();
     // A worker never sends the control plane's messages, nor the other way round.
     expect(asToPrimary({ pl: 1, t: 'drain', deadline: 5 })).toBeNull();

@@ -7,13 +7,13 @@
 import { describe, expect, it } from 'vitest';
 import { TelemetryExporter, type TelemetryBatch } from '../../src/cluster/telemetry-export.js';
 import { TelemetryMerger } from '../../src/cluster/telemetry-merge.js';
-import { ClusterUsageTracker, CountingUsageTracker } from '../../src/cluster/usage.js';
 import { ManualClock } from '../../src/clock.js';
 import type { OutboundStats } from '../../src/dataplane/outbound.js';
 import { createAccessLogger } from '../../src/telemetry/access-log.js';
 import { createSidecarMetrics, OUTBOUND_RESULTS, type OutboundResult } from '../../src/telemetry/metrics.js';
 import { createPortTelemetry } from '../../src/telemetry/port-telemetry.js';
 import type { PortTelemetry } from '../../src/telemetry/types.js';
+import { UsageTracker } from '../../src/telemetry/usage.js';
 import { handSnapshot, parseExposition, TestPolicyView } from '../telemetry/helpers.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
@@ -42,7 +42,7 @@ function results(over: Partial<Record<OutboundResult, number>> = {}): Record<Out
 
 /** A worker's telemetry: its own cells, tracker and exporter; `outbound` is what its listener reports. */
 function worker(clock: ManualClock) {
-  const usage = new CountingUsageTracker({ policy });
+  const usage = new UsageTracker({ policy });
   const metrics = createSidecarMetrics({ policy, usage, clock, defaultMetrics: false });
   const http = createPortTelemetry(metrics, HTTP, { usage, accessLog: quiet });
   const db = createPortTelemetry(metrics, DB, { usage, accessLog: quiet });
@@ -63,16 +63,12 @@ function worker(clock: ManualClock) {
 }
 
 function controlPlane(clock: ManualClock) {
-  const usage = new ClusterUsageTracker({ policy });
+  const usage = new UsageTracker({ policy });
   const metrics = createSidecarMetrics({ policy, usage, clock, defaultMetrics: false });
   createPortTelemetry(metrics, HTTP, { usage, accessLog: quiet });
   createPortTelemetry(metrics, DB, { usage, accessLog: quiet });
   metrics.outbound('payments');
-  const merger = new TelemetryMerger({
-    families: metrics.families,
-    usage,
-    outbound: (name) => metrics.outbound(name),
-  });
+  const merger = new TelemetryMerger({ metrics, usage });
   const samples = async () => parseExposition(await metrics.registry.metrics());
   return { usage, metrics, merger, samples };
 }
@@ -235,11 +231,48 @@ describe('worker telemetry merged in the control plane', () => {
     cp.merger.apply(1, batch);
     expect((await cp.samples()).get(allow)).toBe(0);
   });
+
+  it('skips gauge and histogram items it cannot trust, and applies the rest of the batch', async () => {
+    const clock = new ManualClock();
+    const cp = controlPlane(clock);
+    const db = { service: 'orders', port: 'db' };
+    const http = { service: 'orders', port: 'http' };
+    const buckets = (n: number) => Array.from({ length: 16 }, (_, i) => (i === 0 ? n : 0));
+    const batch = {
+      counters: [{ f: 'decisions', l: { ...http, decision: 'allow', reason: 'none' }, d: 2 }],
+      gauges: [
+        { f: 'activeConnections', l: db, v: Number.NaN },
+        { f: 'activeConnections', l: { ...db, extra: 'x' }, v: 3 },
+        { f: 'activeConnections', l: db, v: 2 },
+      ],
+      histograms: [
+        { f: 'requestDuration', l: http, c: 'lots', s: 1, n: 1 },
+        { f: 'requestDuration', l: http, c: buckets(1), s: Number.POSITIVE_INFINITY, n: 1 },
+        { f: 'requestDuration', l: { service: 'orders' }, c: buckets(1), s: 1, n: 1 },
+        { f: 'requestDuration', l: http, c: buckets(2), s: 0.0004, n: 2 },
+      ],
+      usage: [],
+      denials: [],
+      recentDenials: [],
+      merged: { usage: 0, denials: 0 },
+      outbound: [],
+    } as unknown as TelemetryBatch;
+    cp.merger.apply(1, batch);
+    const s = await cp.samples();
+    expect(s.get(allow)).toBe(2);
+    expect(s.get(active)).toBe(2);
+    expect(s.get('portlicense_request_duration_seconds_count{service="orders",port="http"}')).toBe(2);
+    expect(s.get('portlicense_request_duration_seconds_sum{service="orders",port="http"}')).toBeCloseTo(
+      0.0004,
+      9,
+    );
+    expect([...s.keys()].filter((k) => k.includes('extra'))).toEqual([]);
+  });
 });
 
-describe('ClusterUsageTracker', () => {
+describe("the control plane's UsageTracker absorbing worker deltas", () => {
   it('keeps the newest recent denials of all workers, at most its ring size', () => {
-    const t = new ClusterUsageTracker({ recentDenials: 3 });
+    const t = new UsageTracker({ recentDenials: 3 });
     const d = (at: number, identity: string) => ({
       at,
       port: 'orders/http',
@@ -255,7 +288,7 @@ describe('ClusterUsageTracker', () => {
   });
 
   it('adds workers denial counts and folded lookups to the next report only', () => {
-    const t = new ClusterUsageTracker();
+    const t = new UsageTracker();
     t.absorb({
       usage: [],
       denials: [
@@ -282,16 +315,16 @@ describe('ClusterUsageTracker', () => {
   });
 });
 
-describe('CountingUsageTracker', () => {
+describe("a worker's UsageTracker handing over with takeDelta", () => {
   it('hands out each recorded denial once, newest first', () => {
-    const t = new CountingUsageTracker({ recentDenials: 2 });
-    expect(t.takeRecentDenials()).toEqual([]);
+    const t = new UsageTracker({ recentDenials: 2 });
+    expect(t.takeDelta(0).recentDenials).toEqual([]);
     t.recordDenial('orders/http', 'a', 'no_license', 'o', 1);
     t.recordDenial('orders/http', 'b', 'revoked', 'o', 2);
     t.recordDenial('orders/http', 'c', 'expired', 'o', 3);
-    expect(t.takeRecentDenials().map((d) => d.identity)).toEqual(['c', 'b']);
-    expect(t.takeRecentDenials()).toEqual([]);
+    expect(t.takeDelta(3).recentDenials.map((d) => d.identity)).toEqual(['c', 'b']);
+    expect(t.takeDelta(3).recentDenials).toEqual([]);
     t.recordDenial('orders/http', null, 'bad_identity', 'o', 4);
-    expect(t.takeRecentDenials()).toMatchObject([{ identity: null, at: 4 }]);
+    expect(t.takeDelta(4).recentDenials).toMatchObject([{ identity: null, at: 4 }]);
   });
 });

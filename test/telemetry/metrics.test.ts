@@ -287,6 +287,63 @@ describe('sidecar metrics over /metrics', () => {
   });
 });
 
+describe('addCount: a worker count folded into a counter family', () => {
+  const allow = 'portlicense_decisions_total{service="orders",port="http",decision="allow",reason="none"}';
+  const ok = 'portlicense_outbound_connections_total{name="payments",result="ok"}';
+
+  it('adds to the series of the label set, as if this process had counted it, outbound included', async () => {
+    const { metrics, http } = setup({ defaultMetrics: false });
+    http.decision('allow', null);
+    expect(
+      metrics.addCount(
+        'decisions',
+        { service: 'orders', port: 'http', decision: 'allow', reason: 'none' },
+        41,
+      ),
+    ).toBe(true);
+    expect(metrics.addCount('bytes', { service: 'orders', port: 'db', direction: 'out' }, 2048)).toBe(true);
+    expect(metrics.addCount('outboundConnections', { name: 'payments', result: 'ok' }, 5)).toBe(true);
+    metrics.outbound('payments').result('ok');
+    // A series no listener bound yet (a worker's late label) is created, as a listener would.
+    expect(metrics.addCount('terminated', { service: 'orders', port: 'db', reason: 'odd' }, 1)).toBe(true);
+    const { samples } = await scrape(metrics);
+    expect(samples.get(allow)).toBe(42);
+    expect(samples.get('portlicense_proxied_bytes_total{service="orders",port="db",direction="out"}')).toBe(
+      2048,
+    );
+    expect(samples.get(ok)).toBe(6);
+    expect(
+      samples.get('portlicense_connections_terminated_total{service="orders",port="db",reason="odd"}'),
+    ).toBe(1);
+  });
+
+  it("refuses, changing nothing, an unknown family, labels that are not the family's, a bad delta", async () => {
+    const { metrics } = setup({ defaultMetrics: false });
+    const labels = { service: 'orders', port: 'http', decision: 'allow', reason: 'none' };
+    const refused: Array<[string, unknown, number]> = [
+      ['nonsense', labels, 1],
+      ['constructor', labels, 1],
+      ['activeConnections', { service: 'orders', port: 'http' }, 1],
+      ['decisions', { service: 'orders', port: 'http', decision: 'allow' }, 1],
+      ['decisions', { ...labels, extra: 'x' }, 1],
+      ['decisions', { ...labels, reason: 3 }, 1],
+      ['decisions', null, 1],
+      ['decisions', labels, 0],
+      ['decisions', labels, -2],
+      ['decisions', labels, Number.NaN],
+      ['decisions', labels, Infinity],
+      ['outboundConnections', { name: 'payments' }, 1],
+    ];
+    const before = await metrics.registry.metrics();
+    for (const [family, l, d] of refused)
+      expect(
+        metrics.addCount(family as 'decisions', l as Record<string, string>, d),
+        `${family} ${JSON.stringify(l)} ${d}`,
+      ).toBe(false);
+    expect(await metrics.registry.metrics()).toBe(before);
+  });
+});
+
 describe('license gauges at scrape time', () => {
   const lic = (id: string, subject: string, port: string, expiresAt: string, revokedAt?: string) => ({
     id,

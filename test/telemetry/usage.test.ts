@@ -3,7 +3,9 @@ import {
   mergeUsageReports,
   OVERFLOW_KEY,
   UsageTracker,
+  type RecentDenial,
   type UsageReport,
+  type UsageTrackerDelta,
 } from '../../src/telemetry/usage.js';
 import { handSnapshot, TestPolicyView } from './helpers.js';
 
@@ -174,6 +176,225 @@ describe('UsageTracker reports', () => {
     expect(t.snapshot()).toMatchObject({ entries: 1, licenses: 1 });
     // the freed slot is usable again
     expect(t.entry('lic_2', B, 'o').identity).toBe(B);
+  });
+});
+
+/** A delta as another tracker hands it over; only the given parts are non-empty. */
+function delta(over: Partial<UsageTrackerDelta> = {}): UsageTrackerDelta {
+  return { usage: [], denials: [], recentDenials: [], merged: { usage: 0, denials: 0 }, ...over };
+}
+
+function denied(at: number, identity: string | null, origin = 'o'): RecentDenial {
+  return { at, port: 'orders/http', identity, origin, reason: 'no_license' };
+}
+
+describe('UsageTracker.absorb', () => {
+  it('merges overlapping entries: counts add, the last access is the latest of both', () => {
+    const t = new UsageTracker();
+    const own = touch(t, 'lic_1', A, 'o1', T0 + 50, 2);
+    touch(t, 'lic_1', B, 'o2', T0 + 10, 1);
+    t.absorb(
+      delta({
+        usage: [
+          { licenseId: 'lic_1', identity: A, origin: 'o1', lastAccess: T0 + 20, count: 3 },
+          { licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 90, count: 4 },
+          { licenseId: 'lic_2', identity: A, origin: 'o1', lastAccess: T0 + 5, count: 1 },
+        ],
+      }),
+    );
+    // The data path's entry object is the one that moved: it keeps writing into the merged sum.
+    expect(own).toMatchObject({ at: T0 + 50, count: 5 });
+    expect(t.lastAccess('lic_1')).toMatchObject({ identity: B, at: T0 + 90, count: 5 });
+    expect(t.takeReport(T0 + 100).usage).toEqual([
+      { licenseId: 'lic_1', identity: A, origin: 'o1', lastAccess: T0 + 50, count: 5 },
+      { licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 90, count: 5 },
+      { licenseId: 'lic_2', identity: A, origin: 'o1', lastAccess: T0 + 5, count: 1 },
+    ]);
+  });
+
+  it('adds denial deltas to the counts of (identity, reason), unusable identities included', () => {
+    const t = new UsageTracker();
+    t.recordDenial('orders/http', A, 'no_license', 'o', T0);
+    t.recordDenial('orders/http', null, 'bad_identity', 'o', T0);
+    t.absorb(
+      delta({
+        denials: [
+          { identity: A, reason: 'no_license', count: 4 },
+          { identity: null, reason: 'bad_identity', count: 2 },
+          { identity: B, reason: 'revoked', count: 1 },
+        ],
+      }),
+    );
+    t.absorb(delta({ denials: [{ identity: A, reason: 'no_license', count: 1 }] }));
+    const expected = [
+      { identity: A, reason: 'no_license', count: 6 },
+      { identity: null, reason: 'bad_identity', count: 3 },
+      { identity: B, reason: 'revoked', count: 1 },
+    ];
+    expect(t.snapshot().denials).toEqual(expected);
+    expect(t.takeReport(T0 + 1).denials).toEqual(expected);
+  });
+
+  it('keeps the newest N recent denials of its own and every sender, newest first', () => {
+    const t = new UsageTracker({ recentDenials: 4 });
+    t.recordDenial('orders/db', A, 'expired', 'own', T0 + 3);
+    t.absorb(delta({ recentDenials: [denied(T0 + 6, 'w1'), denied(T0 + 2, 'w1')] }));
+    t.absorb(delta({ recentDenials: [denied(T0 + 5, 'w2'), denied(T0 + 3, 'w2'), denied(T0 + 1, 'w2')] }));
+    // Equal times: the one absorbed later counts as newer.
+    expect(t.recentDenials().map((d) => [d.at - T0, d.identity])).toEqual([
+      [6, 'w1'],
+      [5, 'w2'],
+      [3, 'w2'],
+      [3, A],
+    ]);
+    expect(t.recentDenials()[3]).toEqual({
+      at: T0 + 3,
+      port: 'orders/db',
+      identity: A,
+      origin: 'own',
+      reason: 'expired',
+    });
+    // Recording goes on at the head of the merged ring, and the ring stays bounded.
+    t.recordDenial('orders/http', B, 'revoked', 'own', T0 + 7);
+    expect(t.recentDenials().map((d) => d.at - T0)).toEqual([7, 6, 5, 3]);
+    t.absorb(delta({ recentDenials: [] }));
+    expect(t.snapshot().recentDenials).toHaveLength(4);
+  });
+
+  it('a report after a merge sends its own and the merged state exactly once', () => {
+    const t = new UsageTracker();
+    touch(t, 'lic_1', A, 'o1', T0 + 1, 2);
+    t.recordDenial('orders/http', A, 'expired', 'o1', T0 + 2);
+    t.absorb(
+      delta({
+        usage: [{ licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 3, count: 7 }],
+        denials: [{ identity: B, reason: 'no_license', count: 2 }],
+        merged: { usage: 3, denials: 1 },
+      }),
+    );
+    const r1 = t.takeReport(T0 + 10);
+    expect(r1.usage).toEqual([
+      { licenseId: 'lic_1', identity: A, origin: 'o1', lastAccess: T0 + 1, count: 2 },
+      { licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 3, count: 7 },
+    ]);
+    expect(r1.denials).toEqual([
+      { identity: A, reason: 'expired', count: 1 },
+      { identity: B, reason: 'no_license', count: 2 },
+    ]);
+    expect(r1.merged).toEqual({ usage: 3, denials: 1 });
+    expect(t.takeReport(T0 + 20)).toMatchObject({
+      since: T0 + 10,
+      usage: [],
+      denials: [],
+      merged: { usage: 0, denials: 0 },
+    });
+    // What came later is reported once more, as a delta.
+    t.absorb(
+      delta({ usage: [{ licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 25, count: 1 }] }),
+    );
+    expect(t.takeReport(T0 + 30).usage).toEqual([
+      { licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 25, count: 1 },
+    ]);
+    expect(t.snapshot().merged).toEqual({ usage: 3, denials: 1 });
+  });
+
+  it('reports exactly what one tracker would have, when two hand their deltas over', () => {
+    const single = new UsageTracker();
+    const workers = [new UsageTracker(), new UsageTracker()];
+    const control = new UsageTracker();
+    const events: Array<[number, string, string, number]> = [
+      [0, A, 'o1', 3],
+      [1, A, 'o1', 2],
+      [1, B, 'o2', 1],
+      [0, B, 'o2', 4],
+    ];
+    events.forEach(([w, id, origin, n], i) => {
+      for (const t of [single, workers[w]!]) touch(t, 'lic_1', id, origin, T0 + i, n);
+      for (const t of [single, workers[w]!]) t.recordDenial('orders/http', id, 'revoked', origin, T0 + i);
+    });
+    for (const w of workers)
+      control.absorb(JSON.parse(JSON.stringify(w.takeDelta(T0 + 10))) as UsageTrackerDelta);
+    const want = single.takeReport(T0 + 10);
+    const got = control.takeReport(T0 + 10);
+    const byKey = (u: { licenseId: string; identity: string; origin: string }) =>
+      `${u.licenseId} ${u.identity} ${u.origin}`;
+    expect([...got.usage].sort((a, b) => byKey(a).localeCompare(byKey(b)))).toEqual(
+      [...want.usage].sort((a, b) => byKey(a).localeCompare(byKey(b))),
+    );
+    expect(got.denials).toEqual(want.denials);
+    expect(control.recentDenials()).toEqual(single.recentDenials());
+  });
+
+  it('keeps its bounds: new keys past the limits fold into "*", a sender\'s "*" lands on its own "*"', () => {
+    const t = new UsageTracker({ maxEntries: 1, maxDenialIdentities: 1 });
+    touch(t, 'lic_1', A, 'o1', T0 + 1);
+    t.recordDenial('orders/http', A, 'no_license', 'o', T0);
+    t.absorb(
+      delta({
+        usage: [
+          { licenseId: 'lic_1', identity: B, origin: 'o2', lastAccess: T0 + 5, count: 2 },
+          { licenseId: 'lic_1', identity: OVERFLOW_KEY, origin: OVERFLOW_KEY, lastAccess: T0 + 9, count: 4 },
+        ],
+        denials: [
+          { identity: B, reason: 'no_license', count: 3 },
+          { identity: OVERFLOW_KEY, reason: 'no_license', count: 2 },
+        ],
+        merged: { usage: 4, denials: 2 },
+      }),
+    );
+    const r = t.takeReport(T0 + 10);
+    expect(r.usage).toEqual([
+      { licenseId: 'lic_1', identity: A, origin: 'o1', lastAccess: T0 + 1, count: 1 },
+      { licenseId: 'lic_1', identity: OVERFLOW_KEY, origin: OVERFLOW_KEY, lastAccess: T0 + 9, count: 6 },
+    ]);
+    expect(r.denials).toEqual([
+      { identity: A, reason: 'no_license', count: 1 },
+      { identity: OVERFLOW_KEY, reason: 'no_license', count: 5 },
+    ]);
+    // The sender's own folds, plus B's usage key and B's 3 denials folded here.
+    expect(r.merged).toEqual({ usage: 4 + 1, denials: 2 + 3 });
+    expect(t.snapshot().entries).toBe(1);
+  });
+
+  it('skips malformed items from another process and keeps the well-formed ones', () => {
+    const t = new UsageTracker();
+    const bad = {
+      usage: [
+        { licenseId: 'lic_1', identity: A, origin: 'o', lastAccess: T0, count: Number.NaN },
+        { licenseId: 'lic_1', identity: A, origin: 'o', lastAccess: T0, count: -3 },
+        { licenseId: 'lic_1', identity: 7, origin: 'o', lastAccess: T0, count: 1 },
+        { licenseId: 'lic_1', identity: A, origin: 'o', lastAccess: 'now', count: 1 },
+        { licenseId: 'lic_1', identity: A, origin: 'o', lastAccess: T0 + 1, count: 2 },
+      ],
+      denials: [
+        { identity: A, reason: 'because', count: 1 },
+        { identity: A, reason: 'revoked', count: Infinity },
+        { identity: A, reason: 'revoked', count: 1 },
+      ],
+      recentDenials: [{ at: 'yesterday', port: 'orders/http', identity: A, origin: 'o', reason: 'revoked' }],
+      merged: { usage: -1, denials: Number.NaN },
+    } as unknown as UsageTrackerDelta;
+    t.absorb(bad);
+    const r = t.takeReport(T0 + 10);
+    expect(r.usage).toEqual([{ licenseId: 'lic_1', identity: A, origin: 'o', lastAccess: T0 + 1, count: 2 }]);
+    expect(r.denials).toEqual([{ identity: A, reason: 'revoked', count: 1 }]);
+    expect(r.merged).toEqual({ usage: 0, denials: 0 });
+    expect(t.recentDenials()).toEqual([]);
+  });
+});
+
+describe('UsageTracker.takeDelta', () => {
+  it('hands over the report deltas and the denials recorded since the previous call, once', () => {
+    const t = new UsageTracker({ recentDenials: 2 });
+    touch(t, 'lic_1', A, 'o', T0 + 1, 3);
+    t.recordDenial('orders/http', A, 'no_license', 'o', T0 + 2);
+    t.recordDenial('orders/http', B, 'revoked', 'o', T0 + 3);
+    t.recordDenial('orders/http', null, 'bad_identity', 'o', T0 + 4);
+    const d = t.takeDelta(T0 + 10);
+    expect(d.usage).toEqual([{ licenseId: 'lic_1', identity: A, origin: 'o', lastAccess: T0 + 1, count: 3 }]);
+    expect(d.denials).toHaveLength(3);
+    expect(d.recentDenials.map((x) => x.identity)).toEqual([null, B]);
+    expect(t.takeDelta(T0 + 20)).toEqual(delta());
   });
 });
 
