@@ -8,8 +8,12 @@
  * idle longer than `idleTimeout` is closed by us first, before a typical upstream keep-alive timeout
  * (Node's is 5 s) can close it under a request. The pool is LIFO: the most recently used connection
  * is the least likely to have been closed by the other side.
+ *
+ * Only dialing uses a socket timer (the connect timeout). Idle connections are closed by one sweep
+ * per pool, so handing a kept connection out and back costs no timer change per request.
  */
 import { connect, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { HostPort } from '../config/types.js';
 
 /** The exchange currently using an upstream connection. */
@@ -41,6 +45,8 @@ export class UpstreamConn {
   dead = false;
   /** In the pool's idle list. */
   idle = false;
+  /** performance.now() when it went back to the idle list. */
+  idleSince = 0;
 
   constructor(
     readonly socket: Socket,
@@ -61,7 +67,7 @@ export class UpstreamConn {
 
   private readonly onConnect = (): void => {
     this.connected = true;
-    this.socket.setTimeout(0);
+    this.socket.setTimeout(0); // the connect timeout's; idle ones are the pool's sweep
     this.owner?.upstreamConnected();
   };
 
@@ -88,9 +94,9 @@ export class UpstreamConn {
     this.owner?.upstreamDrain();
   };
 
-  /** Connect timeout while dialing, idle timeout while pooled. */
+  /** The connect timeout (the only socket timer). */
   private readonly onTimeout = (): void => {
-    this.fail(this.connected ? 'idle' : 'connect_timeout');
+    this.fail('connect_timeout');
   };
 
   private fail(code: string): void {
@@ -118,6 +124,7 @@ export class UpstreamPool {
   private readonly idleTimeout: number;
   private readonly maxIdle: number;
   private closed = false;
+  private sweep: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly target: HostPort,
@@ -133,15 +140,17 @@ export class UpstreamPool {
    */
   acquire(owner: UpstreamOwner): UpstreamConn {
     // A connection that dies leaves the list at once (forget); `dead` also covers the FIN seen
-    // while it was being handed back.
+    // while it was being handed back. One past idleTimeout that the sweep (every quarter of it) has
+    // not reached yet is closed here rather than handed out.
+    const oldest = this.idle.length === 0 ? 0 : performance.now() - this.idleTimeout;
     let c = this.idle.pop();
-    while (c !== undefined && c.dead) {
+    while (c !== undefined && (c.dead || c.idleSince <= oldest)) {
       c.idle = false;
+      c.destroy();
       c = this.idle.pop();
     }
     if (c !== undefined) {
       c.idle = false;
-      c.socket.setTimeout(0);
       c.owner = owner;
       return c;
     }
@@ -161,9 +170,22 @@ export class UpstreamPool {
       return;
     }
     c.idle = true;
+    c.idleSince = performance.now();
     this.idle.push(c);
-    c.socket.setTimeout(this.idleTimeout);
+    this.sweep ??= setInterval(this.closeExpired, Math.max(50, Math.floor(this.idleTimeout / 4))).unref();
   }
+
+  /** Close connections idle for longer than `idleTimeout` (oldest first: the list is LIFO). */
+  private readonly closeExpired = (): void => {
+    const oldest = performance.now() - this.idleTimeout;
+    let n = 0;
+    while (n < this.idle.length && this.idle[n]!.idleSince <= oldest) n++;
+    if (n === 0) return;
+    for (const c of this.idle.splice(0, n)) {
+      c.idle = false;
+      c.destroy();
+    }
+  };
 
   /** Drop a connection from the books (it closed or was destroyed). */
   forget(c: UpstreamConn): void {
@@ -178,6 +200,7 @@ export class UpstreamPool {
   /** Close every connection (idle ones now; in-use ones too: call after the exchanges ended). */
   close(): void {
     this.closed = true;
+    if (this.sweep !== null) clearInterval(this.sweep);
     for (const c of [...this.all]) c.destroy();
     this.idle.length = 0;
   }

@@ -1,0 +1,110 @@
+/**
+ * The fast lane's upstream pool (src/dataplane/fast-upstream.ts) on real sockets: a released
+ * connection is handed out again while fresh, closed by the pool's sweep once idle past
+ * idleTimeout, and never handed out past it.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { UpstreamPool, type UpstreamConn, type UpstreamOwner } from '../../src/dataplane/fast-upstream.js';
+import { waitFor } from '../helpers/net.js';
+
+let server: Server | undefined;
+let pool: UpstreamPool | undefined;
+afterEach(async () => {
+  pool?.close();
+  pool = undefined;
+  await new Promise((r) => (server ? server.close(r) : r(undefined)));
+  server = undefined;
+});
+
+/** A TCP server on 127.0.0.1 that records the sockets it accepted and which of them closed. */
+async function upstream(): Promise<{ port: number; accepted: Socket[]; closed: Set<Socket> }> {
+  const accepted: Socket[] = [];
+  const closed = new Set<Socket>();
+  server = createServer((s) => {
+    accepted.push(s);
+    s.on('error', () => {});
+    s.on('close', () => closed.add(s));
+  });
+  await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as { port: number }).port, accepted, closed };
+}
+
+/** An owner that records what the pool tells it. */
+function owner(): UpstreamOwner & { events: string[] } {
+  const events: string[] = [];
+  return {
+    events,
+    upstreamConnected: () => events.push('connected'),
+    upstreamData: () => events.push('data'),
+    upstreamEnd: () => events.push('end'),
+    upstreamFailed: (code) => events.push(`failed:${code}`),
+    upstreamDrain: () => events.push('drain'),
+  };
+}
+
+/** Acquire a connection and wait until it is connected. */
+async function dial(p: UpstreamPool): Promise<UpstreamConn> {
+  const o = owner();
+  const c = p.acquire(o);
+  await waitFor(() => c.connected, { what: 'upstream connected' });
+  expect(o.events).toEqual(['connected']);
+  return c;
+}
+
+describe('UpstreamPool', () => {
+  it('hands a released connection out again while it is fresh, with no socket timer', async () => {
+    const up = await upstream();
+    pool = new UpstreamPool(
+      { host: '127.0.0.1', port: up.port },
+      { connectTimeout: 1_000, idleTimeout: 2_000 },
+    );
+    const first = await dial(pool);
+    pool.release(first);
+    expect(first.socket.timeout).toBeFalsy();
+    const again = pool.acquire(owner());
+    expect(again).toBe(first);
+    expect(again.socket.timeout).toBeFalsy();
+    pool.release(again);
+    expect(up.accepted).toHaveLength(1);
+  });
+
+  it('closes a connection idle past idleTimeout from its sweep, and dials anew afterwards', async () => {
+    const up = await upstream();
+    pool = new UpstreamPool(
+      { host: '127.0.0.1', port: up.port },
+      { connectTimeout: 1_000, idleTimeout: 200 },
+    );
+    const c = await dial(pool);
+    const released = Date.now();
+    pool.release(c);
+    await waitFor(() => up.closed.size === 1, { timeoutMs: 3_000, what: 'the idle connection closed' });
+    // The sweep runs every 50 ms here: closed after 200 ms, not long after.
+    expect(Date.now() - released).toBeGreaterThanOrEqual(190);
+    expect(Date.now() - released).toBeLessThan(1_500);
+    expect(c.dead).toBe(true);
+    const next = await dial(pool);
+    expect(next).not.toBe(c);
+    expect(up.accepted).toHaveLength(2);
+  });
+
+  it('never hands out a connection past idleTimeout, even before the sweep reached it', async () => {
+    const up = await upstream();
+    // idleTimeout 400 ms: sweeps at 100 ms intervals. Blocking the event loop keeps the sweep from
+    // running, so only acquire's own check can refuse the stale connection.
+    pool = new UpstreamPool(
+      { host: '127.0.0.1', port: up.port },
+      { connectTimeout: 1_000, idleTimeout: 400 },
+    );
+    const c = await dial(pool);
+    pool.release(c);
+    const until = Date.now() + 450;
+    while (Date.now() < until) {
+      // busy: no timers run
+    }
+    const fresh = pool.acquire(owner());
+    expect(fresh).not.toBe(c);
+    expect(c.dead).toBe(true);
+    await waitFor(() => fresh.connected && up.accepted.length === 2, { what: 'a new connection' });
+  });
+});
