@@ -1,14 +1,20 @@
 /**
- * The fast lane of an http port: the common request — HTTP/1.1, no Upgrade, no Expect, no request
- * chunking — served without Node's http.Server and without a generic client. The request head is
- * parsed by the strict parser in h1/, decided, rewritten and written to a kept upstream connection
- * (fast-upstream.ts) in one write; the body and the response body are forwarded as they arrive,
- * verbatim, with their framing checked so both connections know where each message ends and can
- * be reused.
+ * The fast lane of an http port: the common request — HTTP/1.1, no Upgrade, no Expect — served
+ * without Node's http.Server and without a generic client. The request head is parsed by the strict
+ * parser in h1/, decided, rewritten and written to a kept upstream connection (fast-upstream.ts) in
+ * one write; the request body (Content-Length or chunked) and the response body are forwarded as
+ * they arrive, verbatim (chunk-size lines, extensions and trailers included), with their framing
+ * checked by a BodyFramer so both connections know where each message ends and can be reused.
+ *
+ * A request body that breaks its framing is what llhttp refuses on the full path: the upstream
+ * request is cut (its connection is never reused; the bytes of the read that broke it are not
+ * forwarded), and the caller gets the full path's answer (http-proxy.ts, onClientError): 400, or
+ * 431 for trailers over the head limit, and a close — or just the close when a response is already
+ * under way. A body broken in the bytes that came with its head never reaches the upstream at all.
  *
  * Anything else goes to the full path at a request boundary: the connection is handed to the port's
  * http.Server with the unread bytes put back (`unshift`), and stays there. That covers requests the
- * fast lane does not serve (Upgrade, Expect, chunked uploads, HTTP/1.0, CONNECT), every head the
+ * fast lane does not serve (Upgrade, Expect, HTTP/1.0, CONNECT), every head the
  * strict parser refuses (llhttp answers it exactly as before: 400, 431), and every head check
  * that ends in a 400 (bad path, Host). The parser (h1/) refuses everything llhttp refuses, and
  * reads what both accept the same way (differential tests in test/dataplane/h1/), so the fast lane
@@ -50,6 +56,14 @@ const enum St {
   Handed,
 }
 
+/**
+ * Trailer names a caller may not send in a request body forwarded with its trailers: the fields the
+ * proxy vouches for in the rewritten head (`upstreamRequestHead` strips them in any spelling). An
+ * upstream that merges trailers into headers would otherwise take them from the caller. The
+ * `x-portlicense-` prefix covers the identity and license headers and any future one.
+ */
+const VOUCHED_TRAILERS = ['x-portlicense-*', 'x-forwarded-for', 'x-forwarded-proto'];
+
 const enum Resp {
   /** Waiting for (the rest of) the response head. */
   Head,
@@ -72,7 +86,10 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private st = St.Head;
   private readonly parser: RequestHeadParser;
   private readonly respParser: ResponseHeadParser;
+  /** Frames the response body. */
   private readonly framer = new BodyFramer();
+  /** Frames the request body (trailers count against the head limit, as llhttp counts them). */
+  private readonly reqFramer: BodyFramer;
   /** Raw bytes of the request head being read (for a handover), from its first byte. */
   private headChunks: Buffer[] = [];
   /** Bytes after the current request, held until its response is complete (pipelining). */
@@ -91,7 +108,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
   // The exchange in flight (one at a time per connection).
   private up: UpstreamConn | null = null;
   private resp = Resp.Head;
-  private reqLeft = 0;
+  /** Bytes of a denied request's body still to drop (St.Discard). */
+  private discardLeft = 0;
   private keepAlive = true;
   private upReusable = true;
   started = 0;
@@ -114,6 +132,10 @@ export class FastConnection implements UpstreamOwner, Verdict {
     const { ctx } = port;
     this.parser = new RequestHeadParser({ maxHeaderSize: ctx.port.maxHeaderSize });
     this.respParser = new ResponseHeadParser();
+    this.reqFramer = new BodyFramer({
+      maxTrailerSize: ctx.port.maxHeaderSize,
+      forbidTrailers: VOUCHED_TRAILERS,
+    });
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
@@ -127,6 +149,11 @@ export class FastConnection implements UpstreamOwner, Verdict {
     return this.st === St.Head && this.headStart === 0 && this.pending === null;
   }
 
+  /** Whether the request body of the exchange in flight has not ended yet. */
+  private get uploading(): boolean {
+    return !this.reqFramer.done;
+  }
+
   private readonly onData = (chunk: Buffer): void => {
     this.lastIo = performance.now();
     switch (this.st) {
@@ -134,7 +161,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
         this.headBytes(chunk);
         return;
       case St.Busy:
-        if (this.reqLeft > 0) this.bodyBytes(chunk);
+        if (this.uploading) this.bodyBytes(chunk);
         else this.hold(chunk);
         return;
       case St.Discard:
@@ -215,39 +242,107 @@ export class FastConnection implements UpstreamOwner, Verdict {
     vouch(headers, this.conn.peer.identity, this.license === null ? null : this.license.id);
     let text = `${head.method} ${joinTarget(target.path, target.query)} HTTP/1.1\r\n`;
     for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
+    // The caller's chunks go on as they are, named by `chunked` alone whatever codings the caller
+    // listed before it (the full path's client re-frames and names none): the upstream reads the
+    // framing this lane checks, nothing else.
+    if (head.framing === 'chunked') text += 'transfer-encoding: chunked\r\n';
     text += 'connection: keep-alive\r\n\r\n';
 
     this.st = St.Busy;
     this.resp = Resp.Head;
     this.upReusable = true;
-    this.reqLeft = uh.bodyLength;
+    const body = this.reqFramer;
+    body.begin(head.framing, head.contentLength);
+    // The body bytes read with the head are checked before the upstream is contacted: on the full
+    // path, llhttp refuses them before undici has written anything.
+    const n = rest === null ? 0 : body.execute(rest);
+    if (n < 0) {
+      this.badBody();
+      return;
+    }
     this.respParser.begin(head.method);
     const up = this.port.pool.acquire(this);
     this.up = up;
     up.socket.cork();
     up.write(text);
     this.waitStart = this.started; // same tick: one clock read per request
-    if (rest !== null) this.bodyBytes(rest);
+    if (rest !== null) this.forwardBody(rest, n);
     up.socket.uncork();
   }
 
-  /** Request body bytes from the caller while `reqLeft` > 0; the rest is the next request. */
+  /** Request body bytes from the caller while it is uploading; what follows it is the next request. */
   private bodyBytes(chunk: Buffer): void {
-    const n = Math.min(chunk.length, this.reqLeft);
-    const body = n === chunk.length ? chunk : chunk.subarray(0, n);
-    this.reqLeft -= n;
-    this.bytesIn += n;
+    const n = this.reqFramer.execute(chunk);
+    if (n < 0) this.badBody();
+    else this.forwardBody(chunk, n);
+  }
+
+  /** Forward the first `n` bytes of `chunk` (framed as this request's body) and hold the rest. */
+  private forwardBody(chunk: Buffer, n: number): void {
+    this.bytesIn = this.reqFramer.payload;
     const up = this.up;
     if (this.waitStart !== 0) this.waitStart = this.lastIo; // a slow upload is not a silent upstream
-    if (up !== null && !up.write(body)) this.socket.pause();
+    if (n > 0 && up !== null && !up.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+      this.socket.pause();
+    }
     if (n < chunk.length) this.hold(chunk.subarray(n));
   }
 
-  /** Answer a denial. A body that is complete, or small, is dropped and the connection kept. */
+  /**
+   * The request body broke its framing (bad chunk size or CRLF, oversize chunk line or trailers, a
+   * forbidden trailer): do what the full path does when llhttp fails mid-body (http-proxy.ts,
+   * onClientError). The upstream request is cut, so the upstream never takes it for whole; the
+   * caller gets 400 (431 for trailers over the head limit) and a close, or only the close once a
+   * response head has been written to it.
+   */
+  private badBody(): void {
+    const { ctx } = this.port;
+    const error = this.reqFramer.error!;
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    this.waitStart = 0;
+    const answered = this.resp !== Resp.Head;
+    this.resp = Resp.Complete;
+    this.st = St.Done;
+    ctx.finish(this);
+    this.detach();
+    if (answered) {
+      this.socket.destroy();
+      return;
+    }
+    const answer = error.status === 431 ? ctx.responses.headersTooLarge : ctx.responses.malformed;
+    ctx.note('info', `client_error_${answer.status}`, 'malformed http request refused', {
+      status: answer.status,
+      code: error.code,
+      identity: this.conn.peer.identity,
+      origin: this.conn.peer.origin,
+    });
+    endLingering(this.socket, answer.raw());
+  }
+
+  /**
+   * Answer a denial. A body that is complete, or small, is dropped and the connection kept. A
+   * chunked body's length is unknown until it ends, so it is kept only when it came whole with the
+   * head; otherwise the connection closes after the answer, as on the full path.
+   */
   private deny(reason: DenyReason, rest: Buffer | null): void {
     const { ctx } = this.port;
     const answer = ctx.responses.deny[reason];
     ctx.denied(this.conn, this.method, this.path, reason, this.started);
+    if (this.bodyLength < 0) {
+      const body = this.reqFramer;
+      body.begin('chunked');
+      const n = rest === null ? -1 : body.execute(rest);
+      const whole = n >= 0 && body.done;
+      if (!this.keepAlive || !whole) {
+        this.close(answer, !whole);
+        return;
+      }
+      this.socket.write(answer.keepAlive());
+      this.next(n < rest!.length ? rest!.subarray(n) : null);
+      return;
+    }
     const received = rest === null ? 0 : rest.length;
     const unread = this.bodyLength - Math.min(received, this.bodyLength);
     if (!this.keepAlive || unread > DISCARDABLE_BODY_BYTES) {
@@ -257,16 +352,16 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.socket.write(answer.keepAlive());
     if (unread > 0) {
       this.st = St.Discard;
-      this.reqLeft = unread;
+      this.discardLeft = unread;
       return;
     }
     this.next(rest === null || rest.length === this.bodyLength ? null : rest.subarray(this.bodyLength));
   }
 
   private discardBytes(chunk: Buffer): void {
-    const n = Math.min(chunk.length, this.reqLeft);
-    this.reqLeft -= n;
-    if (this.reqLeft > 0) return;
+    const n = Math.min(chunk.length, this.discardLeft);
+    this.discardLeft -= n;
+    if (this.discardLeft > 0) return;
     this.next(n < chunk.length ? chunk.subarray(n) : null);
   }
 
@@ -349,7 +444,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.status = head.status;
     const closeDelimited = head.framing === 'close';
     if (!head.keepAlive) this.upReusable = false;
-    const close = !this.keepAlive || closeDelimited || ctx.draining || this.reqLeft > 0;
+    const close = !this.keepAlive || closeDelimited || ctx.draining || this.uploading;
     if (close) this.keepAlive = false;
     const headers = callerResponseHeaders(head.headers, close, httpDate());
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
@@ -404,7 +499,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
   }
 
   upstreamDrain(): void {
-    if (this.st === St.Busy && this.reqLeft > 0 && this.socket.isPaused()) this.socket.resume();
+    if (this.st === St.Busy && this.uploading && this.socket.isPaused()) this.socket.resume();
   }
 
   private readonly onDrain = (): void => {
@@ -417,15 +512,15 @@ export class FastConnection implements UpstreamOwner, Verdict {
     const up = this.up;
     this.up = null;
     if (up !== null) {
-      if (this.upReusable && this.reqLeft === 0) this.port.pool.release(up);
+      if (this.upReusable && !this.uploading) this.port.pool.release(up);
       else up.destroy();
     }
     this.port.ctx.finish(this);
-    if (this.reqLeft > 0 || !this.keepAlive) {
+    if (this.uploading || !this.keepAlive) {
       // The caller's body is still coming (an early answer) or the connection is done.
       this.st = St.Done;
       this.detach();
-      if (this.reqLeft > 0) endLingering(this.socket);
+      if (this.uploading) endLingering(this.socket);
       else this.socket.end();
       return;
     }
@@ -448,8 +543,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
     ctx.note('warn', reason, 'upstream request failed', { reason, code, path: this.path });
     const answer = ctx.responses.gateway[reason];
     ctx.finish(this);
-    if (this.reqLeft > 0 || !this.keepAlive || ctx.draining) {
-      this.close(answer, this.reqLeft > 0);
+    if (this.uploading || !this.keepAlive || ctx.draining) {
+      this.close(answer, this.uploading);
       return;
     }
     this.socket.write(answer.keepAlive());
@@ -522,11 +617,5 @@ export class FastConnection implements UpstreamOwner, Verdict {
 
 /** Whether the fast lane serves this request; everything else goes to the full path. */
 function eligible(h: RequestHead): boolean {
-  return (
-    h.version === '1.1' &&
-    !h.hasUpgrade &&
-    !h.expectContinue &&
-    h.framing !== 'chunked' &&
-    h.method !== 'CONNECT'
-  );
+  return h.version === '1.1' && !h.hasUpgrade && !h.expectContinue && h.method !== 'CONNECT';
 }

@@ -7,7 +7,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
 import { parseRaw, rawRequest } from '../helpers/http-client.js';
 import { Received, startTcpServer, tlsConnect, waitFor, type TestServer } from '../helpers/net.js';
@@ -141,7 +141,7 @@ describe('fast lane: one connection, many requests', () => {
     rx.socket.destroy();
   });
 
-  it('hands the connection to the full path at a chunked upload, after serving a plain request', async () => {
+  it('serves a chunked upload between plain requests, in order, over one upstream connection', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const chunked =
       'POST /up HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
@@ -152,14 +152,15 @@ describe('fast lane: one connection, many requests', () => {
       '/up',
       '/after',
     ]);
-    // The full path (Node's server + undici) dispatches pipelined requests side by side, so the
-    // upstream may see /after before /up; the caller's answers are in order either way.
-    const seen = h.upstream.requests.map((r) => [r.method, r.url, r.body.toString()]);
-    expect(seen[0]).toEqual(['GET', '/first', '']);
-    expect(seen.slice(1).sort()).toEqual([
-      ['GET', '/after', ''],
+    // The full path would have dispatched /after beside /up on another upstream connection: the
+    // request after the chunked body was read where that body ended, by the fast lane.
+    expect(h.upstream.requests.map((r) => [r.method, r.url, r.body.toString()])).toEqual([
+      ['GET', '/first', ''],
       ['POST', '/up', 'hello'],
+      ['GET', '/after', ''],
     ]);
+    expect(h.upstream.connections).toBe(1);
+    expect(rx.ended).toBe(false);
     rx.socket.destroy();
   });
 
@@ -344,6 +345,302 @@ describe('fast lane: upstream responses', () => {
     rx.socket.write(GET('/again'));
     await rx.until((t) => responses(t).length === 2);
     expect(responses(rx.text).map((r) => r.status)).toEqual([502, 200]);
+    rx.socket.destroy();
+  });
+});
+
+const POST_CHUNKED = (path: string, extra = ''): string =>
+  `POST ${path} HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n${extra}\r\n`;
+const MALFORMED = '{"error":"bad_request","reason":"malformed_request","port":"orders/http"}';
+
+/** How the upstream (node's server) saw one request end: completely or cut, and the body it read. */
+interface UpstreamEnd {
+  complete: boolean;
+  body: string;
+}
+
+/**
+ * An upstream handler that records each request's body as node reads it and, once the request is
+ * closed, how it ended (`ends`, by path); `answer` writes the response (default: none).
+ */
+function recordEnds(
+  ends: Map<string, UpstreamEnd>,
+  bodies: Map<string, string>,
+  answer: (req: IncomingMessage, res: ServerResponse) => void = () => {},
+): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const url = req.url!;
+    bodies.set(url, '');
+    req.on('data', (c: Buffer) => bodies.set(url, bodies.get(url)! + c.toString('latin1')));
+    req.on('close', () => ends.set(url, { complete: req.complete, body: bodies.get(url)! }));
+    answer(req, res);
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('fast lane: chunked uploads', () => {
+  const BODY = '3;ext=1;q="a b"\r\nabc\r\n2\r\nde\r\n0;end=yes\r\nX-Sum: abcde\r\nx-t:1\r\n\r\n';
+
+  it('forwards the body verbatim (sizes, extensions, trailers) as transfer-encoding: chunked, and counts its payload', async () => {
+    const seen: string[] = [];
+    raw = await startTcpServer((s) => {
+      let buf = '';
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        // One answer per complete request: the body is known, so a request ends where BODY does.
+        for (let at = buf.indexOf(BODY); at !== -1; at = buf.indexOf(BODY)) {
+          seen.push(buf.slice(0, at + BODY.length));
+          buf = buf.slice(at + BODY.length);
+          s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        }
+      });
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const req = POST_CHUNKED('/up', 'Trailer: X-Sum\r\n') + BODY;
+    const rx = await rawRequest(h.address, h.creds, req + req);
+    await rx.until((t) => responses(t).length === 2);
+    expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
+    expect(seen).toHaveLength(2);
+    for (const text of seen) {
+      const end = text.indexOf('\r\n\r\n');
+      const lines = text.slice(0, end).split('\r\n');
+      expect(lines[0]).toBe('POST /up HTTP/1.1');
+      expect(lines.filter((l) => /^(transfer-encoding|content-length):/i.test(l))).toEqual([
+        'transfer-encoding: chunked',
+      ]);
+      expect(text.slice(end + 4)).toBe(BODY);
+    }
+    expect(raw.accepted()).toBe(1); // both connections were kept after the first exchange
+    await waitFor(() => h!.telemetry.durations.length === 2);
+    expect(h.telemetry.bytesIn).toBe(10); // the payload (abc, de) of each, not the framing
+    expect(rx.ended).toBe(false);
+    rx.socket.destroy();
+  });
+
+  it('forwards each piece as it arrives, whatever the split, and the trailers at the end', async () => {
+    const ends = new Map<string, UpstreamEnd>();
+    const bodies = new Map<string, string>();
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      upstreamHandler: recordEnds(ends, bodies, (req, res) =>
+        req.on('end', () => res.end(JSON.stringify({ body: bodies.get('/drip'), trailers: req.trailers }))),
+      ),
+    });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    rx.socket.write(POST_CHUNKED('/drip'));
+    // [bytes written, payload the upstream has read once they are through]
+    const pieces: Array<[string, string]> = [
+      ['5', ''],
+      [';n=1\r', ''],
+      ['\nhel', 'hel'],
+      ['lo\r', 'hello'],
+      ['\n1\r\n \r', 'hello '],
+      ['\n6\r\nworld!\r\n', 'hello world!'],
+      ['0\r\nX-Check', 'hello world!'],
+      ['sum: 42\r\n', 'hello world!'],
+    ];
+    for (const [piece, payload] of pieces) {
+      rx.socket.write(piece);
+      // Each piece of payload reaches the upstream before the next one is sent: nothing waits for the end.
+      await waitFor(() => bodies.get('/drip') === payload);
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(responses(rx.text)).toEqual([]);
+    rx.socket.write('\r\n');
+    await rx.until((t) => responses(t).length === 1);
+    expect(JSON.parse(responses(rx.text)[0]!.body)).toEqual({
+      body: 'hello world!',
+      trailers: { 'x-checksum': '42' },
+    });
+    expect(ends.get('/drip')?.complete ?? true).toBe(true);
+    rx.socket.destroy();
+  });
+
+  it('a bad chunk after the head went upstream: the upstream request is cut, the caller gets 400 and a close', async () => {
+    const ends = new Map<string, UpstreamEnd>();
+    const bodies = new Map<string, string>();
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      upstreamHandler: recordEnds(ends, bodies, (req, res) => {
+        if (req.url === '/next') res.end('ok');
+      }),
+    });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    rx.socket.write(`${POST_CHUNKED('/api')}3\r\nabc\r\n`);
+    await waitFor(() => bodies.get('/api') === 'abc');
+    rx.socket.write(`3\r\nxyz\r\nzz\r\n${GET('/smuggled')}`);
+    const r = parseRaw(await rx.closed());
+    expect(r.status).toBe(400);
+    expect(r.body).toBe(MALFORMED);
+    // Not one byte of the read that broke the framing went on, and the upstream saw the request cut.
+    expect(await waitFor(() => ends.get('/api'))).toEqual({ complete: false, body: 'abc' });
+    expect(h.upstream.requests.map((q) => q.url)).toEqual(['/api']);
+    // The cut upstream connection is not reused: the next request opens another.
+    const rx2 = await rawRequest(h.address, h.creds, GET('/next'));
+    await rx2.until((t) => responses(t).length === 1);
+    expect(responses(rx2.text)[0]).toEqual({ status: 200, body: 'ok' });
+    expect(h.upstream.connections).toBe(2);
+    rx2.socket.destroy();
+  });
+
+  it('a bad chunk once the response is under way: both connections are cut, no 400 is added to it', async () => {
+    const ends = new Map<string, UpstreamEnd>();
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      upstreamHandler: recordEnds(ends, new Map(), (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('partial');
+      }),
+    });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    rx.socket.write(`${POST_CHUNKED('/api')}3\r\nabc\r\n`);
+    await rx.until((t) => t.includes('partial'));
+    rx.socket.write('3\r\nabcX\r\n0\r\n\r\n');
+    const text = await rx.closed();
+    expect(parseRaw(text).status).toBe(200);
+    expect(text).not.toContain('malformed');
+    expect(text).not.toMatch(/\r\n0\r\n\r\n$/); // the response is not made to look complete
+    expect(await waitFor(() => ends.get('/api'))).toEqual({ complete: false, body: 'abc' });
+  });
+
+  describe('framing refused mid-body: the full path answers', () => {
+    let shared: HttpHarness | undefined;
+    const ends = new Map<string, UpstreamEnd>();
+    const bodies = new Map<string, string>();
+    afterAll(() => shared?.close());
+    const cases: Array<[string, string, number, string]> = [
+      [
+        'a chunk-size line over 16 KiB',
+        `1;e=${'x'.repeat(20_000)}\r\na\r\n0\r\n\r\n`,
+        400,
+        'malformed_request',
+      ],
+      ['a chunk size over 2^53', '20000000000000\r\n', 400, 'malformed_request'],
+      ['trailers over the head limit', `0\r\nX-Big: ${'x'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+      ['a Content-Length trailer', '0\r\nContent-Length: 5\r\n\r\n', 400, 'malformed_request'],
+      // Stricter than the full path (which drops request trailers): the upstream trusts these headers.
+      [
+        'an identity trailer',
+        '0\r\nX-PortLicense_Identity: spiffe://example.org/ns/a/sa/admin\r\n\r\n',
+        400,
+        'malformed_request',
+      ],
+      ['an x-forwarded-for trailer', '0\r\nx-forwarded-for: 10.0.0.1\r\n\r\n', 400, 'malformed_request'],
+    ];
+    cases.forEach(([name, bad, status, reason], i) =>
+      it(`${name}: ${status} ${reason}, and the upstream request is cut`, async () => {
+        shared ??= await startHttpHarness({
+          licenses: [{ id: 'lic_1' }],
+          upstreamHandler: recordEnds(ends, bodies),
+        });
+        const path = `/case${i}`;
+        const rx = new Received(await tlsConnect({ ...shared.address, ...shared.creds }));
+        rx.socket.write(`${POST_CHUNKED(path)}3\r\nabc\r\n`);
+        await waitFor(() => bodies.get(path) === 'abc');
+        rx.socket.write(bad);
+        const r = parseRaw(await rx.closed());
+        expect(r.status).toBe(status);
+        expect(JSON.parse(r.body)).toEqual({ error: 'bad_request', reason, port: 'orders/http' });
+        expect(await waitFor(() => ends.get(path))).toEqual({ complete: false, body: 'abc' });
+      }),
+    );
+  });
+
+  it('an answer before the body ended: the caller is told connection: close, the upstream connection is dropped', async () => {
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      upstreamHandler: (req: IncomingMessage, res: ServerResponse) => res.end(req.url),
+    });
+    const rx = await rawRequest(h.address, h.creds, `${POST_CHUNKED('/early')}3\r\nabc\r\n`);
+    const r = parseRaw(await rx.closed());
+    expect(r).toMatchObject({ status: 200, body: '/early' });
+    expect(r.head.toLowerCase()).toContain('connection: close');
+    const rx2 = await rawRequest(h.address, h.creds, GET('/next'));
+    await rx2.until((t) => responses(t).length === 1);
+    expect(h.upstream.connections).toBe(2);
+    rx2.socket.destroy();
+  });
+
+  describe('denied with a chunked body', () => {
+    it('a body that came whole with the head is dropped and the connection kept', async () => {
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1', methods: ['GET'] }] });
+      const post = `${POST_CHUNKED('/p')}5;x=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n`;
+      const rx = await rawRequest(h.address, h.creds, post + GET('/ok'));
+      await rx.until((t) => responses(t).length === 2);
+      expect(responses(rx.text).map((r) => r.status)).toEqual([403, 200]);
+      expect(h.upstream.requests.map((r) => r.url)).toEqual(['/ok']);
+      expect(rx.ended).toBe(false);
+      rx.socket.destroy();
+    });
+
+    const closing: Array<[string, string]> = [
+      ['a body still coming', '5\r\nhel'],
+      ['a body that breaks its framing', `zz\r\n${GET('/ok')}`],
+      ['no body bytes yet', ''],
+    ];
+    for (const [name, rest] of closing)
+      it(`${name}: 403 and close, nothing forwarded`, async () => {
+        h = await startHttpHarness({ licenses: [{ id: 'lic_1', methods: ['GET'] }] });
+        const rx = await rawRequest(h.address, h.creds, POST_CHUNKED('/p') + rest);
+        const r = parseRaw(await rx.closed());
+        expect(r.status).toBe(403);
+        expect(r.head.toLowerCase()).toContain('connection: close');
+        expect(h.upstream.connections).toBe(0);
+      });
+  });
+
+  it('stops reading the caller while the upstream does not read, and forwards every byte once it does', async () => {
+    const MiB = 1 << 20;
+    const count = 32;
+    const sizeLine = `${MiB.toString(16)}\r\n`;
+    const framed = count * (sizeLine.length + MiB + 2) + 5;
+    let up: Socket | undefined;
+    raw = await startTcpServer((s) => {
+      up = s;
+      s.pause();
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    rx.socket.write(POST_CHUNKED('/big'));
+    const block = Buffer.alloc(MiB, 0x61);
+    for (let i = 0; i < count; i++) {
+      rx.socket.write(sizeLine);
+      rx.socket.write(block);
+      rx.socket.write('\r\n');
+    }
+    rx.socket.write('0\r\n\r\n');
+    await waitFor(() => up !== undefined);
+    // The proxy stops reading the caller well short of what was sent: kernel buffers on both hops,
+    // not the 32 MiB the caller queued. (What is checked is that nothing more happens, so there is
+    // no event to await: a short wall-clock window, as in splice.test.ts.)
+    await sleep(300);
+    const queued = rx.socket.writableLength;
+    expect(queued).toBeGreaterThan(8 * MiB);
+    await sleep(200);
+    expect(rx.socket.writableLength).toBe(queued);
+
+    let head = '';
+    let body = 0;
+    up!.on('data', (d: Buffer) => {
+      if (body === 0 && !head.endsWith('\r\n\r\n')) {
+        const text = head + d.toString('latin1');
+        const end = text.indexOf('\r\n\r\n');
+        if (end === -1) {
+          head = text;
+          return;
+        }
+        head = text.slice(0, end + 4);
+        body = text.length - head.length;
+      } else body += d.length;
+      if (body === framed) up!.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    });
+    up!.resume();
+    await rx.until((t) => responses(t).length === 1, 20_000);
+    expect(responses(rx.text)[0]).toEqual({ status: 200, body: 'ok' });
+    expect(body).toBe(framed);
+    await waitFor(() => h!.telemetry.durations.length === 1);
+    expect(h.telemetry.bytesIn).toBe(count * MiB);
     rx.socket.destroy();
   });
 });

@@ -17,6 +17,14 @@ export interface BodyFramerOptions {
   maxTrailerSize?: number;
   /** Longest chunk-size line, extensions included (node allows 16 KiB of extensions). Default 16384. */
   maxChunkLineSize?: number;
+  /**
+   * More trailer names refused as `forbidden_trailer` (lower-case letters and "-"), matched
+   * ignoring case and with `_` read as `-`; a name ending in `*` matches every name that begins
+   * with the rest. For a proxy that forwards request trailers: the fields it vouches for in the
+   * head it rewrote, which a caller must not add after it (an upstream that merges trailers into
+   * headers would trust them).
+   */
+  forbidTrailers?: readonly string[];
 }
 
 const B_DONE = 0;
@@ -47,16 +55,26 @@ const EQUALS = 0x3d;
 const DQUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COLON = 0x3a;
+const UNDERSCORE = 0x5f;
+const DASH = 0x2d;
 const MAX_SIZE_BEFORE_DIGIT = Math.floor(Number.MAX_SAFE_INTEGER / 16);
 
 /** Trailer fields that would change the framing or the connection after the fact. */
 const FORBIDDEN_TRAILERS = ['content-length', 'transfer-encoding', 'connection'];
-const ALL_FORBIDDEN = (1 << FORBIDDEN_TRAILERS.length) - 1;
+/** Forbidden names are tracked as bits of one integer while a trailer name is read. */
+const MAX_FORBIDDEN = 30;
 
 /** Frames the bodies of one connection direction, one message after the other. */
 export class BodyFramer {
   private readonly maxTrailerSize: number;
   private readonly maxChunkLineSize: number;
+  /** Forbidden trailer names (without a final `*`); bit k of the masks below is names[k]. */
+  private readonly names: readonly string[];
+  /** Names matched as prefixes. */
+  private readonly prefixes: number;
+  /** Names in which `_` reads as `-`. */
+  private readonly folds: number;
+  private readonly allNames: number;
   private state = B_DONE;
   private remaining = 0;
   private lineBytes = 0;
@@ -71,6 +89,21 @@ export class BodyFramer {
   constructor(opts: BodyFramerOptions = {}) {
     this.maxTrailerSize = opts.maxTrailerSize ?? 16_384;
     this.maxChunkLineSize = opts.maxChunkLineSize ?? 16_384;
+    const names = [...FORBIDDEN_TRAILERS];
+    let prefixes = 0;
+    let folds = 0;
+    for (const name of opts.forbidTrailers ?? []) {
+      const bit = 1 << names.length;
+      folds |= bit;
+      if (name.endsWith('*')) prefixes |= bit;
+      names.push(name.endsWith('*') ? name.slice(0, -1) : name);
+    }
+    if (names.length > MAX_FORBIDDEN)
+      throw new RangeError(`at most ${MAX_FORBIDDEN} forbidden trailer names`);
+    this.names = names;
+    this.prefixes = prefixes;
+    this.folds = folds;
+    this.allNames = (1 << names.length) - 1;
   }
 
   /** Start the body of a new message; `contentLength` is read for framing 'length' only. */
@@ -228,7 +261,7 @@ export class BodyFramer {
           if (b === CR) state = C_END_LF;
           else if ((CLASS[b]! & TOKEN) !== 0) {
             this.nameLen = 0;
-            this.candidates = ALL_FORBIDDEN;
+            this.candidates = this.allNames;
             this.matchName(b);
             state = C_TRAILER_NAME;
           } else return this.fail(b === LF ? H1_ERRORS.invalid_line_ending : H1_ERRORS.invalid_trailer);
@@ -264,17 +297,29 @@ export class BodyFramer {
   /** Narrow the forbidden names still matching the trailer name so far (split-safe: no buffering). */
   private matchName(b: number): void {
     const p = this.nameLen++;
+    const names = this.names;
     let c = this.candidates;
-    for (let k = 0; c !== 0 && k < FORBIDDEN_TRAILERS.length; k++) {
-      const name = FORBIDDEN_TRAILERS[k]!;
-      if ((c & (1 << k)) !== 0 && (p >= name.length || (b | 0x20) !== name.charCodeAt(p))) c &= ~(1 << k);
+    for (let k = 0; c !== 0 && k < names.length; k++) {
+      const bit = 1 << k;
+      if ((c & bit) === 0) continue;
+      const name = names[k]!;
+      if (p >= name.length) {
+        if ((this.prefixes & bit) === 0) c &= ~bit;
+        continue;
+      }
+      // Names are lower-case letters and "-": OR-ing 0x20 lower-cases a letter and turns no other
+      // token byte into a letter or "-".
+      const x = b === UNDERSCORE && (this.folds & bit) !== 0 ? DASH : b | 0x20;
+      if (x !== name.charCodeAt(p)) c &= ~bit;
     }
     this.candidates = c;
   }
 
+  /** Whether the trailer name just read is forbidden (a candidate left that it covers whole). */
   private forbidden(): boolean {
-    for (let k = 0; k < FORBIDDEN_TRAILERS.length; k++) {
-      if ((this.candidates & (1 << k)) !== 0 && this.nameLen === FORBIDDEN_TRAILERS[k]!.length) return true;
+    const names = this.names;
+    for (let k = 0; k < names.length; k++) {
+      if ((this.candidates & (1 << k)) !== 0 && this.nameLen >= names[k]!.length) return true;
     }
     return false;
   }

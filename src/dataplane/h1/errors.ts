@@ -83,7 +83,8 @@ const MESSAGES: Record<H1ErrorCode, string> = {
   chunk_line_too_long: 'chunk size line longer than the limit',
   missing_chunk_crlf: 'chunk data not followed by CRLF',
   invalid_trailer: 'malformed trailer field',
-  forbidden_trailer: 'Content-Length, Transfer-Encoding or Connection in trailers',
+  forbidden_trailer:
+    'a framing field (Content-Length, Transfer-Encoding, Connection) or a forbidden name in trailers',
   trailers_too_large: 'trailer section larger than the limit',
 };
 

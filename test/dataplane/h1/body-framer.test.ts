@@ -102,6 +102,24 @@ describe('body framer', () => {
     expect(frame('chunked', '0\r\nContent-Lengthy: 1\r\nConnectio: x\r\n\r\n').done).toBe(true);
   });
 
+  it('refuses the extra trailer names it is given, in any case, with _ for -, a * as any suffix', () => {
+    const opts = { forbidTrailers: ['x-own-*', 'x-fwd'] };
+    const refused = ['X-Own-Identity', 'x_own_license', 'X-OWN-', 'x-fwd', 'X_Fwd'];
+    for (const name of refused) {
+      const s = `0\r\n${name}: v\r\n\r\n`;
+      for (let step = 1; step <= s.length; step++)
+        expect(frame('chunked', s, step, opts).error, `${name} step ${step}`).toBe('forbidden_trailer');
+    }
+    for (const name of ['x-own', 'x-ow-n', 'x-fwd-x', 'x-fw', 'y-own-a', 'Content_Length'])
+      expect(frame('chunked', `0\r\n${name}: v\r\n\r\n`, 1, opts).done, name).toBe(true);
+    // The built-in names keep their rule: exact, no _ folding. Without the option, any other name is fine.
+    expect(frame('chunked', '0\r\nCONNECTION: x\r\n\r\n', 1, opts).error).toBe('forbidden_trailer');
+    expect(frame('chunked', '0\r\nX-Own-Identity: v\r\n\r\n').done).toBe(true);
+    expect(() => new BodyFramer({ forbidTrailers: Array.from({ length: 28 }, (_, i) => `n${i}`) })).toThrow(
+      RangeError,
+    );
+  });
+
   it('limits the chunk-size line and the trailer section', () => {
     expect(
       frame('chunked', `1;e=${'x'.repeat(100)}\r\na\r\n0\r\n\r\n`, 7, { maxChunkLineSize: 64 }).error,
