@@ -10,6 +10,7 @@ import {
   createTlsListener,
   listenOn,
   originOf,
+  SERVER_CIPHERS,
 } from '../../src/dataplane/handshake.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import type { Peer, PortDeps } from '../../src/dataplane/types.js';
@@ -153,6 +154,28 @@ describe('createTlsListener: accepted callers', () => {
       s.destroy();
     });
   }
+
+  it('picks TLS 1.3 suites in its own order, AES-128-GCM first, and still takes what a caller limits itself to', async () => {
+    await start();
+    const order = 'TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256';
+    const s = await connectAs(client, { ciphers: order });
+    expect(s.getCipher().name).toBe('TLS_AES_128_GCM_SHA256');
+    s.destroy();
+    for (const only of ['TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256']) {
+      const o = await connectAs(client, { ciphers: only });
+      expect(o.getCipher().name).toBe(only);
+      o.destroy();
+    }
+    // TLS 1.2 keeps node's defaults (ECDHE with AES-GCM first).
+    const v12 = await connectAs(client, { maxVersion: 'TLSv1.2' });
+    expect(v12.getCipher().name).toMatch(/^ECDHE-(ECDSA|RSA)-AES128-GCM-SHA256$/);
+    v12.destroy();
+    expect(SERVER_CIPHERS.split(':').slice(0, 3)).toEqual([
+      'TLS_AES_128_GCM_SHA256',
+      'TLS_AES_256_GCM_SHA384',
+      'TLS_CHACHA20_POLY1305_SHA256',
+    ]);
+  });
 
   it('hands over a verified caller without a usable identity as identity null, and logs why', async () => {
     await start();
