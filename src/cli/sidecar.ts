@@ -12,7 +12,7 @@ import { loadSidecarConfig, sidecarWarnings } from '../config/sidecar.js';
 import type { HostPort, SidecarConfig } from '../config/types.js';
 import { startBundleSource, type BundleSource } from '../control/source.js';
 import { createHttpPort } from '../dataplane/http-proxy.js';
-import { createOutboundListener, type OutboundListener } from '../dataplane/outbound.js';
+import { createOutboundListener, outboundStatusInput, type OutboundListener } from '../dataplane/outbound.js';
 import { createTcpPort } from '../dataplane/tcp-proxy.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import { lineAtomicSink } from '../cluster/log-sink.js';
@@ -24,7 +24,7 @@ import { createAccessLogger } from '../telemetry/access-log.js';
 import { formatHostPort, startAdminServer } from '../telemetry/admin-server.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
 import { createPortTelemetry } from '../telemetry/port-telemetry.js';
-import { buildStatus, type StatusOutboundInput } from '../telemetry/status.js';
+import { buildStatus } from '../telemetry/status.js';
 import { UsageTracker } from '../telemetry/usage.js';
 import { parseFlags, required } from './args.js';
 
@@ -126,7 +126,9 @@ export async function startSidecar(
             mode: p.port.mode,
             activeConnections: p.activeConnections(),
           })),
-          outbound: outbound.map((o) => outboundStatus(o, outboundAt.get(o.outbound.name))),
+          outbound: outbound.map((o) =>
+            outboundStatusInput(o.outbound, o.stats(), outboundAt.get(o.outbound.name)),
+          ),
           policy: policy.current(),
           sync: source!.state(),
           usage,
@@ -274,29 +276,6 @@ function clientOnlySource(log: Logger): BundleSource {
     state: () => state,
     mayRenew: () => false,
     close: () => {},
-  };
-}
-
-/** An outbound listener as /status shows it. */
-function outboundStatus(o: OutboundListener, boundAt: HostPort | undefined): StatusOutboundInput {
-  const s = o.stats();
-  const e = s.lastError;
-  return {
-    name: o.outbound.name,
-    listen: boundAt ?? o.outbound.listen,
-    target: o.outbound.target,
-    serverId: o.outbound.serverId,
-    activeConnections: s.activeConnections,
-    connections: s.results,
-    lastError:
-      e === null
-        ? null
-        : {
-            at: e.at,
-            result: e.result,
-            detail: e.detail,
-            ...(e.presented ? { presentedUris: e.presented.uris } : {}),
-          },
   };
 }
 

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { Clock } from '../clock.js';
 import type { HostPort, SidecarConfig } from '../config/types.js';
 import type { BundleSource } from '../control/source.js';
+import { outboundStatusInput } from '../dataplane/outbound.js';
 import type { TlsMaterialStore } from '../dataplane/tls-context.js';
 import type { Logger } from '../log.js';
 import type { PolicyStore } from '../policy/store.js';
@@ -22,7 +23,7 @@ import { formatHostPort, startAdminServer, type Readiness } from '../telemetry/a
 import type { SidecarMetrics } from '../telemetry/metrics.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { createPortTelemetry } from '../telemetry/port-telemetry.js';
-import { buildStatus, type StatusOutboundInput } from '../telemetry/status.js';
+import { buildStatus } from '../telemetry/status.js';
 import type { UsageTracker } from '../telemetry/usage.js';
 import { policyPayload } from './messages.js';
 import { WorkerPool, type SlotView } from './pool.js';
@@ -122,27 +123,9 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
             mode: p.mode,
             activeConnections: metrics.activeConnections(p.service, p.name),
           })),
-          outbound: config.outbound.map((o): StatusOutboundInput => {
-            const s = merger.outboundStats(o.name);
-            const e = s.lastError;
-            return {
-              name: o.name,
-              listen: boundOutbound.get(o.name) ?? o.listen,
-              target: o.target,
-              serverId: o.serverId,
-              activeConnections: s.activeConnections,
-              connections: s.results,
-              lastError:
-                e === null
-                  ? null
-                  : {
-                      at: e.at,
-                      result: e.result,
-                      detail: e.detail,
-                      ...(e.presented ? { presentedUris: e.presented.uris } : {}),
-                    },
-            };
-          }),
+          outbound: config.outbound.map((o) =>
+            outboundStatusInput(o, merger.outboundStats(o.name), boundOutbound.get(o.name)),
+          ),
           policy: policy.current(),
           sync: source.state(),
           usage,

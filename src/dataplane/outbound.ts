@@ -27,6 +27,7 @@ import type { HostPort, OutboundConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { LogFields, Logger } from '../log.js';
 import { OUTBOUND_RESULTS, type OutboundResult, type OutboundTelemetry } from '../telemetry/metrics.js';
+import type { StatusOutboundInput } from '../telemetry/status.js';
 import { listenOn, LogThrottle } from './handshake.js';
 import { serverVerifier, type PresentedCertificate, type ServerVerifier } from './outbound-verify.js';
 import { Splice } from './splice.js';
@@ -68,6 +69,32 @@ export interface OutboundStats {
   readonly results: Readonly<Record<OutboundResult, number>>;
   readonly activeConnections: number;
   readonly lastError: OutboundFailure | null;
+}
+
+/** An outbound entry as /status shows it: its config, where it is bound, and its stats. */
+export function outboundStatusInput(
+  o: OutboundConfig,
+  s: OutboundStats,
+  boundAt: HostPort | undefined,
+): StatusOutboundInput {
+  const e = s.lastError;
+  return {
+    name: o.name,
+    listen: boundAt ?? o.listen,
+    target: o.target,
+    serverId: o.serverId,
+    activeConnections: s.activeConnections,
+    connections: s.results,
+    lastError:
+      e === null
+        ? null
+        : {
+            at: e.at,
+            result: e.result,
+            detail: e.detail,
+            ...(e.presented ? { presentedUris: e.presented.uris } : {}),
+          },
+  };
 }
 
 export interface OutboundListener {
