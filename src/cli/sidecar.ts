@@ -9,11 +9,10 @@
  */
 import { systemClock, type Clock } from '../clock.js';
 import { loadSidecarConfig, sidecarWarnings } from '../config/sidecar.js';
-import type { HostPort, SidecarConfig } from '../config/types.js';
+import type { SidecarConfig } from '../config/types.js';
 import { startBundleSource, type BundleSource } from '../control/source.js';
-import { createHttpPort } from '../dataplane/http-proxy.js';
-import { createOutboundListener, outboundStatusInput, type OutboundListener } from '../dataplane/outbound.js';
-import { createTcpPort } from '../dataplane/tcp-proxy.js';
+import { bindDataPlane, closeDataPlane, createDataPlane, type DataPlane } from '../dataplane/listeners.js';
+import { outboundStatusInput, type OutboundListener } from '../dataplane/outbound.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import { lineAtomicSink } from '../cluster/log-sink.js';
 import { startCluster, type ClusterOptions, type RunningCluster } from '../cluster/primary.js';
@@ -23,7 +22,6 @@ import { PolicyStore } from '../policy/store.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { formatHostPort, startAdminServer } from '../telemetry/admin-server.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
-import { createPortTelemetry } from '../telemetry/port-telemetry.js';
 import { buildStatus } from '../telemetry/status.js';
 import { UsageTracker } from '../telemetry/usage.js';
 import { parseFlags, required } from './args.js';
@@ -62,52 +60,18 @@ export async function startSidecar(
   const accessLog = createAccessLogger(opts.logSink, clock);
 
   const closers: Array<() => unknown> = [() => tls.close()];
-  const ports: PortListener[] = [];
-  const outbound: OutboundListener[] = [];
+  let dp: DataPlane = { ports: [], outbound: [] };
   let source: BundleSource | undefined;
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   try {
     source = await bundleSource({ config, policy, clock, log, metrics, usage, tls });
     closers.push(() => source?.close());
-
-    for (const port of config.ports) {
-      const telemetry = createPortTelemetry(metrics, port, {
-        usage,
-        accessLog,
-        logAllowedHttp: config.log.accessLogAllowedHttp,
-      });
-      const deps = {
-        port,
-        policy,
-        clock,
-        telemetry,
-        tls,
-        trustDomains: config.trustDomains,
-        handshakeTimeout: config.tls.handshakeTimeout,
-        log: log.child({ port: port.key }),
-      };
-      const listener = port.protocol === 'http' ? createHttpPort(deps) : createTcpPort(deps);
-      ports.push(listener);
-    }
-    for (const o of config.outbound)
-      outbound.push(
-        createOutboundListener({
-          outbound: o,
-          tls,
-          clock,
-          telemetry: metrics.outbound(o.name),
-          log: log.child({ outbound: o.name }),
-          handshakeTimeout: config.tls.handshakeTimeout,
-        }),
-      );
-    // Bind all listeners before announcing anything: one that cannot be bound fails the start,
-    // once the others have settled (so the drain below leaves none of them bound).
-    const settled = await Promise.allSettled([...ports, ...outbound].map((l) => l.listen()));
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    const at = settled.map((r) => (r as PromiseFulfilledResult<HostPort>).value);
-    const boundAt = new Map(ports.map((p, i) => [p.port.key, at[i]!]));
-    const outboundAt = new Map(outbound.map((o, i) => [o.outbound.name, at[ports.length + i]!]));
+    dp = createDataPlane({ config, policy, clock, tls, log, metrics, usage, accessLog });
+    const { ports, outbound } = dp;
+    // Bind all listeners before announcing anything: one that cannot be bound fails the start.
+    const at = await bindDataPlane(dp);
+    const boundAt = new Map(ports.map((p, i) => [p.port.key, at.ports[i]!]));
+    const outboundAt = new Map(outbound.map((o, i) => [o.outbound.name, at.outbound[i]!]));
     tls.watch();
 
     admin = await startAdminServer({
@@ -153,11 +117,12 @@ export async function startSidecar(
       bundleVersion: policy.current().version,
     });
   } catch (err) {
-    await Promise.allSettled([...ports.map((p) => p.drain(0)), ...outbound.map((o) => o.drain(0))]);
+    await closeDataPlane(dp);
     for (const c of closers.reverse()) await Promise.resolve(c());
     throw err;
   }
 
+  const { ports, outbound } = dp;
   let stopping: Promise<void> | undefined;
   const adminServer = admin;
   return {

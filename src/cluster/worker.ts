@@ -12,17 +12,13 @@
  */
 import { systemClock, type Clock } from '../clock.js';
 import type { HostPort, PortConfig, SidecarConfig } from '../config/types.js';
-import { createHttpPort } from '../dataplane/http-proxy.js';
-import { createOutboundListener, type OutboundListener } from '../dataplane/outbound.js';
-import { createTcpPort } from '../dataplane/tcp-proxy.js';
+import { bindDataPlane, closeDataPlane, createDataPlane } from '../dataplane/listeners.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
-import type { PortListener } from '../dataplane/types.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
 import { BatchedSink, createLogger, type Logger, type LogSink } from '../log.js';
 import { PolicyStore } from '../policy/store.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
-import { createPortTelemetry } from '../telemetry/port-telemetry.js';
 import { UsageTracker } from '../telemetry/usage.js';
 import {
   asToWorker,
@@ -114,43 +110,27 @@ async function startWorker(
   const workers = config.workers ?? 1;
   const ticketKeys = Buffer.from(init.ticketKeys, 'base64');
 
-  const ports: PortListener[] = config.ports.map((configured) => {
-    const port = workerShare(configured, workers);
-    const deps = {
-      port,
-      policy,
-      clock,
-      telemetry: createPortTelemetry(metrics, port, {
-        usage,
-        accessLog,
-        logAllowedHttp: config.log.accessLogAllowedHttp,
-      }),
-      tls,
-      trustDomains: config.trustDomains,
-      handshakeTimeout: config.tls.handshakeTimeout,
-      ticketKeys,
-      log: log.child({ port: port.key }),
-    };
-    return port.protocol === 'http' ? createHttpPort(deps) : createTcpPort(deps);
+  const dp = createDataPlane({
+    config,
+    policy,
+    clock,
+    tls,
+    log,
+    metrics,
+    usage,
+    accessLog,
+    portShare: (port) => workerShare(port, workers),
+    ticketKeys,
   });
-  const outbound: OutboundListener[] = config.outbound.map((o) =>
-    createOutboundListener({
-      outbound: o,
-      tls,
-      clock,
-      telemetry: metrics.outbound(o.name),
-      log: log.child({ outbound: o.name }),
-      handshakeTimeout: config.tls.handshakeTimeout,
-    }),
-  );
-  const settled = await Promise.allSettled([...ports, ...outbound].map((l) => l.listen()));
-  const failed = settled.find((r) => r.status === 'rejected');
-  if (failed) {
-    await Promise.allSettled([...ports.map((p) => p.drain(0)), ...outbound.map((o) => o.drain(0))]);
+  const { ports, outbound } = dp;
+  let at: { ports: HostPort[]; outbound: HostPort[] };
+  try {
+    at = await bindDataPlane(dp);
+  } catch (err) {
+    await closeDataPlane(dp);
     tls.close();
-    throw failed.reason;
+    throw err;
   }
-  const at = settled.map((r) => (r as PromiseFulfilledResult<HostPort>).value);
   tls.watch();
 
   const exporter = new TelemetryExporter({
@@ -168,8 +148,8 @@ async function startWorker(
   channel.send({
     pl: 1,
     t: 'listening',
-    ports: ports.map((p, i) => ({ key: p.port.key, at: at[i]! })),
-    outbound: outbound.map((o, i) => ({ key: o.outbound.name, at: at[ports.length + i]! })),
+    ports: ports.map((p, i) => ({ key: p.port.key, at: at.ports[i]! })),
+    outbound: outbound.map((o, i) => ({ key: o.outbound.name, at: at.outbound[i]! })),
     version: policy.current().version,
   });
   log.debug('worker listening', { pid: process.pid, bundleVersion: policy.current().version });
