@@ -10,9 +10,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { policyPayload, type ToPrimary, type ToWorker } from '../../src/cluster/messages.js';
-import { runWorker } from '../../src/cluster/worker.js';
 import { startSidecar, type RunningSidecar } from '../../src/cli/sidecar.js';
-import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import type { SidecarConfig } from '../../src/config/types.js';
 import { MemorySink, type LogFields } from '../../src/log.js';
 import { signBundle } from '../../src/policy/bundle.js';
@@ -22,6 +20,7 @@ import { roundTrip, startTcpEcho, tlsConnect, waitFor, type TestServer } from '.
 import { sharedCa, svid, writeTlsFiles } from '../helpers/pki.js';
 import { dbLicense, iso } from '../helpers/policy.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
+import { dbSidecarConfig, startTestWorker } from '../helpers/worker.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
 
@@ -50,19 +49,7 @@ describe('access-log lines', () => {
       licenses: [dbLicense(t0, 'lic_1', FRONTEND, -1, 60)],
     };
     writeFileSync(join(dir, 'bundle.json'), JSON.stringify(signBundle(payload, privateKey)));
-    const file = join(dir, 'sidecar.yaml');
-    writeFileSync(
-      file,
-      `node: node-a
-trustDomains: [example.org]
-tls: { ca: ca.pem, cert: orders.pem, key: orders-key.pem }
-authority: { bundleFile: bundle.json, signingPublicKey: signing.pub.pem }
-ports:
-  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:0, upstream: 127.0.0.1:${echo.port} }
-admin: { listen: 127.0.0.1:0 }
-`,
-    );
-    config = loadSidecarConfig(file);
+    config = dbSidecarConfig(dir, echo.port);
     sink = new MemorySink();
   });
 
@@ -95,24 +82,9 @@ admin: { listen: 127.0.0.1:0 }
   }
 
   async function workerLine(id: number): Promise<LogFields> {
-    const sent: ToPrimary[] = [];
-    let deliver: (msg: unknown) => void = () => {};
-    const exited: number[] = [];
-    runWorker({
-      id,
-      logSink: sink,
-      flushMs: 60_000,
-      channel: {
-        send: (msg, done) => {
-          sent.push(msg);
-          done?.();
-        },
-        onMessage: (cb) => (deliver = cb),
-      },
-      exit: (code) => exited.push(code),
-    });
+    const { sent, exits: exited, deliver, drain } = startTestWorker({ id, logSink: sink, flushMs: 60_000 });
     cleanups.push(async () => {
-      deliver({ pl: 1, t: 'drain', deadline: Date.now() } satisfies ToWorker);
+      drain();
       await waitFor(() => exited.length > 0, { what: 'worker exit' });
     });
     deliver({
@@ -128,18 +100,20 @@ admin: { listen: 127.0.0.1:0 }
     return flowLine(listening.ports[0]!.at.port);
   }
 
+  /** The fields of the flow's line, written the same by a worker and by a single process. */
+  const FLOW = {
+    log: 'access',
+    port: 'orders/db',
+    kind: 'tcp',
+    decision: 'allow',
+    identity: FRONTEND,
+    license: 'lic_1',
+    bytesIn: 5,
+  };
+
   it("a worker's line carries its node:cluster id, after the fields a single process writes", async () => {
     const line = await workerLine(5);
-    expect(line).toMatchObject({
-      log: 'access',
-      port: 'orders/db',
-      kind: 'tcp',
-      decision: 'allow',
-      identity: FRONTEND,
-      license: 'lic_1',
-      bytesIn: 5,
-      worker: 5,
-    });
+    expect(line).toMatchObject({ ...FLOW, worker: 5 });
     const keys = Object.keys(line);
     expect(keys.slice(0, 3)).toEqual(['time', 'log', 'port']);
     expect(keys.at(-1)).toBe('worker');
@@ -149,15 +123,7 @@ admin: { listen: 127.0.0.1:0 }
 
   it("the single-process sidecar's line is unchanged: no worker field", async () => {
     const line = await singleProcessLine();
-    expect(line).toMatchObject({
-      log: 'access',
-      port: 'orders/db',
-      kind: 'tcp',
-      decision: 'allow',
-      identity: FRONTEND,
-      license: 'lic_1',
-      bytesIn: 5,
-    });
+    expect(line).toMatchObject(FLOW);
     expect(Object.keys(line)).not.toContain('worker');
     expect(Object.keys(line).slice(0, 3)).toEqual(['time', 'log', 'port']);
   });

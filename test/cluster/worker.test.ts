@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { policyPayload, type ToPrimary, type ToWorker } from '../../src/cluster/messages.js';
-import { runWorker, workerShare } from '../../src/cluster/worker.js';
-import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { workerShare } from '../../src/cluster/worker.js';
 import type { SidecarConfig } from '../../src/config/types.js';
 import { MemorySink } from '../../src/log.js';
 import { emptySnapshot } from '../../src/policy/snapshot.js';
@@ -17,6 +16,7 @@ import { closed, roundTrip, startTcpEcho, tlsConnect, waitFor, type TestServer }
 import { sharedCa, svid, writeTlsFiles } from '../helpers/pki.js';
 import { dbLicense, dbPortConfig, ordersSnapshot } from '../helpers/policy.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
+import { dbSidecarConfig, startTestWorker } from '../helpers/worker.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
 /** Session-ticket keys as the control plane sends them. */
@@ -39,36 +39,9 @@ describe('runWorker', () => {
     writeTlsFiles(dir, ca.cert, svid('spiffe://example.org/ns/default/sa/orders'), { name: 'orders' });
     writeFileSync(join(dir, 'signing.pub.pem'), 'placeholder\n');
     writeFileSync(join(dir, 'bundle.json'), 'placeholder\n');
-    const file = join(dir, 'sidecar.yaml');
-    writeFileSync(
-      file,
-      `node: node-a
-trustDomains: [example.org]
-tls: { ca: ca.pem, cert: orders.pem, key: orders-key.pem }
-authority: { bundleFile: bundle.json, signingPublicKey: signing.pub.pem }
-ports:
-  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:0, upstream: 127.0.0.1:${echo.port} }
-admin: { listen: 127.0.0.1:0 }
-workers: 2
-`,
-    );
-    config = loadSidecarConfig(file);
-    sent = [];
-    exits = [];
-    runWorker({
-      id: 3,
-      logSink: new MemorySink(),
-      flushMs: 20,
-      channel: {
-        send: (msg, done) => {
-          sent.push(msg);
-          done?.();
-        },
-        onMessage: (cb) => (deliver = cb),
-      },
-      exit: (code) => exits.push(code),
-    });
-    drain = () => deliver({ pl: 1, t: 'drain', deadline: Date.now() } satisfies ToWorker);
+    config = dbSidecarConfig(dir, echo.port, 'workers: 2\n');
+    const w = startTestWorker({ id: 3, logSink: new MemorySink(), flushMs: 20 });
+    ({ sent, exits, deliver, drain } = w);
   });
 
   afterEach(async () => {
