@@ -32,14 +32,33 @@ export interface DrivenOutcome<H> {
   errorAt: number;
 }
 
-/** Feed `chunks` (one connection's bytes, split as they arrived) through the request parsers. */
-export function driveRequests(
+/** A parsed head as the driver needs it. */
+interface Head {
+  kind: 'head';
+  end: number;
+  framing: string;
+  contentLength: number;
+}
+
+/** What the caller's parser pair decides at each message boundary. */
+interface Steps<H> {
+  /** After a head: read its body, read the next head (an interim head), or stop (a protocol switch). */
+  afterHead(h: H): 'body' | 'next' | 'upgrade';
+  /** After a complete body: whether another message may follow on the connection. */
+  more(h: H): boolean;
+}
+
+/**
+ * The loop both parsers share: a head, then its body through `framer`, then the next head on the
+ * same bytes. Returns the outcome so far and the message whose body was being read at the end.
+ */
+function drive<H extends Head>(
   chunks: readonly Buffer[],
-  opts: { maxHeaderSize?: number; maxHeaders?: number } = {},
-): DrivenOutcome<RequestHead> {
-  const parser = new RequestHeadParser(opts);
-  const framer = new BodyFramer({ maxTrailerSize: opts.maxHeaderSize ?? 16_384 });
-  const out: DrivenOutcome<RequestHead> = {
+  parser: { execute(chunk: Buffer, offset: number): H | H1Error | { kind: 'more' } },
+  framer: BodyFramer,
+  steps: Steps<H>,
+): { out: DrivenOutcome<H>; cur: DrivenMessage<H> | undefined } {
+  const out: DrivenOutcome<H> = {
     messages: [],
     error: undefined,
     errorInBody: false,
@@ -49,7 +68,7 @@ export function driveRequests(
   };
   let seen = 0;
   let headAt = 0;
-  let cur: DrivenMessage<RequestHead> | undefined;
+  let cur: DrivenMessage<H> | undefined;
   const pending: Buffer[] = [];
   for (const chunk of chunks) {
     let off = 0;
@@ -66,16 +85,22 @@ export function driveRequests(
           out.error = r;
           out.errorAt = headAt;
           out.stop = 'error';
-          return out;
+          return { out, cur };
         }
-        cur = { head: r, raw: [], complete: false };
-        out.messages.push(cur);
         off = r.end;
-        if (r.upgrade || r.method === 'CONNECT') {
+        const m: DrivenMessage<H> = { head: r, raw: [], complete: false };
+        out.messages.push(m);
+        const next = steps.afterHead(r);
+        if (next === 'upgrade') {
           out.stop = 'upgrade';
-          return out;
+          return { out, cur: m };
         }
-        framer.begin(r.framing, r.contentLength);
+        if (next === 'next') {
+          m.complete = true;
+          continue;
+        }
+        cur = m;
+        framer.begin(r.framing as Parameters<BodyFramer['begin']>[0], r.contentLength);
       } else {
         const n = framer.execute(chunk, off);
         if (n < 0) {
@@ -83,16 +108,16 @@ export function driveRequests(
           out.errorAt = seen + off;
           out.errorInBody = true;
           out.stop = 'error';
-          return out;
+          return { out, cur };
         }
         cur.raw.push(chunk.subarray(off, off + n));
         off += n;
       }
       if (framer.done) {
         cur.complete = true;
-        if (!cur.head.keepAlive) {
+        if (!steps.more(cur.head)) {
           out.stop = 'close';
-          return out;
+          return { out, cur };
         }
         cur = undefined;
       }
@@ -101,7 +126,19 @@ export function driveRequests(
   }
   out.pending = Buffer.concat(pending);
   if (cur !== undefined || pending.length > 0) out.stop = 'incomplete';
-  return out;
+  return { out, cur };
+}
+
+/** Feed `chunks` (one connection's bytes, split as they arrived) through the request parsers. */
+export function driveRequests(
+  chunks: readonly Buffer[],
+  opts: { maxHeaderSize?: number; maxHeaders?: number } = {},
+): DrivenOutcome<RequestHead> {
+  const framer = new BodyFramer({ maxTrailerSize: opts.maxHeaderSize ?? 16_384 });
+  return drive<RequestHead>(chunks, new RequestHeadParser(opts), framer, {
+    afterHead: (r) => (r.upgrade || r.method === 'CONNECT' ? 'upgrade' : 'body'),
+    more: (r) => r.keepAlive,
+  }).out;
 }
 
 /** Feed a response to a request with `method` through the response parsers (1xx heads, then the final one). */
@@ -113,72 +150,16 @@ export function driveResponse(
   const parser = new ResponseHeadParser(opts);
   const framer = new BodyFramer({ maxTrailerSize: opts.maxHeaderSize ?? 65_536 });
   parser.begin(method);
-  const out: DrivenOutcome<ResponseHead> = {
-    messages: [],
-    error: undefined,
-    errorInBody: false,
-    stop: 'end',
-    pending: Buffer.alloc(0),
-    errorAt: -1,
-  };
-  let seen = 0;
-  let headAt = 0;
-  let cur: DrivenMessage<ResponseHead> | undefined;
-  const pending: Buffer[] = [];
-  for (const chunk of chunks) {
-    let off = 0;
-    while (off < chunk.length) {
-      if (cur === undefined) {
-        if (pending.length === 0) headAt = seen + off;
-        const r = parser.execute(chunk, off);
-        if (r.kind === 'more') {
-          pending.push(chunk.subarray(off));
-          break;
-        }
-        pending.length = 0;
-        if (r.kind === 'error') {
-          out.error = r;
-          out.errorAt = headAt;
-          out.stop = 'error';
-          return out;
-        }
-        off = r.end;
-        out.messages.push({ head: r, raw: [], complete: r.informational });
-        if (r.informational) continue;
-        cur = out.messages[out.messages.length - 1]!;
-        if (r.framing === 'switch') {
-          out.stop = 'upgrade';
-          return out;
-        }
-        framer.begin(r.framing, r.contentLength);
-      } else {
-        const n = framer.execute(chunk, off);
-        if (n < 0) {
-          out.error = framer.error;
-          out.errorAt = seen + off;
-          out.errorInBody = true;
-          out.stop = 'error';
-          return out;
-        }
-        cur.raw.push(chunk.subarray(off, off + n));
-        off += n;
-      }
-      if (framer.done) {
-        cur.complete = true;
-        out.stop = 'close';
-        return out;
-      }
-    }
-    seen += chunk.length;
-  }
+  const { out, cur } = drive<ResponseHead>(chunks, parser, framer, {
+    afterHead: (r) => (r.informational ? 'next' : r.framing === 'switch' ? 'upgrade' : 'body'),
+    more: () => false,
+  });
   // End of input: a close-delimited body is complete now.
-  if (cur !== undefined && framer.finish()) {
+  if (out.stop === 'incomplete' && cur !== undefined && framer.finish()) {
     cur.complete = true;
     out.stop = 'end';
-    return out;
+    out.pending = Buffer.alloc(0);
   }
-  out.pending = Buffer.concat(pending);
-  if (cur !== undefined || pending.length > 0) out.stop = 'incomplete';
   return out;
 }
 
