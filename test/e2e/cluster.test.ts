@@ -10,17 +10,16 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   adminCli,
+  bundleSign,
   authorityStarted,
-  authorityYaml,
   credsOf,
   onOrders,
-  ordersSidecarYaml,
   pickPorts,
   SERVICES_YAML,
-  sidecarAuthorityBlock,
   sidecarStarted,
   TD,
   writeCerts,
+  writeOrdersDeployment,
 } from '../helpers/deployment.js';
 import { httpsGet } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
@@ -33,7 +32,7 @@ import {
   waitFor,
   type TestServer,
 } from '../helpers/net.js';
-import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
+import { startCli, type CliProcess } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const ID = {
@@ -85,23 +84,13 @@ describe('sidecar with workers: 2 (child processes)', () => {
     up = await startUpstream();
     echo = await startTcpEcho();
     await pickPorts(ports);
-    writeFileSync(
-      join(dir, 'authority.yaml'),
-      authorityYaml({ api: ports.api, admin: ports.apiAdmin, sidecars: ID.orders }),
-    );
-    writeFileSync(
-      join(dir, 'sidecar.yaml'),
-      ordersSidecarYaml({
-        node: 'node-a',
-        authority: sidecarAuthorityBlock(ports.api, 'node-a'),
-        http: ports.http,
-        httpUpstream: up.address.port,
-        tcp: ports.tcp,
-        tcpUpstream: echo.port,
-        admin: ports.admin,
-        drainTimeout: '2s',
-      }) + 'workers: 2\n',
-    );
+    writeOrdersDeployment(dir, {
+      ports,
+      httpUpstream: up.address.port,
+      tcpUpstream: echo.port,
+      sidecarId: ID.orders,
+      sidecarExtra: 'workers: 2\n',
+    });
     writeFileSync(join(dir, 'services.yaml'), SERVICES_YAML);
     authority = startCli(['authority', '--config', 'authority.yaml'], { cwd: dir });
     await authority.waitForLog(authorityStarted);
@@ -305,19 +294,7 @@ describe('sidecar with workers: 2, start-up failure', () => {
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
     const busy = (blocker.address() as { port: number }).port;
     writeFileSync(join(dir, 'licenses.yaml'), 'licenses: []\n');
-    const signed = await runCli(
-      [
-        'bundle',
-        'sign',
-        '--key',
-        'certs/bundle-signing-key.pem',
-        '--in',
-        'licenses.yaml',
-        '--out',
-        'bundle.json',
-      ],
-      { cwd: dir },
-    );
+    const signed = await bundleSign(dir);
     expect(signed.code, signed.stderr).toBe(0);
     writeFileSync(
       join(dir, 'busy.yaml'),

@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:net';
 import { connect as connectTls } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTcpEcho, tlsConnect, roundTrip, closed, type TestServer } from '../helpers/net.js';
-import { credsOf, ordersSidecarYaml, pickPorts, sidecarStarted } from '../helpers/deployment.js';
+import { bundleSign, credsOf, ordersSidecarYaml, pickPorts, sidecarStarted } from '../helpers/deployment.js';
 import { httpsGet } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
 import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
@@ -27,23 +27,6 @@ licenses:
   - { subject: ${FRONTEND}, service: orders, port: http, ttl: 1h, methods: [GET], paths: ["/api/*"] }
 ${withDb ? `  - { subject: ${FRONTEND}, service: orders, port: db, ttl: 1h }\n` : ''}`;
 }
-
-/** `bundle sign` of licenses.yaml into bundle.json, as the operator runs it in `dir`. */
-const sign = (dir: string, ...extra: string[]) =>
-  runCli(
-    [
-      'bundle',
-      'sign',
-      '--key',
-      'certs/bundle-signing-key.pem',
-      '--in',
-      'licenses.yaml',
-      '--out',
-      'bundle.json',
-      ...extra,
-    ],
-    { cwd: dir },
-  );
 
 /** `ca init` in `dir`, into certs/. */
 const caInit = (dir: string) =>
@@ -79,7 +62,7 @@ describe('portlicense sidecar (child process)', () => {
       expect(r.code, r.stderr).toBe(0);
     }
     writeFileSync(join(dir, 'licenses.yaml'), licenses(true));
-    const s = await sign(dir);
+    const s = await bundleSign(dir);
     expect(s.code, s.stderr).toBe(0);
     expect(s.stdout).toMatch(/bundle version 1, 2 license\(s\)/);
     httpUp = await startUpstream();
@@ -189,7 +172,7 @@ describe('portlicense sidecar (child process)', () => {
     await sidecar.waitForLog(
       (l) => l.level === 'warn' && /invalid|payload/.test(JSON.stringify(l)) && l !== undefined,
     );
-    expect((await sign(dir, '--version', '2')).code).toBe(0);
+    expect((await bundleSign(dir, '--version', '2')).code).toBe(0);
     await sidecar.waitForLog((l) => l.msg === 'bundle loaded' && l.version === 2);
   });
 
@@ -197,7 +180,7 @@ describe('portlicense sidecar (child process)', () => {
     const sock = await tlsConnect({ port: tcpPort, ...creds('frontend') });
     expect(await roundTrip(sock, 'ping\n')).toBe('ping\n');
     writeFileSync(join(dir, 'licenses.yaml'), licenses(false));
-    expect((await sign(dir)).code).toBe(0);
+    expect((await bundleSign(dir)).code).toBe(0);
     await closed(sock, 10_000);
     const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
     expect(metrics).toMatch(
@@ -225,7 +208,7 @@ describe('portlicense sidecar start-up failures', () => {
     await caInit(dir);
     await issue(dir, 'orders', 'spiffe://example.org/sa/orders');
     writeFileSync(join(dir, 'licenses.yaml'), 'licenses: []\n');
-    await sign(dir);
+    await bundleSign(dir);
     blocker = createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
   });

@@ -12,16 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   adminCli,
   authorityStarted,
-  authorityYaml,
   credsOf,
   onOrders,
-  ordersSidecarYaml,
   pickPorts,
   SERVICES_YAML,
-  sidecarAuthorityBlock,
   sidecarStarted,
   TD,
   writeCerts,
+  writeOrdersDeployment,
 } from '../helpers/deployment.js';
 import { httpsGet } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
@@ -78,23 +76,12 @@ describe('authority + sidecar (child processes)', () => {
     up = await startUpstream();
     echo = await startTcpEcho();
     await pickPorts(ports);
-    writeFileSync(
-      join(dir, 'authority.yaml'),
-      authorityYaml({ api: ports.api, admin: ports.apiAdmin, sidecars: ID.orders }),
-    );
-    writeFileSync(
-      join(dir, 'sidecar.yaml'),
-      ordersSidecarYaml({
-        node: 'node-a',
-        authority: sidecarAuthorityBlock(ports.api, 'node-a'),
-        http: ports.http,
-        httpUpstream: up.address.port,
-        tcp: ports.tcp,
-        tcpUpstream: echo.port,
-        admin: ports.admin,
-        drainTimeout: '2s',
-      }),
-    );
+    writeOrdersDeployment(dir, {
+      ports,
+      httpUpstream: up.address.port,
+      tcpUpstream: echo.port,
+      sidecarId: ID.orders,
+    });
     writeFileSync(join(dir, 'services.yaml'), SERVICES_YAML);
     await startAuthority();
     expect(await cli('apply', '-f', 'services.yaml')).toMatch(/created/);

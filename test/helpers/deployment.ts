@@ -3,7 +3,7 @@
  * real CA code, authority.yaml and the sidecars' `authority:` block, the admin CLI's environment,
  * and the processes started from that folder.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { expect } from 'vitest';
@@ -128,6 +128,58 @@ admin: { listen: 127.0.0.1:${o.admin} }
 drainTimeout: ${o.drainTimeout}
 `;
 }
+
+/**
+ * The usual deployment in `dir`: authority.yaml (admin API on `ports.api`, `sidecarId` allowed to
+ * sync) and sidecar.yaml for `node-a` beside orders, syncing from it, in front of the given HTTP and
+ * TCP upstreams, with a 2 s drain. `sidecarExtra` is appended to sidecar.yaml (e.g. `workers: 2`).
+ */
+export function writeOrdersDeployment(
+  dir: string,
+  o: {
+    ports: { api: number; apiAdmin: number; http: number; tcp: number; admin: number };
+    httpUpstream: number;
+    tcpUpstream: number;
+    sidecarId: string;
+    sidecarExtra?: string;
+  },
+): void {
+  const { ports } = o;
+  writeFileSync(
+    join(dir, 'authority.yaml'),
+    authorityYaml({ api: ports.api, admin: ports.apiAdmin, sidecars: o.sidecarId }),
+  );
+  writeFileSync(
+    join(dir, 'sidecar.yaml'),
+    ordersSidecarYaml({
+      node: 'node-a',
+      authority: sidecarAuthorityBlock(ports.api, 'node-a'),
+      http: ports.http,
+      httpUpstream: o.httpUpstream,
+      tcp: ports.tcp,
+      tcpUpstream: o.tcpUpstream,
+      admin: ports.admin,
+      drainTimeout: '2s',
+    }) + (o.sidecarExtra ?? ''),
+  );
+}
+
+/** `bundle sign` of licenses.yaml into bundle.json with certs/bundle-signing-key.pem, as an operator runs it in `dir`. */
+export const bundleSign = (dir: string, ...extra: string[]) =>
+  runCli(
+    [
+      'bundle',
+      'sign',
+      '--key',
+      'certs/bundle-signing-key.pem',
+      '--in',
+      'licenses.yaml',
+      '--out',
+      'bundle.json',
+      ...extra,
+    ],
+    { cwd: dir },
+  );
 
 /** `--subject <subject> --service orders --port <port>`: how every grant in these tests starts. */
 export const onOrders = (subject: string, port = 'http'): string[] => [
