@@ -218,7 +218,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     // A head that ends in a 400 is answered by the full path, with the bytes this lane has read.
     const target = normalizeTarget(head.target, head.method);
     if (target === null || target.path === '*') return this.handover();
-    const uh = upstreamRequestHead(head.headers, this.conn.peer.origin, false);
+    const uh = upstreamRequestHead(head.headers, this.conn.peer.origin, false, true);
     if (typeof uh === 'string' || uh.host === null) return this.handover();
     const authority = targetAuthority(head.target);
     if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
@@ -446,7 +446,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     if (!head.keepAlive) this.upReusable = false;
     const close = !this.keepAlive || closeDelimited || ctx.draining || this.uploading;
     if (close) this.keepAlive = false;
-    const headers = callerResponseHeaders(head.headers, close, httpDate());
+    const headers = callerResponseHeaders(head.headers, close, httpDate(), true);
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
     if (head.framing === 'chunked') text += 'transfer-encoding: chunked\r\n';

@@ -20,6 +20,8 @@ const enum Kind {
   ContentLength,
   TransferEncoding,
   ForwardedFor,
+  /** Announces trailer fields: dropped unless the body goes on with its trailers (the fast lane). */
+  Trailer,
 }
 
 /**
@@ -30,7 +32,7 @@ const REQUEST_KINDS: ReadonlyArray<readonly [string, Kind]> = [
   ['connection', Kind.Connection],
   ['keep-alive', Kind.Drop],
   ['te', Kind.Drop],
-  ['trailer', Kind.Drop],
+  ['trailer', Kind.Trailer],
   ['transfer-encoding', Kind.TransferEncoding],
   ['upgrade', Kind.Upgrade],
   // Answered by the proxy itself (100 Continue is sent only once the request is authorised).
@@ -123,12 +125,15 @@ export interface UpstreamHead {
  * `x-forwarded-proto`; keep Host; append the caller's address (`origin`) to `x-forwarded-for`.
  * For an Upgrade request, only `Upgrade: websocket` is accepted (anything else is
  * `unsupported_upgrade`) and sent on as `Connection: upgrade` and `Upgrade: websocket`.
+ * `Trailer` is kept only with `trailers` (the body is forwarded with its trailers, as the fast lane
+ * does); the full path's client drops trailers, so the header announcing them goes too.
  * The caller adds the identity and license headers with `vouch` once the request is authorised.
  */
 export function upstreamRequestHead(
   raw: readonly string[],
   origin: string,
   upgrade: boolean,
+  trailers = false,
 ): UpstreamHead | HeadProblem {
   const out: string[] = [];
   let host: string | null = null;
@@ -170,6 +175,9 @@ export function upstreamRequestHead(
       case Kind.Connection:
         named = connectionTokens(value, named);
         break;
+      case Kind.Trailer:
+        if (trailers) out.push(name, value);
+        break;
       default:
         break;
     }
@@ -196,12 +204,14 @@ export function vouch(headers: string[], identity: string | null, licenseId: str
  * without hop-by-hop ones; `connection: close` appended when the proxy is closing the connection.
  * With `date` (an HTTP date), a response that has no Date gets one (RFC 9110 §6.6.1: a recipient
  * with a clock forwarding a response without Date adds it); without it, the writer adds its own
- * (Node's ServerResponse does).
+ * (Node's ServerResponse does). `Trailer` is kept only with `trailers` (the body goes on with its
+ * trailers).
  */
 export function callerResponseHeaders(
   raw: readonly (Buffer | string)[],
   close: boolean,
   date: string | null = null,
+  trailers = false,
 ): string[] {
   const out: string[] = [];
   let named: string[] | null = null;
@@ -210,7 +220,7 @@ export function callerResponseHeaders(
     const name = latin1(raw[i]!);
     const lower = name.toLowerCase();
     const kind = RESPONSE_KINDS.get(lower) ?? (lower.startsWith('proxy-') ? Kind.Drop : undefined);
-    if (kind === undefined) {
+    if (kind === undefined || (kind === Kind.Trailer && trailers)) {
       out.push(name, latin1(raw[i + 1]!));
       if (lower === 'date') dated = true;
     } else if (kind === Kind.Connection) {
@@ -233,7 +243,7 @@ const RESPONSE_KINDS = new Map<string, Kind>([
   ['connection', Kind.Connection],
   ['keep-alive', Kind.Drop],
   ['te', Kind.Drop],
-  ['trailer', Kind.Drop],
+  ['trailer', Kind.Trailer],
   ['transfer-encoding', Kind.Drop],
   ['upgrade', Kind.Drop],
 ]);

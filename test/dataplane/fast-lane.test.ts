@@ -219,12 +219,13 @@ describe('fast lane: upstream responses', () => {
   it('passes a chunked response on verbatim and counts its payload', async () => {
     raw = await rawUpstream((_n, s) =>
       s.write(
-        'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n',
+        'HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n',
       ),
     );
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
     const rx = await rawRequest(h.address, h.creds, GET('/c') + GET('/c'));
     await rx.until((t) => (t.match(/X-T: 1\r\n\r\n/g) ?? []).length === 2);
+    expect(rx.text.match(/\r\nTrailer: X-T\r\n/g)).toHaveLength(2);
     expect(rx.text).toContain(
       'transfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n',
     );
@@ -409,6 +410,8 @@ describe('fast lane: chunked uploads', () => {
       expect(lines.filter((l) => /^(transfer-encoding|content-length):/i.test(l))).toEqual([
         'transfer-encoding: chunked',
       ]);
+      // The trailers go on, so the header announcing them does too.
+      expect(lines).toContain('Trailer: X-Sum');
       expect(text.slice(end + 4)).toBe(BODY);
     }
     expect(raw.accepted()).toBe(1); // both connections were kept after the first exchange

@@ -65,6 +65,21 @@ describe('upstreamRequestHead', () => {
     expect(h.bodyLength).toBe(-1);
   });
 
+  it('keeps Trailer only when the body goes on with its trailers, and not when Connection names it', () => {
+    const raw = ['Host', 'o', 'Trailer', 'X-Sum', 'Transfer-Encoding', 'chunked'];
+    const fwd = (r: string[], trailers: boolean): Array<[string, string]> => {
+      const h = upstreamRequestHead(r, '10.1.2.3', false, trailers);
+      if (typeof h === 'string') throw new Error(h);
+      return pairs(h.headers).filter(([n]) => n !== 'x-forwarded-for' && n !== 'x-forwarded-proto');
+    };
+    expect(fwd(raw, true)).toEqual([
+      ['Host', 'o'],
+      ['Trailer', 'X-Sum'],
+    ]);
+    expect(fwd(raw, false)).toEqual([['Host', 'o']]);
+    expect(fwd([...raw, 'Connection', 'trailer'], true)).toEqual([['Host', 'o']]);
+  });
+
   it('keeps Upgrade and states Connection: upgrade for an upgrade request', () => {
     const h = head(
       ['Host', 'o', 'Connection', 'Upgrade, X-Drop', 'Upgrade', 'websocket', 'X-Drop', '1'],
@@ -213,6 +228,12 @@ describe('upstreamRequestHead', () => {
 });
 
 describe('callerResponseHeaders', () => {
+  it('keeps Trailer only when the body goes on with its trailers', () => {
+    const raw = ['Trailer', 'X-T', 'A', '1'];
+    expect(callerResponseHeaders(raw, false, null, true)).toEqual(['Trailer', 'X-T', 'A', '1']);
+    expect(callerResponseHeaders(raw, false)).toEqual(['A', '1']);
+  });
+
   it("takes Node's latin1 strings as well as undici's Buffers", () => {
     expect(callerResponseHeaders(['A', 'caf\u00e9', 'Connection', 'keep-alive'], true)).toEqual([
       'A',
