@@ -27,7 +27,7 @@ export async function measureLicenseMemory(
   const rss: Record<number, number[]> = { 1: [], [large]: [] };
   for (let r = 0; r < rounds; r++) {
     for (const n of r % 2 === 0 ? [1, large] : [large, 1]) {
-      const t = await startPortlicense(pki, up, n, `memory-${n}`);
+      const t = await startPortlicense(pki, up, { licenses: n, name: `memory-${n}` });
       try {
         await statusAs(t.httpPort, pki, pki.client);
         await sleep(SETTLE_MS);

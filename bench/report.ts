@@ -41,6 +41,8 @@ export const RATIO_PAIRS: readonly (readonly [TargetName, TargetName])[] = [
   ['portlicense', 'haproxy'],
   ['nginx', 'haproxy'],
   ['portlicense', 'direct'],
+  ['variant', 'portlicense'],
+  ['variant', 'haproxy'],
 ];
 
 export function summarizeSamples(samples: readonly Sample[]): { results: Results; ratios: Ratios } {

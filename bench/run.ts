@@ -7,8 +7,8 @@
  *
  * Options (env): BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (16),
  * BENCH_RATE (2000), BENCH_PROBE_MS (100), BENCH_LICENSES (10000), BENCH_TARGETS and BENCH_MODES
- * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1, BENCH_NODE_FLAGS. See
- * docs/performance.md.
+ * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1, BENCH_NODE_FLAGS, and for an
+ * A/B run BENCH_VARIANT_NODE_FLAGS and/or BENCH_VARIANT_LAUNCHER. See docs/performance.md.
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
@@ -22,6 +22,7 @@ import {
   checkIdentities,
   directTarget,
   LOAD_CPU,
+  nodeFlagsFrom,
   PROXY_CPU,
   startHaproxy,
   startNginx,
@@ -49,7 +50,14 @@ function list<T extends string>(name: string, all: readonly T[]): T[] {
   return all.filter((x) => want.includes(x));
 }
 
-const ALL_TARGETS: readonly TargetName[] = ['direct', 'portlicense', 'haproxy', 'nginx'];
+const ALL_TARGETS: readonly TargetName[] = ['direct', 'portlicense', 'variant', 'haproxy', 'nginx'];
+/** An A/B run: a second sidecar, the variant, with other node flags or from another checkout. */
+const VARIANT = {
+  nodeFlags: nodeFlagsFrom('BENCH_VARIANT_NODE_FLAGS'),
+  launcher: process.env.BENCH_VARIANT_LAUNCHER || undefined,
+};
+const WANT_VARIANT =
+  (process.env.BENCH_VARIANT_NODE_FLAGS ?? '').trim() !== '' || VARIANT.launcher !== undefined;
 const O: LoadOptions & { rounds: number; licenses: number } = {
   seconds: num('BENCH_SECONDS', 5),
   rounds: Math.round(num('BENCH_ROUNDS', 3)),
@@ -87,9 +95,14 @@ async function startTargets(tools: Tools, pki: BenchPki, up: Upstream, notes: st
   const out: Target[] = [];
   if (WANT_TARGETS.includes('direct')) out.push(directTarget(up));
   if (WANT_TARGETS.includes('portlicense')) {
-    const pl = await startPortlicense(pki, up);
+    const pl = await startPortlicense(pki, up, { nodeFlags: nodeFlagsFrom('BENCH_NODE_FLAGS') });
     await checkIdentities(pl, pki);
     out.push(pl);
+  }
+  if (WANT_VARIANT && WANT_TARGETS.includes('variant')) {
+    const v = await startPortlicense(pki, up, { ...VARIANT, as: 'variant' });
+    await checkIdentities(v, pki);
+    out.push(v);
   }
   if (WANT_TARGETS.includes('haproxy') && tools.haproxy !== null) {
     const t = await optional('haproxy', notes, () => startHaproxy(tools.haproxy!, pki, up), pki);
@@ -259,7 +272,7 @@ async function main(): Promise<number> {
   if (memory) out.push(memoryLine(memory));
   for (const t of targets) out.push(`identity check, ${t.name}: ${t.identityCheck}`);
   for (const n of notes) out.push(`note: ${n}`);
-  const plFailures = correctness.failures.filter((f) => f.startsWith('portlicense '));
+  const plFailures = correctness.failures.filter((f) => /^(portlicense|variant) /.test(f));
   if (samples.length > 0) {
     const c = correctness.targets;
     out.push(

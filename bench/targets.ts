@@ -13,9 +13,7 @@ import { start, stop, sleep, waitForStdout, type Proc } from './procs.js';
 import {
   ALLOWED,
   ALLOWED_CN,
-  CLI,
   LAUNCHER,
-  OPENSSL_CNF,
   benchLicenses,
   freePort,
   writeBundle,
@@ -30,7 +28,8 @@ export const PROFILE_DIR = fileURLToPath(new URL('./results/profiles/', import.m
 export const PROXY_CPU = 0;
 export const LOAD_CPU = 1;
 
-export type TargetName = 'direct' | 'portlicense' | 'haproxy' | 'nginx';
+/** `variant`: a second sidecar with other node flags or from another checkout (BENCH_VARIANT_*), for A/B runs. */
+export type TargetName = 'direct' | 'portlicense' | 'variant' | 'haproxy' | 'nginx';
 
 export interface Target {
   name: TargetName;
@@ -84,13 +83,34 @@ async function waitForPort(port: number, proc: Proc, timeoutMs = 10_000): Promis
   }
 }
 
+export interface SidecarOptions {
+  /** Licenses in its bundle (2: the allowed identity's and one more). */
+  licenses?: number;
+  /** File names of its bundle and config, and its process name. */
+  name?: string;
+  /** The target name in the report: `portlicense`, or `variant` for an A/B run. */
+  as?: 'portlicense' | 'variant';
+  /** node/V8 flags; node is then started directly with them and the launcher's settings. */
+  nodeFlags?: readonly string[];
+  /** The package launcher to run (another checkout's bin/portlicense); this checkout's by default. */
+  launcher?: string;
+}
+
+/** node/V8 flags from BENCH_CPU_PROF=1 and a space-separated flags variable (BENCH_NODE_FLAGS). */
+export function nodeFlagsFrom(flagsVar: string): string[] {
+  return [
+    ...(process.env.BENCH_CPU_PROF === '1' ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
+    ...(process.env[flagsVar] ?? '').split(/\s+/).filter((f) => f !== ''),
+  ];
+}
+
 export async function startPortlicense(
   pki: BenchPki,
   up: UpstreamPorts,
-  licenses = 2,
-  name = 'portlicense',
+  o: SidecarOptions = {},
 ): Promise<Target> {
-  const bundle = writeBundle(pki, `${name}-bundle.json`, benchLicenses(licenses));
+  const name = o.name ?? o.as ?? 'portlicense';
+  const bundle = writeBundle(pki, `${name}-bundle.json`, benchLicenses(o.licenses ?? 2));
   const ports = {
     http: await freePort(),
     tcp: await freePort(),
@@ -100,18 +120,20 @@ export async function startPortlicense(
   };
   const config = writeSidecarConfig(pki, name, bundle, ports);
   // Started the way an operator runs it, through the package's launcher (bin/portlicense). With
-  // BENCH_CPU_PROF=1 (V8 CPU profiles, written when it exits; see docs/performance.md) or
-  // BENCH_NODE_FLAGS (e.g. `--trace-deopt`: node refuses most V8 flags in NODE_OPTIONS) node itself
-  // is started with them, and what the launcher sets is passed along by hand (its OpenSSL config
-  // here, its allocator setting in `env` below).
-  const flags = [
-    ...(process.env.BENCH_CPU_PROF === '1' ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
-    ...(process.env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== ''),
-  ];
+  // node flags (V8 CPU profiles, `--trace-deopt`...: node refuses most V8 flags in NODE_OPTIONS)
+  // node itself is started with them, and what the launcher sets is passed along by hand (its
+  // OpenSSL config here, its allocator setting in `env` below).
+  const launcher = o.launcher ?? LAUNCHER;
+  const flags = o.nodeFlags ?? [];
   const argv =
-    flags.length > 0 && name === 'portlicense'
-      ? [process.execPath, `--openssl-config=${OPENSSL_CNF}`, ...flags, CLI]
-      : [LAUNCHER];
+    flags.length > 0
+      ? [
+          process.execPath,
+          `--openssl-config=${join(dirname(launcher), 'openssl.cnf')}`,
+          ...flags,
+          join(dirname(launcher), '..', 'dist', 'cli', 'main.js'),
+        ]
+      : [launcher];
   const env = {
     MALLOC_TRIM_THRESHOLD_: '67108864',
     ...process.env,
@@ -126,16 +148,20 @@ export async function startPortlicense(
       // not listening yet
     }
     if (proc.child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`the sidecar did not become ready: ${proc.stderrTail}`);
+      throw new Error(`the sidecar (${launcher}) did not become ready: ${proc.stderrTail}`);
     await sleep(100);
   }
   return {
-    name: 'portlicense',
+    name: o.as ?? 'portlicense',
     httpPort: ports.http,
     tcpPort: ports.tcp,
     tls: true,
     proc,
-    identityCheck: 'SPIFFE ID from the one URI SAN (X.509-SVID rules), license lookup',
+    identityCheck:
+      'SPIFFE ID from the one URI SAN (X.509-SVID rules), license lookup' +
+      (o.as === 'variant'
+        ? ` (variant: ${[launcher === LAUNCHER ? 'this checkout' : launcher, ...flags].join(' ')})`
+        : ''),
   };
 }
 

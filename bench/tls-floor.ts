@@ -13,7 +13,7 @@ import { cpuSeconds, processTree } from './procfs.js';
 import { start, stopAll, waitForStdout, type Proc } from './procs.js';
 import { freePort, makePki, OPENSSL_CNF } from './setup.js';
 import { fmt, summarize } from './stats.js';
-import { LOAD_CPU, PROXY_CPU, startPortlicense, startUpstream } from './targets.js';
+import { LOAD_CPU, nodeFlagsFrom, PROXY_CPU, startPortlicense, startUpstream } from './targets.js';
 import { ensureTools } from './tools.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -42,7 +42,7 @@ const loadgen = tools.loadgen;
 const pki = makePki();
 try {
   const up = await startUpstream(loadgen);
-  const sidecar = await startPortlicense(pki, up);
+  const sidecar = await startPortlicense(pki, up, { nodeFlags: nodeFlagsFrom('BENCH_NODE_FLAGS') });
   const floorPort = await freePort();
   // With the sidecar's OpenSSL settings (one session ticket per handshake), so that the difference
   // is the sidecar's own work.
