@@ -6,7 +6,7 @@
  * requests), so this file covers what they do not reach.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
 import { parseRaw, rawRequest } from '../helpers/http-client.js';
@@ -215,7 +215,57 @@ describe('fast lane: one connection, many requests', () => {
   });
 });
 
+/**
+ * A TCP relay in front of the proxy that counts the TLS records it carries to the caller: how
+ * many writes the proxy made of a response (TLS 1.3 sends every record after the handshake as
+ * application data, so count only between a request and the end of its answer).
+ */
+async function recordCounter(to: { host: string; port: number }): Promise<{
+  relay: TestServer;
+  records: () => number;
+}> {
+  let records = 0;
+  const relay = await startTcpServer((down) => {
+    const up = createConnection(to.port, to.host);
+    let buf = Buffer.alloc(0);
+    up.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      // A record: type (1), version (2), length (2), then the payload.
+      while (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
+        records++;
+        buf = buf.subarray(5 + buf.readUInt16BE(3));
+      }
+      down.write(d);
+    });
+    down.on('data', (d: Buffer) => up.write(d));
+    down.on('close', () => up.destroy());
+    up.on('close', () => down.destroy());
+    up.on('error', () => {});
+    down.on('error', () => {});
+  });
+  return { relay, records: () => records };
+}
+
 describe('fast lane: upstream responses', () => {
+  it("writes a small response's head and body to the caller in one TLS record", async () => {
+    raw = await rawUpstream((_n, s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world'));
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const { relay, records } = await recordCounter(h.address);
+    try {
+      const rx = new Received(await tlsConnect({ ...h.creds, host: relay.host, port: relay.port }));
+      rx.socket.write(GET('/one'));
+      await rx.until((t) => t.endsWith('hello world'));
+      // The handshake and session tickets are behind us: the second answer alone.
+      const before = records();
+      rx.socket.write(GET('/two'));
+      await rx.until((t) => t.split('hello world').length === 3);
+      expect(records() - before).toBe(1);
+      rx.socket.destroy();
+    } finally {
+      await relay.close();
+    }
+  });
+
   it('passes a chunked response on verbatim and counts its payload', async () => {
     raw = await rawUpstream((_n, s) =>
       s.write(
