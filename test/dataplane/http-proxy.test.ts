@@ -116,14 +116,7 @@ describe('http port: allowed requests', () => {
     await rx.until((t) => t.includes('"bodyLength"'));
     rx.socket.destroy();
     const seen = h.upstream.requests[0]!.headers;
-    for (const hop of [
-      'x-hop',
-      'keep-alive',
-      'te',
-      'proxy-authorization',
-      'proxy-connection',
-      'proxy-foo',
-    ])
+    for (const hop of ['x-hop', 'keep-alive', 'te', 'proxy-authorization', 'proxy-connection', 'proxy-foo'])
       expect(seen[hop], hop).toBeUndefined();
     // undici's own connection management, not the caller's header.
     expect(seen.connection).toBe('keep-alive');
