@@ -90,7 +90,7 @@ export interface SidecarOptions {
   name?: string;
   /** The target name in the report: `portlicense`, or `variant` for an A/B run. */
   as?: 'portlicense' | 'variant';
-  /** node/V8 flags; node is then started directly with them and the launcher's settings. */
+  /** node/V8 flags, handed to the launcher in PORTLICENSE_NODE_ARGS. */
   nodeFlags?: readonly string[];
   /** The package launcher to run (another checkout's bin/portlicense); this checkout's by default. */
   launcher?: string;
@@ -99,7 +99,7 @@ export interface SidecarOptions {
 /** node/V8 flags from BENCH_CPU_PROF=1 and a space-separated flags variable (BENCH_NODE_FLAGS). */
 export function nodeFlagsFrom(flagsVar: string): string[] {
   return [
-    ...(process.env.BENCH_CPU_PROF === '1' ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
+    ...(process.env.BENCH_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`] : []),
     ...(process.env[flagsVar] ?? '').split(/\s+/).filter((f) => f !== ''),
   ];
 }
@@ -119,27 +119,21 @@ export async function startPortlicense(
     upTcp: up.tcp,
   };
   const config = writeSidecarConfig(pki, name, bundle, ports);
-  // Started the way an operator runs it, through the package's launcher (bin/portlicense). With
-  // node flags (V8 CPU profiles, `--trace-deopt`...: node refuses most V8 flags in NODE_OPTIONS)
-  // node itself is started with them, and what the launcher sets is passed along by hand (its
-  // OpenSSL config here, its allocator setting in `env` below).
+  // Started the way an operator runs it, through the package's launcher (bin/portlicense: its
+  // allocator and OpenSSL settings), node/V8 flags passed in PORTLICENSE_NODE_ARGS (node refuses
+  // most V8 flags in NODE_OPTIONS).
   const launcher = o.launcher ?? LAUNCHER;
   const flags = o.nodeFlags ?? [];
-  const argv =
-    flags.length > 0
-      ? [
-          process.execPath,
-          `--openssl-config=${join(dirname(launcher), 'openssl.cnf')}`,
-          ...flags,
-          join(dirname(launcher), '..', 'dist', 'cli', 'main.js'),
-        ]
-      : [launcher];
+  if (flags.some((f) => /\s/.test(f)))
+    throw new Error(`node flags are passed split on spaces; this one has a space: ${flags.join(' ')}`);
+  if (flags.length > 0 && !readFileSync(launcher, 'utf8').includes('PORTLICENSE_NODE_ARGS'))
+    throw new Error(`${launcher} does not take node flags (PORTLICENSE_NODE_ARGS): it predates them`);
   const env = {
-    MALLOC_TRIM_THRESHOLD_: '67108864',
     ...process.env,
+    PORTLICENSE_NODE_ARGS: flags.join(' '),
     PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
   };
-  const proc = start(name, PROXY_CPU, [...argv, 'sidecar', '--config', config], env);
+  const proc = start(name, PROXY_CPU, [launcher, 'sidecar', '--config', config], env);
   const deadline = Date.now() + 20_000;
   for (;;) {
     try {

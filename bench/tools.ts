@@ -118,6 +118,15 @@ function aptInstall(pkgs: string[], notes: string[]): void {
   }
 }
 
+const TCMALLOC_PKG = 'libtcmalloc-minimal4';
+
+/** The installed version of a Debian package, or null. */
+function debVersion(pkg: string): string | null {
+  const r = spawnSync('dpkg-query', ['-W', '-f=${Status}|${Version}', pkg], { encoding: 'utf8' });
+  const [status, version] = r.stdout.split('|');
+  return r.status === 0 && status?.endsWith(' installed') === true ? (version ?? null) : null;
+}
+
 /** Build the Go load generator into bench/.build/ (GOPROXY=off: standard library only). */
 function buildLoadgen(goBin: string, notes: string[]): string | null {
   mkdirSync(BUILD_DIR, { recursive: true });
@@ -149,15 +158,23 @@ export function ensureTools(): Tools {
   if (which('haproxy') === null) missing.push('haproxy');
   if (which('nginx') === null) missing.push('nginx', 'libnginx-mod-stream');
   else if (nginxStreamLine(which('nginx')!) === null) missing.push('libnginx-mod-stream');
+  // The sidecar's launcher preloads tcmalloc when installed, as the Docker image has it.
+  if (debVersion(TCMALLOC_PKG) === null) missing.push(TCMALLOC_PKG);
   if (missing.length > 0) aptInstall(missing, notes);
 
   const go = which('go');
   const haproxy = which('haproxy');
   const nginx = which('nginx');
+  const tcmalloc = debVersion(TCMALLOC_PKG);
   const versions: Record<string, string> = {
     node: process.version,
     openssl: versionOf('openssl', ['version']),
+    'sidecar allocator': tcmalloc === null ? 'glibc' : `tcmalloc ${tcmalloc}`,
   };
+  if (tcmalloc === null)
+    notes.push(
+      `the sidecar runs on glibc's malloc: ${TCMALLOC_PKG} is not installed (apt-get install -y ${TCMALLOC_PKG})`,
+    );
   let loadgen: string | null = null;
   if (go === null) notes.push('SKIPPED every load mode: Go is not installed (apt-get install -y golang-go)');
   else {

@@ -24,6 +24,7 @@ import { formatHostPort, startAdminServer } from '../telemetry/admin-server.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
 import { buildStatus } from '../telemetry/status.js';
 import { UsageTracker } from '../telemetry/usage.js';
+import { allocatorInUse } from './allocator.js';
 import { parseFlags, required } from './args.js';
 
 const HELP = `Usage: portlicense sidecar --config FILE
@@ -115,6 +116,7 @@ export async function startSidecar(
       outbound: config.outbound.length,
       admin: `${admin.address.host}:${admin.address.port}`,
       bundleVersion: policy.current().version,
+      allocator: allocatorInUse(),
     });
   } catch (err) {
     await closeDataPlane(dp);
@@ -187,6 +189,7 @@ export async function startClusterSidecar(
     admin: `${cluster.adminAddress.host}:${cluster.adminAddress.port}`,
     bundleVersion: policy.current().version,
     workers: config.workers,
+    allocator: allocatorInUse(),
   });
 
   let stopping: Promise<void> | undefined;

@@ -1,13 +1,16 @@
 /**
- * bin/portlicense, the package's `bin`: a POSIX sh launcher that sets glibc's trim threshold, points
- * node at bin/openssl.cnf (unless OPENSSL_CONF is set) and execs node on dist/cli/main.js. Run for real through `sh`, with a stand-in `node` first on PATH
- * that prints what it was given, and through a symlink the way npm links it into node_modules/.bin.
+ * bin/portlicense, the package's `bin`: a POSIX sh launcher that preloads tcmalloc when the system
+ * has it, sets glibc's trim threshold, points node at bin/openssl.cnf (unless OPENSSL_CONF is set)
+ * and execs node on dist/cli/main.js. Run for real through `sh`, with a stand-in `node` first on
+ * PATH that prints what it was given, and through a symlink the way npm links it into
+ * node_modules/.bin.
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tcmallocLibrary } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const LAUNCHER = fileURLToPath(new URL('../../bin/portlicense', import.meta.url));
@@ -39,7 +42,8 @@ beforeEach(() => {
   // The stand-in node: one line per argument, then the variable, then a distinctive exit code.
   writeFileSync(
     join(dir, 'stub', 'node'),
-    '#!/bin/sh\nfor a in "$@"; do echo "arg=$a"; done\necho "trim=$MALLOC_TRIM_THRESHOLD_"\nexit 7\n',
+    '#!/bin/sh\nfor a in "$@"; do echo "arg=$a"; done\necho "trim=$MALLOC_TRIM_THRESHOLD_"\n' +
+      'echo "preload=${LD_PRELOAD:-}"\nexit 7\n',
   );
   chmodSync(join(dir, 'stub', 'node'), 0o755);
   env = { PATH: `${join(dir, 'stub')}:/usr/bin:/bin` };
@@ -64,6 +68,31 @@ describe('bin/portlicense', () => {
     expect((await run(LAUNCHER, [], env)).stdout).toContain('trim=67108864\n');
     const own = await run(LAUNCHER, [], { ...env, MALLOC_TRIM_THRESHOLD_: '1048576' });
     expect(own.stdout).toContain('trim=1048576\n');
+  });
+
+  it("preloads the system's tcmalloc when there is one, unless told not to or given another preload", async () => {
+    const tc = tcmallocLibrary();
+    expect((await run(LAUNCHER, [], env)).stdout).toContain(`preload=${tc ?? ''}\n`);
+    const optOut = await run(LAUNCHER, [], { ...env, PORTLICENSE_MALLOC: 'system' });
+    expect(optOut.stdout).toContain('preload=\n');
+    const own = await run(LAUNCHER, [], { ...env, LD_PRELOAD: '/opt/lib/libjemalloc.so.2' });
+    expect(own.stdout).toContain('preload=/opt/lib/libjemalloc.so.2\n');
+  });
+
+  it('puts the flags of PORTLICENSE_NODE_ARGS first, split on spaces only', async () => {
+    const r = await run(LAUNCHER, ['--version'], {
+      ...env,
+      // `/bi*` would glob to /bin in a shell that globbed.
+      PORTLICENSE_NODE_ARGS: ' --single-threaded-gc  --cpu-prof-dir=/tmp /bi* ',
+    });
+    expect(r.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      'arg=--single-threaded-gc',
+      'arg=--cpu-prof-dir=/tmp',
+      'arg=/bi*',
+      `arg=${OPENSSL_FLAG}`,
+      `arg=${MAIN}`,
+      'arg=--version',
+    ]);
   });
 
   it('finds dist/ through a symlink, as npm links it into node_modules/.bin', async () => {

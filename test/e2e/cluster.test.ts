@@ -4,7 +4,7 @@
  * reaches open TCP flows in each; /metrics sums their counters exactly; usage reaches the
  * authority; a killed worker is replaced while the other serves; SIGTERM drains and exits 0.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,7 +32,7 @@ import {
   waitFor,
   type TestServer,
 } from '../helpers/net.js';
-import { startCli, type CliProcess } from '../helpers/proc.js';
+import { expectedAllocator, startCli, type CliProcess } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const ID = {
@@ -117,7 +117,12 @@ describe('sidecar with workers: 2 (child processes)', () => {
   it('starts two workers; allowed callers get 200 and others 403 over many connections', async () => {
     const pids = new Set(workerLines().map((l) => l.pid));
     expect(pids.size).toBe(2);
-    expect(sidecar.logs().find(sidecarStarted)).toMatchObject({ workers: 2 });
+    expect(sidecar.logs().find(sidecarStarted)).toMatchObject({ workers: 2, allocator: expectedAllocator() });
+    // Workers inherit the launcher's allocator with its environment.
+    for (const pid of pids)
+      expect(readFileSync(`/proc/${pid as number}/maps`, 'utf8').includes('libtcmalloc')).toBe(
+        expectedAllocator() === 'tcmalloc',
+      );
 
     expect((await get('frontend')).reason).toBe('no_license');
     httpLicense = await grant(...onOrders(ID.frontend), '--paths', '/api/*', '--reason', 'e2e');

@@ -28,7 +28,7 @@ import {
 import { httpsGet, type SimpleResponse } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
 import { closed, roundTrip, startTcpEcho, tcpConnect, waitFor, type TestServer } from '../helpers/net.js';
-import { startCli, type CliProcess } from '../helpers/proc.js';
+import { expectedAllocator, startCli, type CliProcess } from '../helpers/proc.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const ID = {
@@ -131,7 +131,11 @@ drainTimeout: 1s
     await authority.waitForLog(authorityStarted);
     await cli('apply', '-f', 'services.yaml');
     sidecarB = startCli(['sidecar', '--config', 'sidecar-b.yaml'], { cwd: dir });
-    sidecarA = startCli(['sidecar', '--config', 'sidecar-a.yaml'], { cwd: dir });
+    // A runs on the C library's allocator, as an operator who opts out of tcmalloc gets.
+    sidecarA = startCli(['sidecar', '--config', 'sidecar-a.yaml'], {
+      cwd: dir,
+      env: { PORTLICENSE_MALLOC: 'system' },
+    });
     await Promise.all([sidecarB.waitForLog(sidecarStarted), sidecarA.waitForLog(sidecarStarted)]);
     await waitFor(async () => (await fetch(`http://127.0.0.1:${ports.bAdmin}/readyz`)).status === 200, {
       timeoutMs: 10_000,
@@ -148,6 +152,11 @@ drainTimeout: 1s
     await up?.close();
     await echo?.close();
     removeDir(dir);
+  });
+
+  it("keeps the C library's allocator when PORTLICENSE_MALLOC=system (A), the launcher's default otherwise (B)", () => {
+    expect(sidecarA.logs().find(sidecarStarted)?.allocator).toBe('system');
+    expect(sidecarB.logs().find(sidecarStarted)?.allocator).toBe(expectedAllocator());
   });
 
   it('carries the app only while it holds a license at B; a revoke denies through A, 403 as is, and closes the TCP flow', async () => {

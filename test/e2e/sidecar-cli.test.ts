@@ -12,7 +12,7 @@ import { startTcpEcho, tlsConnect, roundTrip, closed, type TestServer } from '..
 import { bundleSign, credsOf, ordersSidecarYaml, pickPorts, sidecarStarted } from '../helpers/deployment.js';
 import { httpsGet } from '../helpers/http-client.js';
 import { startUpstream, type TestUpstream } from '../helpers/http.js';
-import { runCli, startCli, type CliProcess } from '../helpers/proc.js';
+import { expectedAllocator, runCli, startCli, tcmallocLibrary, type CliProcess } from '../helpers/proc.js';
 import type { SignedBundle } from '../../src/policy/types.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -117,6 +117,12 @@ describe('portlicense sidecar (child process)', () => {
     expect(b.status).toBe(403);
     expect(JSON.parse(b.body).reason).toBe('path_not_allowed');
     expect(httpUp.requests.length).toBe(before);
+  });
+
+  it('runs on tcmalloc when the system has it (bin/portlicense), and says so when it starts', () => {
+    expect(sidecar.logs().find(sidecarStarted)?.allocator).toBe(expectedAllocator());
+    const maps = readFileSync(`/proc/${sidecar.child.pid}/maps`, 'utf8');
+    expect(maps.includes('libtcmalloc'), maps.slice(0, 200)).toBe(tcmallocLibrary() !== null);
   });
 
   it('sends one TLS 1.3 session ticket per full handshake (bin/openssl.cnf), and it resumes', async () => {

@@ -5,10 +5,28 @@
  * PATH. Its stdout/stderr are captured, with helpers to wait for a log line or for exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+/** The tcmalloc the launcher preloads when the system has one (its own search, in order), or null. */
+export function tcmallocLibrary(): string | null {
+  const multiarch = readdirSync('/usr/lib')
+    .filter((d) => d.endsWith('-linux-gnu'))
+    .sort()
+    .map((d) => `/usr/lib/${d}/libtcmalloc_minimal.so.4`);
+  const candidates = [
+    ...multiarch,
+    '/usr/lib64/libtcmalloc_minimal.so.4',
+    '/usr/lib/libtcmalloc_minimal.so.4',
+  ];
+  return candidates.find((f) => existsSync(f)) ?? null;
+}
+
+/** What the sidecar's start-up line should name as its allocator, with the launcher's defaults. */
+export const expectedAllocator = (): string => (tcmallocLibrary() === null ? 'system' : 'tcmalloc');
 export const LAUNCHER = fileURLToPath(new URL('../../bin/portlicense', import.meta.url));
 
 export interface CliProcess {
