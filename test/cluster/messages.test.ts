@@ -11,10 +11,10 @@ import {
   snapshotFromPayload,
   type PolicyPayload,
 } from '../../src/cluster/messages.js';
-import type { TelemetryBatch } from '../../src/cluster/telemetry-export.js';
 import { PortlicenseError } from '../../src/errors.js';
 import { emptySnapshot } from '../../src/policy/snapshot.js';
 import { dbLicense, ordersSnapshot } from '../helpers/policy.js';
+import { telemetryBatch } from '../helpers/worker.js';
 
 const T0 = Date.parse('2026-11-28T10:00:00Z');
 const A = 'spiffe://example.org/ns/default/sa/a';
@@ -65,16 +65,7 @@ describe('policy payload', () => {
 
 describe('message guards', () => {
   const payload = policyPayload(emptySnapshot());
-  const emptyBatch: TelemetryBatch = {
-    counters: [],
-    gauges: [],
-    histograms: [],
-    usage: [],
-    denials: [],
-    recentDenials: [],
-    merged: { usage: 0, denials: 0 },
-    outbound: [],
-  };
+  const emptyBatch = telemetryBatch();
 
   it('accept well-formed messages', () => {
     expect(asToWorker({ pl: 1, t: 'policy', policy: payload })).not.toBeNull();

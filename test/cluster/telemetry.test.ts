@@ -15,6 +15,7 @@ import { createPortTelemetry } from '../../src/telemetry/port-telemetry.js';
 import type { PortTelemetry } from '../../src/telemetry/types.js';
 import { UsageTracker } from '../../src/telemetry/usage.js';
 import { handSnapshot, parseExposition, TestPolicyView } from '../telemetry/helpers.js';
+import { telemetryBatch } from '../helpers/worker.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
 const INTRUDER = 'spiffe://example.org/ns/default/sa/intruder';
@@ -215,19 +216,12 @@ describe('worker telemetry merged in the control plane', () => {
   it('ignores what it cannot place instead of failing the control plane', async () => {
     const clock = new ManualClock();
     const cp = controlPlane(clock);
-    const batch = {
+    const batch = telemetryBatch({
       counters: [
         { f: 'nonsense', l: {}, d: 3 },
         { f: 'decisions', l: { service: 'orders', port: 'http', decision: 'allow', reason: 'none' }, d: -2 },
       ],
-      gauges: [],
-      histograms: [],
-      usage: [],
-      denials: [],
-      recentDenials: [],
-      merged: { usage: 0, denials: 0 },
-      outbound: [],
-    } as unknown as TelemetryBatch;
+    });
     cp.merger.apply(1, batch);
     expect((await cp.samples()).get(allow)).toBe(0);
   });
@@ -238,7 +232,7 @@ describe('worker telemetry merged in the control plane', () => {
     const db = { service: 'orders', port: 'db' };
     const http = { service: 'orders', port: 'http' };
     const buckets = (n: number) => Array.from({ length: 16 }, (_, i) => (i === 0 ? n : 0));
-    const batch = {
+    const batch = telemetryBatch({
       counters: [{ f: 'decisions', l: { ...http, decision: 'allow', reason: 'none' }, d: 2 }],
       gauges: [
         { f: 'activeConnections', l: db, v: Number.NaN },
@@ -251,12 +245,7 @@ describe('worker telemetry merged in the control plane', () => {
         { f: 'requestDuration', l: { service: 'orders' }, c: buckets(1), s: 1, n: 1 },
         { f: 'requestDuration', l: http, c: buckets(2), s: 0.0004, n: 2 },
       ],
-      usage: [],
-      denials: [],
-      recentDenials: [],
-      merged: { usage: 0, denials: 0 },
-      outbound: [],
-    } as unknown as TelemetryBatch;
+    });
     cp.merger.apply(1, batch);
     const s = await cp.samples();
     expect(s.get(allow)).toBe(2);

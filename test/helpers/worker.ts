@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ToPrimary, ToWorker } from '../../src/cluster/messages.js';
+import type { TelemetryBatch } from '../../src/cluster/telemetry-export.js';
 import { runWorker } from '../../src/cluster/worker.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import type { SidecarConfig } from '../../src/config/types.js';
@@ -64,4 +65,22 @@ admin: { listen: 127.0.0.1:0 }
 ${extra}`,
   );
   return loadSidecarConfig(file);
+}
+
+/**
+ * A worker's telemetry batch with nothing in it but `over`. Typed loosely on purpose: tests hand
+ * the control plane batches it must refuse or partly skip.
+ */
+export function telemetryBatch(over: Record<string, unknown> = {}): TelemetryBatch {
+  return {
+    counters: [],
+    gauges: [],
+    histograms: [],
+    usage: [],
+    denials: [],
+    recentDenials: [],
+    merged: { usage: 0, denials: 0 },
+    outbound: [],
+    ...over,
+  };
 }
