@@ -428,6 +428,21 @@ function recordEnds(
   };
 }
 
+/** The harness with a `recordEnds` upstream (`answer` writes its responses), and a caller connected to it. */
+async function recordingLane(
+  answer?: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ h: HttpHarness; ends: Map<string, UpstreamEnd>; bodies: Map<string, string>; rx: Received }> {
+  const ends = new Map<string, UpstreamEnd>();
+  const bodies = new Map<string, string>();
+  const harness = await startHttpHarness({
+    licenses: [{ id: 'lic_1' }],
+    upstreamHandler: recordEnds(ends, bodies, answer),
+  });
+  h = harness; // closed by afterEach
+  const rx = new Received(await tlsConnect({ ...harness.address, ...harness.creds }));
+  return { h: harness, ends, bodies, rx };
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('fast lane: chunked uploads', () => {
@@ -472,15 +487,9 @@ describe('fast lane: chunked uploads', () => {
   });
 
   it('forwards each piece as it arrives, whatever the split, and the trailers at the end', async () => {
-    const ends = new Map<string, UpstreamEnd>();
-    const bodies = new Map<string, string>();
-    h = await startHttpHarness({
-      licenses: [{ id: 'lic_1' }],
-      upstreamHandler: recordEnds(ends, bodies, (req, res) =>
-        req.on('end', () => res.end(JSON.stringify({ body: bodies.get('/drip'), trailers: req.trailers }))),
-      ),
-    });
-    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    const { ends, bodies, rx } = await recordingLane((req, res) =>
+      req.on('end', () => res.end(JSON.stringify({ body: bodies.get('/drip'), trailers: req.trailers }))),
+    );
     rx.socket.write(POST_CHUNKED('/drip'));
     // [bytes written, payload the upstream has read once they are through]
     const pieces: Array<[string, string]> = [
@@ -511,15 +520,9 @@ describe('fast lane: chunked uploads', () => {
   });
 
   it('a bad chunk after the head went upstream: the upstream request is cut, the caller gets 400 and a close', async () => {
-    const ends = new Map<string, UpstreamEnd>();
-    const bodies = new Map<string, string>();
-    h = await startHttpHarness({
-      licenses: [{ id: 'lic_1' }],
-      upstreamHandler: recordEnds(ends, bodies, (req, res) => {
-        if (req.url === '/next') res.end('ok');
-      }),
+    const { h, ends, bodies, rx } = await recordingLane((req, res) => {
+      if (req.url === '/next') res.end('ok');
     });
-    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
     rx.socket.write(`${POST_CHUNKED('/api')}3\r\nabc\r\n`);
     await waitFor(() => bodies.get('/api') === 'abc');
     rx.socket.write(`3\r\nxyz\r\nzz\r\n${GET('/smuggled')}`);
@@ -538,15 +541,10 @@ describe('fast lane: chunked uploads', () => {
   });
 
   it('a bad chunk once the response is under way: both connections are cut, no 400 is added to it', async () => {
-    const ends = new Map<string, UpstreamEnd>();
-    h = await startHttpHarness({
-      licenses: [{ id: 'lic_1' }],
-      upstreamHandler: recordEnds(ends, new Map(), (_req, res) => {
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.write('partial');
-      }),
+    const { ends, rx } = await recordingLane((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('partial');
     });
-    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
     rx.socket.write(`${POST_CHUNKED('/api')}3\r\nabc\r\n`);
     await rx.until((t) => t.includes('partial'));
     rx.socket.write('3\r\nabcX\r\n0\r\n\r\n');
