@@ -395,6 +395,9 @@ export class FastConnection implements UpstreamOwner, Verdict {
   upstreamData(chunk: Buffer): void {
     // Head and body in one TLS write where they arrive together.
     const s = this.socket;
+    // `chunk` is the pool's shared read buffer. A TLS write encrypts its bytes at once, unless
+    // earlier writes are still waiting (a slow caller) or it is corked: then the socket keeps the chunk.
+    if (s.writableLength > 0 || s.writableCorked > 0) chunk = Buffer.from(chunk);
     this.lastIo = performance.now();
     s.cork();
     this.upstreamBytes(chunk);

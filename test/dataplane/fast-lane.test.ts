@@ -5,6 +5,7 @@
  * upstream can do wrong. The http-*.test.ts suites run through it too (it serves their plain
  * requests), so this file covers what they do not reach.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createConnection, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -404,7 +405,48 @@ describe('fast lane: upstream responses', () => {
     expect(responses(rx.text).map((r) => r.status)).toEqual([502, 200]);
     rx.socket.destroy();
   });
+
+  it('relays a large response byte for byte to a caller that holds it back, then reads it', async () => {
+    // The upstream reads land in one buffer shared by every upstream socket; a chunk the caller's
+    // socket has to keep (its earlier writes still waiting) must be a copy. Small pieces, one per
+    // turn, so that many reads come while the caller's socket is waiting but under its
+    // high-water mark; random bytes, so a chunk overwritten by a later read shows in the digest.
+    const body = randomBytes(16 << 20);
+    let upSocket: Socket | undefined;
+    raw = await rawUpstream((_n, s) => {
+      upSocket = s;
+      s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`);
+      const piece = (at: number): void => {
+        if (at >= body.length || s.destroyed) return;
+        s.write(body.subarray(at, at + 2000));
+        setImmediate(piece, at + 2000);
+      };
+      piece(0);
+    });
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const caller = await tlsConnect({ ...h.address, ...h.creds });
+    caller.pause();
+    caller.write(GET('/big'));
+    // Held back all the way: the proxy stopped reading the upstream, whose writes now queue.
+    await waitFor(() => upSocket !== undefined && upSocket.writableLength > 0);
+    const chunks: Buffer[] = [];
+    let got = 0;
+    caller.on('data', (d: Buffer) => {
+      chunks.push(d);
+      got += d.length;
+    });
+    caller.resume();
+    await waitFor(() => got >= body.length, { timeoutMs: 20_000, what: 'the whole response' });
+    const all = Buffer.concat(chunks);
+    const headEnd = all.indexOf('\r\n\r\n') + 4;
+    expect(parseRaw(all.subarray(0, headEnd).toString('latin1')).status).toBe(200);
+    expect(all.length - headEnd).toBe(body.length);
+    expect(digest(all.subarray(headEnd))).toBe(digest(body));
+    caller.destroy();
+  });
 });
+
+const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 const POST_CHUNKED = (path: string, extra = ''): string =>
   `POST ${path} HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n${extra}\r\n`;
