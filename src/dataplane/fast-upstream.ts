@@ -62,10 +62,19 @@ export class UpstreamConn {
   /** performance.now() when it went back to the idle list. */
   idleSince = 0;
 
+  /** Read through `onread` (READ_BUFFER): it emits no 'data'. */
+  readonly socket: Socket;
+
+  /** Dial `target`; the owner hears `upstreamConnected` once it is established. */
   constructor(
-    readonly socket: Socket,
+    target: HostPort,
+    connectTimeout: number,
     private readonly pool: UpstreamPool,
   ) {
+    const onread = { buffer: READ_BUFFER, callback: this.onRead };
+    const socket = connect({ host: target.host, port: target.port, noDelay: true, onread });
+    this.socket = socket;
+    socket.setTimeout(connectTimeout);
     socket.on('connect', this.onConnect);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
@@ -85,7 +94,7 @@ export class UpstreamConn {
   };
 
   /** `onread`: `n` bytes are at the start of READ_BUFFER. */
-  readonly onRead = (n: number): boolean => {
+  private readonly onRead = (n: number): boolean => {
     if (this.owner !== null) this.owner.upstreamData(READ_BUFFER.subarray(0, n));
     else this.destroy(); // unsolicited bytes on an idle connection: it is out of step
     return true;
@@ -169,11 +178,7 @@ export class UpstreamPool {
       c.owner = owner;
       return c;
     }
-    const onread = { buffer: READ_BUFFER, callback: (n: number): boolean => conn.onRead(n) };
-    const socket = connect({ host: this.target.host, port: this.target.port, noDelay: true, onread });
-    socket.setTimeout(this.opts.connectTimeout);
-    const conn = new UpstreamConn(socket, this);
-    c = conn;
+    c = new UpstreamConn(this.target, this.opts.connectTimeout, this);
     c.owner = owner;
     this.all.add(c);
     return c;
