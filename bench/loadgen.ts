@@ -2,6 +2,8 @@
  * Runs the Go load generator (bench/loadgen) once, pinned to the load CPU, against one target,
  * while reading the target's CPU time and peak RSS from /proc: one Sample per run.
  */
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { cpuSeconds, processTree, rssPeakSampler } from './procfs.js';
 import { finish, start } from './procs.js';
 import type { BenchPki } from './setup.js';
@@ -78,12 +80,22 @@ export function applies(mode: Mode, t: Target): boolean {
   return true;
 }
 
-function argsFor(mode: Mode, t: Target, pki: BenchPki, o: LoadOptions): string[] {
+/**
+ * Where BENCH_SLOW_LOG=1 puts the open loop's slow-request logs, one file per target and round:
+ * requests over 1.2 ms, stamped on CLOCK_MONOTONIC to lay over `perf record -k CLOCK_MONOTONIC`.
+ */
+export const SLOW_LOG_DIR = fileURLToPath(new URL('./results/slow/', import.meta.url));
+
+function argsFor(mode: Mode, t: Target, pki: BenchPki, o: LoadOptions, round: number): string[] {
   const port = mode.startsWith('bulk') ? t.tcpPort! : t.httpPort;
   const args = [mode, '-addr', `127.0.0.1:${port}`, '-duration', `${o.seconds}s`];
   if (!mode.startsWith('bulk'))
     args.push('-conns', String(o.connections), '-warmup', `${o.warmup}s`, '-probe', `${o.probeMs}ms`);
   if (mode === 'open') args.push('-rate', String(o.rate));
+  if (mode === 'open' && process.env.BENCH_SLOW_LOG === '1') {
+    mkdirSync(SLOW_LOG_DIR, { recursive: true });
+    args.push('-slow-log', `${SLOW_LOG_DIR}open-${t.name}-round${round}.txt`);
+  }
   if (t.tls)
     args.push(
       '-tls',
@@ -117,7 +129,7 @@ export async function measure(
   const proxy0 = cpuSeconds(proxyPids);
   const up0 = cpuSeconds(upPids);
   const rssPeak = proxyPids.length > 0 ? rssPeakSampler(proxyPids) : null;
-  const proc = start(`loadgen ${mode} ${t.name}`, LOAD_CPU, [loadgen, ...argsFor(mode, t, pki, o)]);
+  const proc = start(`loadgen ${mode} ${t.name}`, LOAD_CPU, [loadgen, ...argsFor(mode, t, pki, o, round)]);
   const code = await finish(proc, (o.seconds + o.warmup + 60) * 1000);
   const rss = rssPeak?.() ?? null;
   const proxyCpuS = t.proc === null ? null : cpuSeconds(proxyPids) - proxy0;

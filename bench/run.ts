@@ -7,12 +7,21 @@
  *
  * Options (env): BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_CONNECTIONS (16),
  * BENCH_RATE (2000), BENCH_PROBE_MS (100), BENCH_LICENSES (10000), BENCH_TARGETS and BENCH_MODES
- * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1, BENCH_NODE_FLAGS, and for an
- * A/B run BENCH_VARIANT_NODE_FLAGS and/or BENCH_VARIANT_LAUNCHER. See docs/performance.md.
+ * (comma lists to run a subset), BENCH_NO_INSTALL=1, BENCH_CPU_PROF=1, BENCH_SLOW_LOG=1,
+ * BENCH_NODE_FLAGS, and for an A/B run BENCH_VARIANT_NODE_FLAGS and/or BENCH_VARIANT_LAUNCHER. See
+ * docs/performance.md.
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { applies, isConnMode, measure, MODES, type LoadOptions, type Sample } from './loadgen.js';
+import {
+  applies,
+  isConnMode,
+  measure,
+  MODES,
+  SLOW_LOG_DIR,
+  type LoadOptions,
+  type Sample,
+} from './loadgen.js';
 import { measureLicenseMemory, type MemoryResult } from './memory.js';
 import { canPin, pinSelf, stopAll } from './procs.js';
 import { checkCorrectness, markdownTable, memoryLine, summarizeSamples } from './report.js';
@@ -150,6 +159,8 @@ async function main(): Promise<number> {
   const tools = ensureTools();
   const notes = [...tools.notes];
   if (!canPin) notes.push('NOT PINNED: taskset or a second CPU is missing; proxy and load share the CPUs');
+  if (process.env.BENCH_SLOW_LOG === '1' && WANT_MODES.includes('open'))
+    notes.push(`slow-request logs of the open loop (over 1.2 ms) in ${SLOW_LOG_DIR}`);
   for (const n of notes) log(`bench: ${n}`);
   const loadAvgStart = loadavg();
   const pki = makePki();

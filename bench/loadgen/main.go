@@ -5,6 +5,7 @@
 //	loadgen upstream  -http ADDR -tcp ADDR
 //	loadgen http      -addr ADDR [-tls ...] -conns N -duration D -warmup D      keep-alive, closed loop
 //	loadgen open      -addr ADDR [-tls ...] -conns N -rate R -duration D         fixed rate, open loop
+//	                  [-slow-log FILE -slow-over D]                              and its slow requests
 //	loadgen conn      -addr ADDR  -tls ...  -conns N -duration D                 new TLS connection per request
 //	loadgen resume    -addr ADDR  -tls ...  -conns N -duration D                 same, resuming the previous session
 //	loadgen bulk-up   -addr ADDR [-tls ...] -duration D                          one stream, client → upstream
@@ -42,6 +43,8 @@ func main() {
 	rate := fs.Float64("rate", 2000, "open loop: requests per second")
 	path := fs.String("path", "/api/items", "request path")
 	probe := fs.Duration("probe", 100*time.Millisecond, "interval of the denied identity's requests")
+	slowLogPath := fs.String("slow-log", "", "open loop: write the requests slower than -slow-over to this file")
+	slowOver := fs.Duration("slow-over", 1200*time.Microsecond, "open loop: what -slow-log counts as slow")
 	httpAddr := fs.String("http", "127.0.0.1:0", "upstream: HTTP listen address")
 	tcpAddr := fs.String("tcp", "127.0.0.1:0", "upstream: TCP listen address")
 	maxLife := fs.Duration("max-life", 3*time.Hour, "upstream: exit after this long")
@@ -56,6 +59,9 @@ func main() {
 	}
 	if *duration <= 0 || *duration > 10*time.Minute || *warmup < 0 || *warmup > time.Minute {
 		fail(fmt.Errorf("-duration must be in (0, 10m] and -warmup in [0, 1m]"))
+	}
+	if *slowLogPath != "" && (mode != "open" || *slowOver <= 0) {
+		fail(fmt.Errorf("-slow-log is for the open mode, with a -slow-over above 0"))
 	}
 	if *conns < 1 || *conns > 1024 {
 		fail(fmt.Errorf("-conns must be in [1, 1024]"))
@@ -92,8 +98,16 @@ func main() {
 		case "http":
 			s = closedLoop(o, w)
 		case "open":
-			s = openLoop(o, w)
+			over := time.Duration(0)
+			if *slowLogPath != "" {
+				over = *slowOver
+			}
+			var logs []*slowLog
+			s, logs = openLoop(o, w, over)
 			r.TargetRate = *rate
+			if *slowLogPath != "" {
+				fail(writeSlowLog(*slowLogPath, logs))
+			}
 		default:
 			s = newConns(o, w, mode == "resume")
 		}

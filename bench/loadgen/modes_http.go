@@ -98,9 +98,16 @@ func closedLoop(o *httpOpts, w window) *stats {
 
 // openLoop gives each connection its share of the rate, phase-shifted so sends are spread evenly.
 // A request whose connection is still busy goes out late, and its latency still counts from
-// when it should have been sent.
-func openLoop(o *httpOpts, w window) *stats {
+// when it should have been sent. With slowOver > 0, each worker also keeps its slow requests
+// (returned per worker, for -slow-log).
+func openLoop(o *httpOpts, w window, slowOver time.Duration) (*stats, []*slowLog) {
 	period := time.Duration(float64(time.Second) * float64(o.conns) / o.rate)
+	logs := make([]*slowLog, o.conns)
+	if slowOver > 0 {
+		for i := range logs {
+			logs[i] = &slowLog{over: slowOver}
+		}
+	}
 	return runWorkers(o.conns, w, func(i int, s *stats) {
 		first := w.start.Add(period * time.Duration(i) / time.Duration(o.conns))
 		p := newPacer()
@@ -128,12 +135,13 @@ func openLoop(o *httpOpts, w window) *stats {
 			if status != 0 && w.in(intended) {
 				s.done++
 				s.lat.record(t1.Sub(intended))
+				logs[i].record(i, intended, t1.Sub(intended))
 			}
 		}
 		if hc != nil {
 			hc.c.Close()
 		}
-	})
+	}), logs
 }
 
 // newConns opens a fresh connection for every request: TCP connect, full TLS 1.3 handshake with
