@@ -2,7 +2,6 @@
  * Runs the Go load generator (bench/loadgen) once, pinned to the load CPU, against one target,
  * while reading the target's CPU time and peak RSS from /proc: one Sample per run.
  */
-import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { cpuSeconds, processTree, rssPeakSampler } from './procfs.js';
 import { finish, start } from './procs.js';
@@ -81,10 +80,12 @@ export function applies(mode: Mode, t: Target): boolean {
 }
 
 /**
- * Where BENCH_SLOW_LOG=1 puts the open loop's slow-request logs, one file per target and round:
- * requests over 1.2 ms, stamped on CLOCK_MONOTONIC to lay over `perf record -k CLOCK_MONOTONIC`.
+ * BENCH_SLOW_LOG=1: the open loop logs its requests over SLOW_OVER_MS in SLOW_LOG_DIR, one file per
+ * target and round, stamped on CLOCK_MONOTONIC to lay over `perf record -k CLOCK_MONOTONIC`.
  */
+export const SLOW_LOG = process.env.BENCH_SLOW_LOG === '1';
 export const SLOW_LOG_DIR = fileURLToPath(new URL('./results/slow/', import.meta.url));
+export const SLOW_OVER_MS = 1.2;
 
 function argsFor(mode: Mode, t: Target, pki: BenchPki, o: LoadOptions, round: number): string[] {
   const port = mode.startsWith('bulk') ? t.tcpPort! : t.httpPort;
@@ -92,10 +93,13 @@ function argsFor(mode: Mode, t: Target, pki: BenchPki, o: LoadOptions, round: nu
   if (!mode.startsWith('bulk'))
     args.push('-conns', String(o.connections), '-warmup', `${o.warmup}s`, '-probe', `${o.probeMs}ms`);
   if (mode === 'open') args.push('-rate', String(o.rate));
-  if (mode === 'open' && process.env.BENCH_SLOW_LOG === '1') {
-    mkdirSync(SLOW_LOG_DIR, { recursive: true });
-    args.push('-slow-log', `${SLOW_LOG_DIR}open-${t.name}-round${round}.txt`);
-  }
+  if (mode === 'open' && SLOW_LOG)
+    args.push(
+      '-slow-log',
+      `${SLOW_LOG_DIR}open-${t.name}-round${round}.txt`,
+      '-slow-over',
+      `${SLOW_OVER_MS}ms`,
+    );
   if (t.tls)
     args.push(
       '-tls',

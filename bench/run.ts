@@ -18,7 +18,9 @@ import {
   isConnMode,
   measure,
   MODES,
+  SLOW_LOG,
   SLOW_LOG_DIR,
+  SLOW_OVER_MS,
   type LoadOptions,
   type Sample,
 } from './loadgen.js';
@@ -159,8 +161,10 @@ async function main(): Promise<number> {
   const tools = ensureTools();
   const notes = [...tools.notes];
   if (!canPin) notes.push('NOT PINNED: taskset or a second CPU is missing; proxy and load share the CPUs');
-  if (process.env.BENCH_SLOW_LOG === '1' && WANT_MODES.includes('open'))
-    notes.push(`slow-request logs of the open loop (over 1.2 ms) in ${SLOW_LOG_DIR}`);
+  if (SLOW_LOG && WANT_MODES.includes('open')) {
+    mkdirSync(SLOW_LOG_DIR, { recursive: true });
+    notes.push(`slow-request logs of the open loop (over ${SLOW_OVER_MS} ms) in ${SLOW_LOG_DIR}`);
+  }
   for (const n of notes) log(`bench: ${n}`);
   const loadAvgStart = loadavg();
   const pki = makePki();
