@@ -1,6 +1,6 @@
 /**
- * Turning a scanned head's field spans into the flat [name, value, ...] string array, while noting
- * what frames the message. Shared by the request and response parsers; what the notes mean differs
+ * Reading a scanned head's field spans: noting what frames the message, and (when asked) turning
+ * them into the flat [name, value, ...] string array. Shared by the request and response parsers; what the notes mean differs
  * between the two and is decided there.
  */
 import { equalsLower } from './chars.js';
@@ -44,21 +44,16 @@ export class FieldNotes {
   }
 }
 
-/** Build the header array of the head `sc` just scanned, filling `notes`; or the error that refuses it. */
-export function collectFields(sc: HeadScanner, notes: FieldNotes, text: string): string[] | H1Error {
+/** Note what frames the head `sc` just scanned in `notes`; or the error that refuses it. */
+export function noteFields(sc: HeadScanner, notes: FieldNotes): H1Error | undefined {
   notes.clear();
   const buf = sc.src;
   const base = sc.base;
   const f = sc.fields;
-  const headers = new Array<string>(sc.count * 2);
   for (let k = 0, j = 0; k < sc.count; k++, j += FIELD_SLOTS) {
-    const ns = base + f[j]!;
-    const ne = base + f[j + 1]!;
     const vs = base + f[j + 2]!;
     const ve = base + f[j + 3]!;
-    headers[2 * k] = text.slice(f[j], f[j + 1]);
-    headers[2 * k + 1] = vs === ve ? '' : text.slice(f[j + 2], f[j + 3]);
-    switch (fieldKind(buf, ns, ne)) {
+    switch (fieldKind(buf, base + f[j]!, base + f[j + 1]!)) {
       case F_CONTENT_LENGTH: {
         if (notes.contentLength !== -1) return H1_ERRORS.duplicate_content_length;
         const n = contentLength(buf, vs, ve, base + f[j + 4]!);
@@ -81,6 +76,20 @@ export function collectFields(sc: HeadScanner, notes: FieldNotes, text: string):
         if (!equalsLower(buf, vs, ve, '100-continue')) notes.expectContinueOnly = false;
         break;
     }
+  }
+  return undefined;
+}
+
+/**
+ * The fields of the head `sc` just scanned as [name, value, ...] strings, names as sent and values
+ * without their surrounding whitespace. `text` is `sc.text()`: each string is a slice of it.
+ */
+export function fieldStrings(sc: HeadScanner, text: string): string[] {
+  const f = sc.fields;
+  const headers = new Array<string>(sc.count * 2);
+  for (let k = 0, j = 0; k < sc.count; k++, j += FIELD_SLOTS) {
+    headers[2 * k] = text.slice(f[j], f[j + 1]);
+    headers[2 * k + 1] = f[j + 2] === f[j + 3] ? '' : text.slice(f[j + 2], f[j + 3]);
   }
   return headers;
 }

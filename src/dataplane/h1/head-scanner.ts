@@ -57,6 +57,26 @@ export const FIELD_SLOTS = 5;
 /** Buffer's native latin1 decoder (on the prototype since node 0.x; toString('latin1', ...) wraps it). */
 type LatinSlicing = Buffer & { latin1Slice(start: number, end: number): string };
 
+/**
+ * Where the parts of the head just scanned are, for code that rewrites it in bytes (the fast lane).
+ * Offsets are relative to `base` in `src`; valid until the scanner's next `execute` or `reset`.
+ */
+export interface HeadSpans {
+  readonly src: Buffer;
+  readonly base: number;
+  /** Head size in bytes, leading empty lines included: the blank line ends at `base + size`. */
+  readonly size: number;
+  /** Where the start line begins (after any leading empty lines). */
+  readonly s1: number;
+  /** Request: target span; response: reason phrase span. */
+  readonly s2: number;
+  readonly e2: number;
+  readonly minor: number;
+  /** FIELD_SLOTS per field: name start/end, value start/end (trimmed), line end (at its CR). */
+  readonly fields: Int32Array;
+  readonly count: number;
+}
+
 /** Limits of one head. */
 export interface HeadLimits {
   /** Largest head in bytes, start line to blank line inclusive. */
@@ -66,7 +86,7 @@ export interface HeadLimits {
 }
 
 /** Scans heads; one per connection direction, reused for every message. */
-export class HeadScanner {
+export class HeadScanner implements HeadSpans {
   readonly maxHeaderSize: number;
   readonly maxHeaders: number;
   private readonly startState: number;
@@ -87,8 +107,9 @@ export class HeadScanner {
   end = 0;
   /** Head size in bytes. */
   size = 0;
-  /** Request: the method's trie node (see methods.ts) and span. */
+  /** Request: the method's trie node (see methods.ts). */
   method = 0;
+  /** Where the start line begins; request: e1 is where the method ends. */
   s1 = 0;
   e1 = 0;
   /** Request: target span; response: reason phrase span. */
@@ -117,6 +138,11 @@ export class HeadScanner {
    */
   text(): string {
     return (this.src as LatinSlicing).latin1Slice(this.base, this.base + this.size);
+  }
+
+  /** The span [s, e) of the head as a latin1 string. */
+  slice(s: number, e: number): string {
+    return (this.src as LatinSlicing).latin1Slice(this.base + s, this.base + e);
   }
 
   /** Forget any partial head (the next byte starts a new message). */
@@ -249,6 +275,7 @@ export class HeadScanner {
             break;
           }
           if (b === LF) return this.stop(state, H1_ERRORS.invalid_line_ending);
+          this.s1 = i - base;
           this.vpos = 0;
           state = S_VERSION;
           continue; // this byte is the first of the version

@@ -6,7 +6,6 @@
  */
 import { H1_ERRORS, type H1Error } from './errors.js';
 import { CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from './fields.js';
-import { collectFields } from './head-fields.js';
 import { HeadParser } from './head-parser.js';
 import { methodAt } from './methods.js';
 
@@ -21,7 +20,10 @@ export interface RequestHead {
   /** The request target as received (origin, absolute, authority or asterisk form). */
   readonly target: string;
   readonly version: '1.0' | '1.1';
-  /** [name, value, name, value, ...] in received order; names as sent, values without leading/trailing OWS. */
+  /**
+   * [name, value, name, value, ...] in received order; names as sent, values without leading/trailing
+   * OWS. Empty from a parser made with `headerStrings: false` (see head-parser.ts).
+   */
   readonly headers: string[];
   readonly framing: RequestFraming;
   /** Body length for framing 'length' (0 allowed); -1 otherwise. */
@@ -46,15 +48,18 @@ export interface RequestHeadOptions {
   maxHeaderSize?: number;
   /** Most header fields. Default 128. */
   maxHeaders?: number;
+  /** Build each head's `headers` (default true; see head-parser.ts). */
+  headerStrings?: boolean;
 }
 
 /** Parses the request heads of one connection, one after the other. */
 export class RequestHeadParser extends HeadParser<RequestHead> {
   constructor(opts: RequestHeadOptions = {}) {
-    super(false, {
-      maxHeaderSize: opts.maxHeaderSize ?? 16_384,
-      maxHeaders: opts.maxHeaders ?? 128,
-    });
+    super(
+      false,
+      { maxHeaderSize: opts.maxHeaderSize ?? 16_384, maxHeaders: opts.maxHeaders ?? 128 },
+      opts.headerStrings ?? true,
+    );
   }
 
   /** Drop a partial head (for instance when the connection is reused after an error answer). */
@@ -67,10 +72,9 @@ export class RequestHeadParser extends HeadParser<RequestHead> {
     // The scanner checked the method and the target as they ended.
     const method = methodAt(sc.method)!;
     if (sc.major !== 1 || sc.minor > 1) return H1_ERRORS.unsupported_version;
-    const notes = this.notes;
-    const text = sc.text();
-    const headers = collectFields(sc, notes, text);
+    const headers = this.fields();
     if (!Array.isArray(headers)) return headers;
+    const notes = this.notes;
     const http10 = sc.minor === 0;
     const codings = notes.codings;
     let framing: RequestFraming = 'none';
@@ -89,7 +93,7 @@ export class RequestHeadParser extends HeadParser<RequestHead> {
     return {
       kind: 'head',
       method,
-      target: text.slice(sc.s2, sc.e2),
+      target: sc.slice(sc.s2, sc.e2),
       version: http10 ? '1.0' : '1.1',
       headers,
       framing,

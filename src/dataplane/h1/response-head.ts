@@ -5,7 +5,6 @@
  */
 import { H1_ERRORS, type H1Error } from './errors.js';
 import { CONN_CLOSE, CONN_KEEP_ALIVE, CONN_UPGRADE } from './fields.js';
-import { collectFields } from './head-fields.js';
 import { HeadParser } from './head-parser.js';
 
 /**
@@ -22,7 +21,10 @@ export interface ResponseHead {
   /** 100-599. */
   readonly status: number;
   readonly reason: string;
-  /** [name, value, ...] in received order, values without leading/trailing OWS. */
+  /**
+   * [name, value, ...] in received order, values without leading/trailing OWS. Empty from a parser
+   * made with `headerStrings: false` (see head-parser.ts).
+   */
   readonly headers: string[];
   readonly framing: ResponseFraming;
   /** Body length for framing 'length'; -1 otherwise. */
@@ -42,6 +44,8 @@ export interface ResponseHeadOptions {
   maxHeaderSize?: number;
   /** Most header fields. Default 256. */
   maxHeaders?: number;
+  /** Build each head's `headers` (default true; see head-parser.ts). */
+  headerStrings?: boolean;
 }
 
 /**
@@ -52,10 +56,11 @@ export class ResponseHeadParser extends HeadParser<ResponseHead> {
   private method = 'GET';
 
   constructor(opts: ResponseHeadOptions = {}) {
-    super(true, {
-      maxHeaderSize: opts.maxHeaderSize ?? 65_536,
-      maxHeaders: opts.maxHeaders ?? 256,
-    });
+    super(
+      true,
+      { maxHeaderSize: opts.maxHeaderSize ?? 65_536, maxHeaders: opts.maxHeaders ?? 256 },
+      opts.headerStrings ?? true,
+    );
   }
 
   /** Start reading the response to a request with `method` (the framing depends on it). */
@@ -69,10 +74,9 @@ export class ResponseHeadParser extends HeadParser<ResponseHead> {
     if (sc.major !== 1 || sc.minor > 1) return H1_ERRORS.unsupported_version;
     const status = sc.status;
     if (status < 100 || status > 599) return H1_ERRORS.invalid_status_line;
-    const notes = this.notes;
-    const text = sc.text();
-    const headers = collectFields(sc, notes, text);
+    const headers = this.fields();
     if (!Array.isArray(headers)) return headers;
+    const notes = this.notes;
     const http10 = sc.minor === 0;
     const codings = notes.codings;
     const hasLength = notes.contentLength !== -1;
@@ -102,7 +106,7 @@ export class ResponseHeadParser extends HeadParser<ResponseHead> {
       kind: 'head',
       version: http10 ? '1.0' : '1.1',
       status,
-      reason: text.slice(sc.s2, sc.e2),
+      reason: sc.slice(sc.s2, sc.e2),
       headers,
       framing,
       contentLength: framing === 'length' ? notes.contentLength : -1,
