@@ -21,19 +21,39 @@
  * only ever serves what both accept, and every refusal is the full path's. Denials, 502 and 504 are
  * answered here.
  *
- * Per connection one object with listeners bound once; per request one parse, one decision (the
- * verdict object is reused), one head string each way, and no timers: the head, upstream and idle
- * deadlines are checked by the port's sweep (`check`), like Node's connectionsCheckingInterval. (A
- * socket timeout would cost a timer per connection and a timer update per read and per write.)
+ * Per connection one object with listeners bound once; per request one parse (no string per
+ * field), one decision (the verdict object is reused), each head written once, as the bytes it
+ * came in with fields dropped and the proxy's added (fast-heads.ts), and no timers: the head,
+ * upstream and idle deadlines are checked by the port's sweep (`check`), like Node's
+ * connectionsCheckingInterval. (A socket timeout would cost a timer per connection and a timer
+ * update per read and per write.)
  */
 import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
-import { joinTarget, normalizeTarget } from '../policy/path.js';
+import { normalizeTarget } from '../policy/path.js';
 import type { CompiledLicense, DenyReason } from '../policy/types.js';
 import type { UpstreamConn, UpstreamOwner, UpstreamPool } from './fast-upstream.js';
 import type { HttpConnection, Verdict } from './http-authorize.js';
 import type { HttpPortContext } from './http-context.js';
-import { callerResponseHeaders, targetAuthority, upstreamRequestHead, vouch } from './http-headers.js';
+import {
+  HeadOut,
+  dropMarks,
+  forwardedLines,
+  licenseLine,
+  requestHeadBytes,
+  requestHeadText,
+  responseHeadBytes,
+  responseHeadText,
+} from './fast-heads.js';
+import {
+  RESPONSE_DATED,
+  callerResponseHeaders,
+  plainRequestFields,
+  plainResponseFields,
+  targetAuthority,
+  upstreamRequestHead,
+  vouch,
+} from './http-headers.js';
 import { DISCARDABLE_BODY_BYTES, endLingering, httpDate, type CannedResponse } from './http-responses.js';
 import {
   BodyFramer,
@@ -64,6 +84,12 @@ const enum St {
  */
 const VOUCHED_TRAILERS = ['x-portlicense-*', 'x-forwarded-for', 'x-forwarded-proto'];
 
+/** Where request heads and response heads are written on their way out (fast-heads.ts). */
+const REQUEST_OUT = new HeadOut();
+const RESPONSE_OUT = new HeadOut();
+/** Body bytes that arrive with a response head are written with it, up to one TLS record's worth. */
+const JOINED_BODY = 16 * 1024;
+
 const enum Resp {
   /** Waiting for (the rest of) the response head. */
   Head,
@@ -91,7 +117,9 @@ export class FastConnection implements UpstreamOwner, Verdict {
   /** Frames the request body (trailers count against the head limit, as llhttp counts them). */
   private readonly reqFramer: BodyFramer;
   /** Raw bytes of the request head being read (for a handover), from its first byte. */
-  private headChunks: Buffer[] = [];
+  private headFirst: Buffer | null = null;
+  /** The chunks after the first, for a head that spans reads. */
+  private headMore: Buffer[] | null = null;
   /** Bytes after the current request, held until its response is complete (pipelining). */
   private pending: Buffer | null = null;
   /** performance.now() when the current head's first byte arrived; 0 between requests. */
@@ -123,6 +151,13 @@ export class FastConnection implements UpstreamOwner, Verdict {
   license: CompiledLicense | null = null;
   reason: DenyReason | null = null;
   forward = false;
+  /** forwardedLines for this connection, made at its first forwarded request. */
+  private forwarded: string | null = null;
+  /** licenseLine of `lineFor`, the license of the last forwarded request. */
+  private licenseLine = '';
+  private lineFor: CompiledLicense | null = null;
+  /** A response head is open in RESPONSE_OUT, not written yet (only ever within one upstream read). */
+  private headOpen = false;
 
   constructor(
     private readonly port: FastLanePort,
@@ -130,8 +165,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
     readonly conn: HttpConnection,
   ) {
     const { ctx } = port;
-    this.parser = new RequestHeadParser({ maxHeaderSize: ctx.port.maxHeaderSize });
-    this.respParser = new ResponseHeadParser();
+    this.parser = new RequestHeadParser({ maxHeaderSize: ctx.port.maxHeaderSize, headerStrings: false });
+    this.respParser = new ResponseHeadParser({ headerStrings: false });
     this.reqFramer = new BodyFramer({
       maxTrailerSize: ctx.port.maxHeaderSize,
       forbidTrailers: VOUCHED_TRAILERS,
@@ -181,7 +216,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private headBytes(chunk: Buffer): void {
     // The read that brought them, or the end of the response before (pipelined bytes).
     if (this.headStart === 0) this.headStart = this.lastIo;
-    this.headChunks.push(chunk);
+    if (this.headFirst === null) this.headFirst = chunk;
+    else (this.headMore ??= []).push(chunk);
     const r = this.parser.execute(chunk);
     if (r.kind === 'more') return;
     if (r.kind === 'error' || !eligible(r)) {
@@ -193,11 +229,12 @@ export class FastConnection implements UpstreamOwner, Verdict {
 
   /** Give the connection to the full path with everything read since this head began. */
   private handover(): void {
-    const chunks = this.headChunks;
-    let bytes: Buffer | null =
-      chunks.length === 0 ? null : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const first = this.headFirst;
+    const more = this.headMore;
+    let bytes = first === null || more === null ? first : Buffer.concat([first, ...more]);
     if (this.pending !== null) bytes = bytes === null ? this.pending : Buffer.concat([bytes, this.pending]);
-    this.headChunks = [];
+    this.headFirst = null;
+    this.headMore = null;
     this.pending = null;
     this.st = St.Handed;
     this.detach();
@@ -218,12 +255,20 @@ export class FastConnection implements UpstreamOwner, Verdict {
     // A head that ends in a 400 is answered by the full path, with the bytes this lane has read.
     const target = normalizeTarget(head.target, head.method);
     if (target === null || target.path === '*') return this.handover();
-    const uh = upstreamRequestHead(head.headers, this.conn.peer.origin, false, true);
-    if (typeof uh === 'string' || uh.host === null) return this.handover();
-    const authority = targetAuthority(head.target);
-    if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
+    const spans = this.parser.spans();
+    const drop = dropMarks(spans.count);
+    // The common head goes up as its own bytes (fast-heads.ts); any other is rewritten as strings.
+    let fields: string[] | null = null;
+    if (!plainRequestFields(spans, drop) || targetAuthority(head.target) !== null) {
+      const uh = upstreamRequestHead(this.parser.fieldList(), this.conn.peer.origin, false, true);
+      if (typeof uh === 'string' || uh.host === null) return this.handover();
+      const authority = targetAuthority(head.target);
+      if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
+      fields = uh.headers;
+    }
     this.headStart = 0;
-    this.headChunks.length = 0;
+    this.headFirst = null;
+    this.headMore = null;
 
     this.started = performance.now();
     this.method = head.method;
@@ -231,22 +276,40 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.status = 0;
     this.bytesIn = 0;
     this.bytesOut = 0;
-    this.bodyLength = uh.bodyLength;
+    const chunked = head.framing === 'chunked';
+    this.bodyLength = chunked ? -1 : head.framing === 'length' ? head.contentLength : 0;
     this.keepAlive = head.keepAlive && !ctx.draining;
     ctx.authorizer.authorize(this.conn, head.method, target.path, ctx.clock.now(), this);
     if (!this.forward) {
+      this.parser.release();
       this.deny(this.reason!, rest);
       return;
     }
-    const headers = uh.headers;
-    vouch(headers, this.conn.peer.identity, this.license === null ? null : this.license.id);
-    let text = `${head.method} ${joinTarget(target.path, target.query)} HTTP/1.1\r\n`;
-    for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
-    // The caller's chunks go on as they are, named by `chunked` alone whatever codings the caller
-    // listed before it (the full path's client re-frames and names none): the upstream reads the
-    // framing this lane checks, nothing else.
-    if (head.framing === 'chunked') text += 'transfer-encoding: chunked\r\n';
-    text += 'connection: keep-alive\r\n\r\n';
+    const peer = this.conn.peer;
+    const license = this.license;
+    let text: string | Buffer;
+    if (fields === null) {
+      if (license !== this.lineFor) {
+        this.lineFor = license;
+        this.licenseLine = license === null ? '' : licenseLine(license.id);
+      }
+      this.forwarded ??= forwardedLines(peer.origin, peer.identity);
+      text = requestHeadBytes(
+        REQUEST_OUT,
+        spans,
+        drop,
+        head.method,
+        head.target,
+        target,
+        this.forwarded,
+        this.licenseLine,
+        chunked,
+      );
+    } else {
+      vouch(fields, peer.identity, license === null ? null : license.id);
+      text = requestHeadText(head.method, target, fields, chunked);
+    }
+    this.parser.release();
 
     this.st = St.Busy;
     this.resp = Resp.Head;
@@ -257,17 +320,24 @@ export class FastConnection implements UpstreamOwner, Verdict {
     // path, llhttp refuses them before undici has written anything.
     const n = rest === null ? 0 : body.execute(rest);
     if (n < 0) {
+      if (fields === null) REQUEST_OUT.settle(false);
       this.badBody();
       return;
     }
     this.respParser.begin(head.method);
     const up = this.port.pool.acquire(this);
     this.up = up;
-    up.socket.cork();
-    up.write(text);
+    const sock = up.socket;
     this.waitStart = this.started; // same tick: one clock read per request
-    if (rest !== null) this.forwardBody(rest, n);
-    up.socket.uncork();
+    if (rest === null) up.write(text);
+    else {
+      // Head and the body bytes that came with it in one write.
+      sock.cork();
+      up.write(text);
+      this.forwardBody(rest, n);
+      sock.uncork();
+    }
+    if (fields === null) REQUEST_OUT.settle(sock.writableLength > 0);
   }
 
   /** Request body bytes from the caller while it is uploading; what follows it is the next request. */
@@ -393,15 +463,20 @@ export class FastConnection implements UpstreamOwner, Verdict {
   upstreamConnected(): void {}
 
   upstreamData(chunk: Buffer): void {
-    // Head and body in one TLS write where they arrive together.
-    const s = this.socket;
-    // `chunk` is the pool's shared read buffer. A TLS write encrypts its bytes at once, unless
-    // earlier writes are still waiting (a slow caller) or it is corked: then the socket keeps the chunk.
-    if (s.writableLength > 0 || s.writableCorked > 0) chunk = Buffer.from(chunk);
     this.lastIo = performance.now();
-    s.cork();
     this.upstreamBytes(chunk);
-    s.uncork();
+  }
+
+  /**
+   * Write bytes read from the upstream to the caller. They are a view of the pool's shared read
+   * buffer, valid only during `upstreamData`. A TLS write encrypts its bytes at once, unless the
+   * socket is still writing earlier ones (a slow caller) or is corked: then it keeps them, so it
+   * gets a copy.
+   */
+  private relay(bytes: Buffer): boolean {
+    const s = this.socket;
+    if (s.writableLength > 0 || s.writableCorked > 0) bytes = Buffer.from(bytes);
+    return s.write(bytes);
   }
 
   private upstreamBytes(chunk: Buffer): void {
@@ -419,11 +494,13 @@ export class FastConnection implements UpstreamOwner, Verdict {
         return;
       }
       const rest = end < chunk.length ? chunk.subarray(end) : null;
-      switch (this.responseHead(head)) {
+      switch (this.responseHead(head, rest === null ? 0 : rest.length)) {
         case 'body':
           if (rest !== null) this.responseBody(rest);
+          else this.sendHead();
           return;
         case 'none':
+          this.sendHead();
           if (rest !== null) this.upReusable = false; // bytes after a body-less response: out of step
           this.resp = Resp.Complete;
           this.exchangeDone();
@@ -436,8 +513,12 @@ export class FastConnection implements UpstreamOwner, Verdict {
     else this.upReusable = false;
   }
 
-  /** Write the caller's response head; what follows: a body, none, or nothing (it failed). */
-  private responseHead(head: ResponseHead): 'body' | 'none' | 'failed' {
+  /**
+   * Make the caller's response head; what follows: a body, none, or nothing (it failed). The common
+   * head is left open in RESPONSE_OUT (`headOpen`), with room for `following` body bytes (up to
+   * JOINED_BODY) so head and body leave in one write; `sendHead` or `responseBody` writes it.
+   */
+  private responseHead(head: ResponseHead, following: number): 'body' | 'none' | 'failed' {
     const { ctx } = this.port;
     this.waitStart = 0;
     if (head.framing === 'switch') {
@@ -449,16 +530,34 @@ export class FastConnection implements UpstreamOwner, Verdict {
     if (!head.keepAlive) this.upReusable = false;
     const close = !this.keepAlive || closeDelimited || ctx.draining || this.uploading;
     if (close) this.keepAlive = false;
-    const headers = callerResponseHeaders(head.headers, close, httpDate(), true);
-    let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
-    for (let i = 0; i + 1 < headers.length; i += 2) text += `${headers[i]!}: ${headers[i + 1]!}\r\n`;
-    if (head.framing === 'chunked') text += 'transfer-encoding: chunked\r\n';
-    text += '\r\n';
-    this.socket.write(text, 'latin1');
+    const chunked = head.framing === 'chunked';
+    const spans = this.respParser.spans();
+    const drop = dropMarks(spans.count);
+    const plain = head.version === '1.1' ? plainResponseFields(spans, drop) : 0;
+    if (plain !== 0) {
+      const dated = (plain & RESPONSE_DATED) !== 0;
+      const room = Math.min(following, JOINED_BODY);
+      responseHeadBytes(RESPONSE_OUT, spans, drop, dated, httpDate(), close, chunked, room);
+      this.headOpen = true;
+    } else {
+      const headers = callerResponseHeaders(this.respParser.fieldList(), close, httpDate(), true);
+      this.socket.write(responseHeadText(head.status, head.reason, headers, chunked), 'latin1');
+    }
+    this.respParser.release();
     this.framer.begin(head.framing, head.contentLength);
     if (this.framer.done) return 'none';
     this.resp = Resp.Body;
     return 'body';
+  }
+
+  /** Write the response head left open in RESPONSE_OUT, if any (with the body bytes put after it). */
+  private sendHead(): boolean {
+    if (!this.headOpen) return true;
+    this.headOpen = false;
+    const s = this.socket;
+    const ok = s.write(RESPONSE_OUT.close());
+    RESPONSE_OUT.settle(s.writableLength > 0);
+    return ok;
   }
 
   private responseBody(chunk: Buffer): void {
@@ -466,12 +565,23 @@ export class FastConnection implements UpstreamOwner, Verdict {
     const n = framer.execute(chunk);
     if (n < 0) {
       // A response body that breaks its own framing: the caller must not take it for whole.
+      if (this.headOpen) {
+        this.headOpen = false;
+        RESPONSE_OUT.drop();
+      }
       this.abort();
       return;
     }
-    const body = n === chunk.length ? chunk : chunk.subarray(0, n);
     this.bytesOut = framer.payload;
-    if (n > 0 && !this.socket.write(body)) this.up?.socket.pause();
+    let ok: boolean;
+    if (this.headOpen && n <= JOINED_BODY) {
+      RESPONSE_OUT.bytes(chunk, 0, n);
+      ok = this.sendHead();
+    } else {
+      ok = this.sendHead();
+      if (n > 0) ok = this.relay(n === chunk.length ? chunk : chunk.subarray(0, n)) && ok;
+    }
+    if (!ok) this.up?.socket.pause();
     if (!framer.done) return;
     if (n < chunk.length) this.upReusable = false;
     this.resp = Resp.Complete;

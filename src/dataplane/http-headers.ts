@@ -4,7 +4,13 @@
  * llhttp lets through (a second Host). Hop-by-hop headers never cross the proxy in either direction,
  * and a caller can never supply the identity or license headers the upstream trusts, in any case
  * or with `_` for `-`.
+ *
+ * The fast lane applies the same rules to a head's bytes (`plainRequestFields`,
+ * `plainResponseFields`): it marks the fields to drop and forwards the rest as they came, for every
+ * head whose rewrite is only that; the rest goes through the string functions here.
  */
+import { CLASS, OWS, equalsLower } from './h1/chars.js';
+import { FIELD_SLOTS, type HeadSpans } from './h1/head-scanner.js';
 
 /** Set by the proxy, stripped from callers (every copy, any case, `_` or `-`: see `requestKind`). */
 export const IDENTITY_HEADER = 'x-portlicense-identity';
@@ -287,4 +293,160 @@ export function targetAuthority(target: string): string | null {
     end++;
   }
   return target.slice(start + 3, end).toLowerCase();
+}
+
+// ---- The same rules over a head's bytes (the fast lane) ----
+
+/** `lowerCode` of `buf[i]`. */
+function lowerByte(buf: Uint8Array, i: number, fold: boolean): number {
+  const c = buf[i]!;
+  if (c >= 0x41 && c <= 0x5a) return c | 0x20;
+  return fold && c === UNDERSCORE ? 0x2d : c;
+}
+
+/** `startsWithName` over the name `buf[s, e)`. */
+function bytesStartWith(buf: Uint8Array, s: number, e: number, prefix: string, fold: boolean): boolean {
+  if (e - s < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++)
+    if (lowerByte(buf, s + i, fold) !== prefix.charCodeAt(i)) return false;
+  return true;
+}
+
+/** `requestKind` of the name `buf[s, e)`. */
+function requestKindAt(buf: Uint8Array, s: number, e: number): Kind | undefined {
+  const n = e - s;
+  const first = buf[s]! | 0x20;
+  if (first === 0x78 /* x */ && n >= OWN_PREFIX.length) {
+    if (bytesStartWith(buf, s, e, OWN_PREFIX, true)) return Kind.Drop;
+    if (n === FORWARDED_FOR.length && bytesStartWith(buf, s, e, FORWARDED_FOR, true)) {
+      for (let i = s; i < e; i++) if (buf[i] === UNDERSCORE) return Kind.Drop;
+      return Kind.ForwardedFor;
+    }
+    if (n === FORWARDED_PROTO.length && bytesStartWith(buf, s, e, FORWARDED_PROTO, true)) return Kind.Drop;
+    return undefined;
+  }
+  if (
+    first === 0x70 /* p */ &&
+    bytesStartWith(buf, s, e, 'proxy', true) &&
+    (n === 5 || lowerByte(buf, s + 5, true) === 0x2d)
+  )
+    return Kind.Drop;
+  const candidates = KINDS_BY_LENGTH[n];
+  if (candidates === undefined) return undefined;
+  for (let i = 0; i < candidates.length; i++) {
+    const [word, kind] = candidates[i]!;
+    if (bytesStartWith(buf, s, e, word, false)) return kind;
+  }
+  return undefined;
+}
+
+/**
+ * Whether the Connection value `buf[s, e)` names a field to remove (`connectionTokens` would return
+ * a token): a list element other than keep-alive, close and upgrade. An element it cannot read as
+ * one of those in bytes (one with a byte `trim` would remove but HTTP whitespace is not) counts as
+ * naming one, so such a head takes the string path.
+ */
+function namesFields(buf: Uint8Array, s: number, e: number): boolean {
+  while (s <= e) {
+    let end = s;
+    while (end < e && buf[end] !== 0x2c) end++;
+    let a = s;
+    let z = end;
+    while (a < z && (CLASS[buf[a]!]! & OWS) !== 0) a++;
+    while (z > a && (CLASS[buf[z - 1]!]! & OWS) !== 0) z--;
+    const n = z - a;
+    if (
+      n !== 0 &&
+      !(n === 5 && equalsLower(buf, a, z, 'close')) &&
+      !(n === 10 && equalsLower(buf, a, z, 'keep-alive')) &&
+      !(n === 7 && equalsLower(buf, a, z, 'upgrade'))
+    )
+      return true;
+    s = end + 1;
+  }
+  return false;
+}
+
+/**
+ * For the request head `h`: mark in `drop` (1) each field `upstreamRequestHead(…, false, true)`
+ * leaves out, and answer whether that is all it does to this head, so the other fields can go
+ * upstream as they are, followed by the proxy's own (x-forwarded-for with the caller's address,
+ * x-forwarded-proto, and `vouch`'s). False for a head that needs `upstreamRequestHead` itself: a
+ * caller's x-forwarded-for to join, a Connection field naming fields to remove, or a Host missing
+ * or repeated (which it refuses).
+ */
+export function plainRequestFields(h: HeadSpans, drop: Uint8Array): boolean {
+  const buf = h.src;
+  const base = h.base;
+  const f = h.fields;
+  let hosts = 0;
+  for (let k = 0, j = 0; k < h.count; k++, j += FIELD_SLOTS) {
+    let d = 1;
+    switch (requestKindAt(buf, base + f[j]!, base + f[j + 1]!)) {
+      case undefined:
+      case Kind.ContentLength: // the parser refuses a second one
+      case Kind.Trailer:
+        d = 0;
+        break;
+      case Kind.Host:
+        hosts++;
+        d = 0;
+        break;
+      case Kind.ForwardedFor:
+        return false;
+      case Kind.Connection:
+        if (namesFields(buf, base + f[j + 2]!, base + f[j + 3]!)) return false;
+        break;
+      default: // dropped: hop-by-hop, the proxy's own names, Transfer-Encoding (re-sent by the lane)
+        break;
+    }
+    drop[k] = d;
+  }
+  return hosts === 1;
+}
+
+/** `plainResponseFields`: the head can be forwarded in bytes. */
+export const RESPONSE_PLAIN = 1;
+/** `plainResponseFields`: the head has a Date field. */
+export const RESPONSE_DATED = 2;
+
+/**
+ * For the response head `h`: mark in `drop` (1) each field `callerResponseHeaders(…, trailers =
+ * true)` leaves out. RESPONSE_PLAIN (with RESPONSE_DATED when a Date field is kept) when that is all
+ * it does to this head, so the rest can go to the caller as it is, followed by Date when missing
+ * and the lane's own fields; 0 when a Connection field names fields to remove.
+ */
+export function plainResponseFields(h: HeadSpans, drop: Uint8Array): number {
+  const buf = h.src;
+  const base = h.base;
+  const f = h.fields;
+  let dated = 0;
+  for (let k = 0, j = 0; k < h.count; k++, j += FIELD_SLOTS) {
+    const s = base + f[j]!;
+    const e = base + f[j + 1]!;
+    let d = 0;
+    switch (e - s) {
+      case 2:
+        d = equalsLower(buf, s, e, 'te') ? 1 : 0;
+        break;
+      case 4:
+        if (equalsLower(buf, s, e, 'date')) dated = RESPONSE_DATED;
+        break;
+      case 7:
+        d = equalsLower(buf, s, e, 'upgrade') ? 1 : 0; // Trailer stays: the body keeps its trailers
+        break;
+      case 10:
+        if (equalsLower(buf, s, e, 'connection')) {
+          if (namesFields(buf, base + f[j + 2]!, base + f[j + 3]!)) return 0;
+          d = 1;
+        } else d = equalsLower(buf, s, e, 'keep-alive') ? 1 : 0;
+        break;
+      case 17:
+        d = equalsLower(buf, s, e, 'transfer-encoding') ? 1 : 0;
+        break;
+    }
+    if (d === 0 && e - s >= 6 && equalsLower(buf, s, s + 6, 'proxy-')) d = 1;
+    drop[k] = d;
+  }
+  return RESPONSE_PLAIN | dated;
 }

@@ -174,6 +174,24 @@ describe('fast lane: one connection, many requests', () => {
     rx.socket.destroy();
   });
 
+  it('hands a head that arrived over many reads to the full path whole', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+    // Expect: 100-continue is the full path's; every read of the head must reach it, in order.
+    const post = 'POST /handed HTTP/1.1\r\nHost: orders\r\nX-Long: 0123456789\r\nExpect: 100-continue\r\n';
+    for (const b of post + 'Content-Length: 5\r\n\r\n') {
+      rx.socket.write(b);
+      await new Promise((r) => setImmediate(r));
+    }
+    await rx.until((t) => t.includes('100 Continue'));
+    rx.socket.write('hello');
+    await rx.until((t) => t.includes('"url":"/handed"'));
+    expect(h.upstream.requests.map((r) => [r.url, r.headers['x-long'], r.body.toString()])).toEqual([
+      ['/handed', '0123456789', 'hello'],
+    ]);
+    rx.socket.destroy();
+  });
+
   it.each([
     ['Content-Length', 'Content-Length: 5\r\n\r\nhello'],
     ['chunked', 'Transfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n'],
