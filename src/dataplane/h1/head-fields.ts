@@ -1,7 +1,7 @@
 /**
  * Reading a scanned head's field spans: noting what frames the message, and (when asked) turning
- * them into the flat [name, value, ...] string array. Shared by the request and response parsers; what the notes mean differs
- * between the two and is decided there.
+ * them into the flat [name, value, ...] string array. Shared by the request and response parsers;
+ * what the notes mean differs between the two and is decided there.
  */
 import { equalsLower } from './chars.js';
 import { H1_ERRORS, type H1Error } from './errors.js';
