@@ -1,18 +1,21 @@
 /**
  * The fast lane's upstream pool (src/dataplane/fast-upstream.ts) on real sockets: a released
  * connection is handed out again while fresh, closed by the pool's sweep once idle past
- * idleTimeout, and never handed out past it.
+ * idleTimeout, and never handed out past it; a dial that hangs ends in connect_timeout.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UpstreamPool, type UpstreamConn, type UpstreamOwner } from '../../src/dataplane/fast-upstream.js';
-import { waitFor } from '../helpers/net.js';
+import { startDeafPort, waitFor } from '../helpers/net.js';
 
 let server: Server | undefined;
 let pool: UpstreamPool | undefined;
+let deaf: { close(): Promise<void> } | undefined;
 afterEach(async () => {
   pool?.close();
   pool = undefined;
+  await deaf?.close();
+  deaf = undefined;
   await new Promise((r) => (server ? server.close(r) : r(undefined)));
   server = undefined;
 });
@@ -106,5 +109,26 @@ describe('UpstreamPool', () => {
     expect(fresh).not.toBe(c);
     expect(c.dead).toBe(true);
     await waitFor(() => fresh.connected && up.accepted.length === 2, { what: 'a new connection' });
+  });
+
+  it('tells its owner connect_timeout when dialing hangs, and never hands that connection out', async () => {
+    const silent = await startDeafPort();
+    deaf = silent;
+    pool = new UpstreamPool(
+      { host: '127.0.0.1', port: silent.port },
+      { connectTimeout: 300, idleTimeout: 2_000 },
+    );
+    const o = owner();
+    const started = Date.now();
+    const c = pool.acquire(o);
+    await waitFor(() => o.events.length > 0, { timeoutMs: 5_000, what: 'the dial to end' });
+    expect(o.events).toEqual(['failed:connect_timeout']);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(c.dead).toBe(true);
+    expect(c.connected).toBe(false);
+    const next = pool.acquire(owner());
+    expect(next).not.toBe(c);
+    next.destroy();
   });
 });

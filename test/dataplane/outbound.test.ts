@@ -25,6 +25,7 @@ import {
   outcome,
   readUntil,
   roundTrip,
+  startDeafPort,
   startTcpServer,
   tcpConnect,
   waitFor,
@@ -373,6 +374,22 @@ describe('outbound: a target that cannot be reached', () => {
     expect(
       fx.sink.lines.some((l) => l.msg === 'cannot reach the outbound target; closing the app connection'),
     ).toBe(true);
+  });
+
+  it('counts a target whose connect hangs past connectTimeout as dial_error, and says so', async () => {
+    const deaf = await startDeafPort();
+    cleanups.push(() => deaf.close());
+    const fx = await start({ port: deaf.port }, ORDERS, { connectTimeout: 300 });
+    const started = Date.now();
+    const o = await outcome(await app(fx.port));
+    expect(o.error?.code).toBe('ECONNRESET');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(await counted(fx)).toEqual({ dial_error: 1 });
+    expect(fx.listener.stats().lastError).toMatchObject({
+      result: 'dial_error',
+      detail: 'connect timeout after 300 ms',
+    });
   });
 
   it('counts a target that does not speak TLS, or never finishes the handshake, as tls_error', async () => {

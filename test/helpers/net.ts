@@ -3,6 +3,7 @@
  * record of what a socket receives, and ways to wait for a socket or a condition without
  * sleeping. Everything binds 127.0.0.1 port 0.
  */
+import { spawn } from 'node:child_process';
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { connect as tlsConnectRaw, type ConnectionOptions, type TLSSocket } from 'node:tls';
 
@@ -61,6 +62,49 @@ export async function unusedPort(): Promise<number> {
   const s = await startTcpServer(() => {});
   await s.close();
   return s.port;
+}
+
+/** A node program that listens on 127.0.0.1 with an accept queue of one and prints its port. */
+const LISTEN_ONCE = `const s = require('node:net').createServer();
+s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => console.log(s.address().port));`;
+
+/**
+ * A port where connecting hangs, as to a blackholed address (which this network does not have): a
+ * child process listens with an accept queue of one and is stopped (SIGSTOP), and the queue is
+ * filled; the kernel then drops every further SYN, so a connect neither completes nor fails.
+ */
+export async function startDeafPort(): Promise<{ port: number; close(): Promise<void> }> {
+  const child = spawn(process.execPath, ['-e', LISTEN_ONCE], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+  });
+  child.kill('SIGSTOP');
+  const fillers: Socket[] = [];
+  const close = async (): Promise<void> => {
+    for (const f of fillers) f.destroy();
+    child.kill('SIGKILL');
+    await exited;
+  };
+  // Connections complete into the queue until it is full; the first that does not is the sign.
+  for (;;) {
+    const s = netConnect({ host: '127.0.0.1', port });
+    s.on('error', () => {});
+    fillers.push(s);
+    const connected = await new Promise<boolean>((r) => {
+      const t = setTimeout(() => r(false), 500);
+      s.once('connect', () => {
+        clearTimeout(t);
+        r(true);
+      });
+    });
+    if (!connected) return { port, close };
+    if (fillers.length > 64) {
+      await close();
+      throw new Error('startDeafPort: the accept queue of a stopped listener never filled');
+    }
+  }
 }
 
 /**
