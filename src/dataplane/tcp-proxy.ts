@@ -86,7 +86,10 @@ class TcpFlow {
     const up = connect({ host, port, allowHalfOpen: true, noDelay: true });
     this.up = up;
     splice.attach(up);
-    up.setTimeout(this.port.connectTimeout, () => splice.abort('upstream_connect_timeout'));
+    up.setTimeout(this.port.connectTimeout, () => {
+      this.connectFailed(`connect timeout after ${this.port.connectTimeout} ms`);
+      splice.abort('upstream_connect_timeout');
+    });
     up.on('connect', () => {
       up.setTimeout(0);
       splice.start();
@@ -94,11 +97,17 @@ class TcpFlow {
     up.on('error', (err: NodeJS.ErrnoException) => {
       if (splice.started) return;
       const code = err.code ?? err.message;
-      const fields = { upstream: `${host}:${port}`, error: code };
-      if (this.port.throttle.allow('upstream_connect', fields))
-        deps.log.warn('cannot connect to the upstream; closing the caller', fields);
+      this.connectFailed(code);
       splice.abort(`upstream_connect_failed: ${code}`);
     });
+  }
+
+  /** Tell the operator (throttled) that the upstream could not be reached, and why. */
+  private connectFailed(error: string): void {
+    const { host, port } = this.port.deps.port.upstream;
+    const fields = { upstream: `${host}:${port}`, error };
+    if (this.port.throttle.allow('upstream_connect', fields))
+      this.port.deps.log.warn('cannot connect to the upstream; closing the caller', fields);
   }
 
   /** Publish byte deltas and mark the license as in use; a long flow is use, not one past access. */

@@ -19,6 +19,7 @@ import {
   startTcpServer,
   tlsAttempt,
   tlsConnect,
+  startDeafPort,
   unusedPort,
   waitFor,
   type TestServer,
@@ -220,6 +221,27 @@ describe('tcp port: allowed flows', () => {
     expect(fx.sink.lines.some((l) => l.msg === 'cannot connect to the upstream; closing the caller')).toBe(
       true,
     );
+    expect(fx.listener.activeConnections()).toBe(0);
+  });
+
+  it('closes the caller when connecting to the upstream hangs past connectTimeout, and says so', async () => {
+    const deaf = await startDeafPort();
+    cleanups.push(() => deaf.close());
+    await start({ port: { upstream: { host: '127.0.0.1', port: deaf.port } }, tcp: { connectTimeout: 300 } });
+    const s = await connect();
+    const started = Date.now();
+    s.write('anyone?');
+    const o = await outcome(s);
+    expect(o.data.length).toBe(0);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect((await accessRecord()).closeReason).toBe('upstream_connect_timeout');
+    expect(
+      fx.sink.lines.find((l) => l.msg === 'cannot connect to the upstream; closing the caller'),
+    ).toMatchObject({
+      upstream: `127.0.0.1:${deaf.port}`,
+      error: 'connect timeout after 300 ms',
+    });
     expect(fx.listener.activeConnections()).toBe(0);
   });
 });
