@@ -126,8 +126,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
   headStart = 0;
   /**
    * While the response head is awaited: performance.now() when the request, or its last body
-   * bytes, went upstream (upstreamTimeout counts from there, as undici's headersTimeout does on the
-   * full path); 0 otherwise.
+   * bytes, went upstream, or when the new connection it waited for connected (upstreamTimeout
+   * counts from there, as undici's headersTimeout does on the full path); 0 otherwise.
    */
   waitStart = 0;
   /** performance.now() at the last read from the caller or write to it. */
@@ -460,7 +460,11 @@ export class FastConnection implements UpstreamOwner, Verdict {
 
   // ---- the upstream side (UpstreamOwner) ----
 
-  upstreamConnected(): void {}
+  upstreamConnected(): void {
+    // The request waited for a new connection: upstreamTimeout counts from now, as undici's
+    // headersTimeout does on the full path (the dial has its own timeout, answered 502).
+    if (this.waitStart !== 0) this.waitStart = performance.now();
+  }
 
   upstreamData(chunk: Buffer): void {
     this.lastIo = performance.now();
@@ -708,6 +712,9 @@ export class FastConnection implements UpstreamOwner, Verdict {
       return;
     }
     if (this.waitStart !== 0) {
+      // While dialing, the connect timeout answers (502: the upstream is down), as on the full path.
+      const up = this.up;
+      if (up !== null && !up.connected) return;
       if (now - this.waitStart > port.upstreamTimeout)
         this.gatewayError('upstream_timeout', 'headers_timeout');
       return;

@@ -10,7 +10,7 @@ import { createHttpPort } from '../../src/dataplane/http-proxy.js';
 import { PortlicenseError } from '../../src/errors.js';
 import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
 import { hasCompleteResponse, parseRaw } from '../helpers/http-client.js';
-import { Received, tlsConnect, waitFor } from '../helpers/net.js';
+import { Received, startDeafPort, tlsConnect, waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -43,6 +43,37 @@ describe('http port: upstream failures', () => {
       port: 'orders/http',
     });
     expect(h.telemetry.decisionList()).toEqual(['allow:-']);
+  });
+
+  it.each([
+    ['fast lane', 'HTTP/1.1'],
+    ['full path', 'HTTP/1.0'],
+  ])('answers 502 when connecting to the upstream hangs past its timeout (%s)', async (_path, version) => {
+    const deaf = await startDeafPort();
+    try {
+      h = await startHttpHarness({
+        licenses: [{ id: 'lic_1' }],
+        port: { upstream: { host: '127.0.0.1', port: deaf.port }, upstreamTimeout: 400 },
+      });
+      const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
+      const started = Date.now();
+      rx.socket.write(`GET /api ${version}\r\nHost: orders\r\n\r\n`);
+      await rx.until((t) => hasCompleteResponse(t), 5_000);
+      // The connect timeout (the port's upstreamTimeout, at most 10 s) answers: the upstream is
+      // down (502), not slow (504), on both paths.
+      const res = parseRaw(rx.text);
+      expect(res.status).toBe(502);
+      expect(JSON.parse(res.body)).toEqual({
+        error: 'bad_gateway',
+        reason: 'upstream_unavailable',
+        port: 'orders/http',
+      });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      rx.socket.destroy();
+    } finally {
+      await deaf.close();
+    }
   });
 
   it('answers 502 for a POST whose upstream is down, and the connection stays usable', async () => {
