@@ -9,7 +9,8 @@
  * `plainResponseFields`): it marks the fields to drop and forwards the rest as they came, for every
  * head whose rewrite is only that; the rest goes through the string functions here.
  */
-import { CLASS, OWS, equalsLower } from './h1/chars.js';
+import { equalsLower } from './h1/chars.js';
+import { CONN_OTHER, connectionFlags } from './h1/fields.js';
 import { FIELD_SLOTS, type HeadSpans } from './h1/head-scanner.js';
 
 /** Set by the proxy, stripped from callers (every copy, any case, `_` or `-`: see `requestKind`). */
@@ -341,30 +342,12 @@ function requestKindAt(buf: Uint8Array, s: number, e: number): Kind | undefined 
 }
 
 /**
- * Whether the Connection value `buf[s, e)` names a field to remove (`connectionTokens` would return
- * a token): a list element other than keep-alive, close and upgrade. An element it cannot read as
- * one of those in bytes (one with a byte `trim` would remove but HTTP whitespace is not) counts as
- * naming one, so such a head takes the string path.
+ * Whether the Connection field at `f[j]` names a field to remove (`connectionTokens` would return
+ * a token). A token it cannot read as keep-alive, close or upgrade in bytes (one with a byte `trim`
+ * would remove but HTTP whitespace is not) counts as naming one, so such a head takes the string path.
  */
-function namesFields(buf: Uint8Array, s: number, e: number): boolean {
-  while (s <= e) {
-    let end = s;
-    while (end < e && buf[end] !== 0x2c) end++;
-    let a = s;
-    let z = end;
-    while (a < z && (CLASS[buf[a]!]! & OWS) !== 0) a++;
-    while (z > a && (CLASS[buf[z - 1]!]! & OWS) !== 0) z--;
-    const n = z - a;
-    if (
-      n !== 0 &&
-      !(n === 5 && equalsLower(buf, a, z, 'close')) &&
-      !(n === 10 && equalsLower(buf, a, z, 'keep-alive')) &&
-      !(n === 7 && equalsLower(buf, a, z, 'upgrade'))
-    )
-      return true;
-    s = end + 1;
-  }
-  return false;
+function namesFields(buf: Uint8Array, base: number, f: Int32Array, j: number): boolean {
+  return (connectionFlags(buf, base + f[j + 2]!, base + f[j + 3]!, base + f[j + 4]!) & CONN_OTHER) !== 0;
 }
 
 /**
@@ -395,7 +378,7 @@ export function plainRequestFields(h: HeadSpans, drop: Uint8Array): boolean {
       case Kind.ForwardedFor:
         return false;
       case Kind.Connection:
-        if (namesFields(buf, base + f[j + 2]!, base + f[j + 3]!)) return false;
+        if (namesFields(buf, base, f, j)) return false;
         break;
       default: // dropped: hop-by-hop, the proxy's own names, Transfer-Encoding (re-sent by the lane)
         break;
@@ -437,7 +420,7 @@ export function plainResponseFields(h: HeadSpans, drop: Uint8Array): number {
         break;
       case 10:
         if (equalsLower(buf, s, e, 'connection')) {
-          if (namesFields(buf, base + f[j + 2]!, base + f[j + 3]!)) return 0;
+          if (namesFields(buf, base, f, j)) return 0;
           d = 1;
         } else d = equalsLower(buf, s, e, 'keep-alive') ? 1 : 0;
         break;

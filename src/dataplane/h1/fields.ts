@@ -69,11 +69,13 @@ export function addCodings(
 export const CONN_CLOSE = 1;
 export const CONN_KEEP_ALIVE = 2;
 export const CONN_UPGRADE = 4;
+/** Any other token: a field the sender declares hop-by-hop, which a proxy removes. */
+export const CONN_OTHER = 8;
 
 /**
  * The CONN_* flags named in one Connection field (comma-separated, case-insensitive tokens). An
  * option followed by a tab (before the comma or the line end) is not recognised, as in llhttp,
- * except "close": closing is always safe.
+ * except "close": closing is always safe. Such an option is not CONN_OTHER either.
  */
 export function connectionFlags(buf: Uint8Array, start: number, end: number, rawEnd: number): number {
   let flags = 0;
@@ -88,8 +90,9 @@ export function connectionFlags(buf: Uint8Array, start: number, end: number, raw
     while (z > a && (CLASS[buf[z - 1]!]! & OWS) !== 0) if (buf[--z] === HTAB) tab = true;
     const n = z - a;
     if (n === 5 && equalsLower(buf, a, z, 'close')) flags |= CONN_CLOSE;
-    else if (!tab && n === 10 && equalsLower(buf, a, z, 'keep-alive')) flags |= CONN_KEEP_ALIVE;
-    else if (!tab && n === 7 && equalsLower(buf, a, z, 'upgrade')) flags |= CONN_UPGRADE;
+    else if (n === 10 && equalsLower(buf, a, z, 'keep-alive')) flags |= tab ? 0 : CONN_KEEP_ALIVE;
+    else if (n === 7 && equalsLower(buf, a, z, 'upgrade')) flags |= tab ? 0 : CONN_UPGRADE;
+    else if (n !== 0) flags |= CONN_OTHER;
     s = e + 1;
   }
   return flags;
