@@ -259,10 +259,10 @@ export class FastConnection implements UpstreamOwner, Verdict {
     const drop = dropMarks(spans.count);
     // The common head goes up as its own bytes (fast-heads.ts); any other is rewritten as strings.
     let fields: string[] | null = null;
-    if (!plainRequestFields(spans, drop) || targetAuthority(head.target) !== null) {
+    const authority = targetAuthority(head.target);
+    if (authority !== null || !plainRequestFields(spans, drop)) {
       const uh = upstreamRequestHead(this.parser.fieldList(), this.conn.peer.origin, false, true);
       if (typeof uh === 'string' || uh.host === null) return this.handover();
-      const authority = targetAuthority(head.target);
       if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
       fields = uh.headers;
     }

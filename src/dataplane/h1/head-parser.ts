@@ -65,7 +65,7 @@ export abstract class HeadParser<H> {
     const sc = this.scanner;
     const e = noteFields(sc, this.notes);
     if (e !== undefined) return e;
-    return this.headerStrings ? fieldStrings(sc, sc.text()) : NO_HEADERS;
+    return this.headerStrings ? this.fieldList() : NO_HEADERS;
   }
 
   /** The head of a complete scan, or why it is refused. */
