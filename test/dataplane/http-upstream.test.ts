@@ -2,7 +2,6 @@
  * The upstream side of an http port: failures answered 502/504, callers that leave, and the
  * listener lifecycle (listen errors, drain).
  */
-import net from 'node:net';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,7 +9,7 @@ import { createHttpPort } from '../../src/dataplane/http-proxy.js';
 import { PortlicenseError } from '../../src/errors.js';
 import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
 import { hasCompleteResponse, parseRaw } from '../helpers/http-client.js';
-import { Received, startDeafPort, tlsConnect, waitFor } from '../helpers/net.js';
+import { Received, startDeafPort, tlsConnect, unusedPort, waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -18,18 +17,9 @@ afterEach(async () => {
   h = undefined;
 });
 
-/** A port on 127.0.0.1 with nothing listening on it. */
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 describe('http port: upstream failures', () => {
   it('answers 502 JSON when the upstream refuses connections', async () => {
-    const port = await deadPort();
+    const port = await unusedPort();
     h = await startHttpHarness({
       licenses: [{ id: 'lic_1' }],
       port: { upstream: { host: '127.0.0.1', port } },
@@ -77,7 +67,7 @@ describe('http port: upstream failures', () => {
   });
 
   it('answers 502 for a POST whose upstream is down, and the connection stays usable', async () => {
-    const port = await deadPort();
+    const port = await unusedPort();
     h = await startHttpHarness({
       licenses: [{ id: 'lic_1' }],
       port: { upstream: { host: '127.0.0.1', port } },
