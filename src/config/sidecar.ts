@@ -57,6 +57,7 @@ export const SIDECAR_DEFAULTS = {
   maxStaleness: 10 * MINUTE,
   mode: 'enforce',
   upstreamTimeout: 30 * SECOND,
+  connectTimeout: 5 * SECOND,
   maxConnections: 10_000,
   idleTimeoutTcp: 5 * MINUTE,
   idleTimeoutHttp: 60 * SECOND,
@@ -95,27 +96,37 @@ const portSchema = map(
     upstream: required(hostPort()),
     mode: withDefault(oneOf(['enforce', 'audit']), SIDECAR_DEFAULTS.mode),
     upstreamTimeout: optional(duration({ max: HOUR })),
+    connectTimeout: optional(duration({ min: 100, max: 10 * MINUTE })),
     maxConnections: withDefault(integer({ min: 1, max: 1_000_000 }), SIDECAR_DEFAULTS.maxConnections),
     idleTimeout: optional(duration({ min: SECOND, max: DAY })),
     headersTimeout: optional(duration({ min: 100, max: 10 * MINUTE })),
     maxHeaderSize: optional(integer({ min: 1024, max: 1024 * 1024 })),
   }),
-  (p): PortConfig => ({
-    name: p.name,
-    service: p.service,
-    protocol: p.protocol,
-    listen: p.listen,
-    upstream: p.upstream,
-    mode: p.mode,
-    key: `${p.service}/${p.name}`,
-    upstreamTimeout: p.upstreamTimeout ?? SIDECAR_DEFAULTS.upstreamTimeout,
-    maxConnections: p.maxConnections,
-    idleTimeout:
-      p.idleTimeout ??
-      (p.protocol === 'tcp' ? SIDECAR_DEFAULTS.idleTimeoutTcp : SIDECAR_DEFAULTS.idleTimeoutHttp),
-    headersTimeout: p.headersTimeout ?? SIDECAR_DEFAULTS.headersTimeout,
-    maxHeaderSize: p.maxHeaderSize ?? SIDECAR_DEFAULTS.maxHeaderSize,
-  }),
+  (p): PortConfig => {
+    const upstreamTimeout = p.upstreamTimeout ?? SIDECAR_DEFAULTS.upstreamTimeout;
+    return {
+      name: p.name,
+      service: p.service,
+      protocol: p.protocol,
+      listen: p.listen,
+      upstream: p.upstream,
+      mode: p.mode,
+      key: `${p.service}/${p.name}`,
+      upstreamTimeout,
+      // An http port that waits less than 5 s for an answer does not wait longer for a connection.
+      connectTimeout:
+        p.connectTimeout ??
+        (p.protocol === 'http'
+          ? Math.max(100, Math.min(SIDECAR_DEFAULTS.connectTimeout, upstreamTimeout))
+          : SIDECAR_DEFAULTS.connectTimeout),
+      maxConnections: p.maxConnections,
+      idleTimeout:
+        p.idleTimeout ??
+        (p.protocol === 'tcp' ? SIDECAR_DEFAULTS.idleTimeoutTcp : SIDECAR_DEFAULTS.idleTimeoutHttp),
+      headersTimeout: p.headersTimeout ?? SIDECAR_DEFAULTS.headersTimeout,
+      maxHeaderSize: p.maxHeaderSize ?? SIDECAR_DEFAULTS.maxHeaderSize,
+    };
+  },
 );
 
 const outboundSchema = map(
@@ -125,6 +136,9 @@ const outboundSchema = map(
     target: required(hostPort()),
     serverId: required(subjectPattern()),
     allowNonLoopback: withDefault(boolean(), false),
+    connectTimeout: withDefault(duration({ min: 100, max: 10 * MINUTE }), SIDECAR_DEFAULTS.connectTimeout),
+    idleTimeout: withDefault(duration({ min: SECOND, max: DAY }), SIDECAR_DEFAULTS.idleTimeoutTcp),
+    maxConnections: withDefault(integer({ min: 1, max: 1_000_000 }), SIDECAR_DEFAULTS.maxConnections),
   }),
   (o): OutboundConfig => o,
 );

@@ -23,6 +23,11 @@ export interface PortConfig {
   readonly key: string;
   /** http: time to wait for the upstream's response head (SPEC default 30s). */
   readonly upstreamTimeout: number;
+  /**
+   * How long dialing the upstream may take before the caller gets `502` (http) or is closed (tcp).
+   * Default 5 s; on an http port at most `upstreamTimeout` unless set.
+   */
+  readonly connectTimeout: number;
   /** Concurrent downstream connections accepted on this listener; beyond it new ones are refused. */
   readonly maxConnections: number;
   /** tcp: close a flow with no bytes either way for this long. http: keep-alive idle timeout. */
@@ -39,6 +44,12 @@ export interface OutboundConfig {
   readonly target: HostPort;
   readonly serverId: string;
   readonly allowNonLoopback: boolean;
+  /** How long the TCP connect to the target may take (the TLS handshake then has `tls.handshakeTimeout`). */
+  readonly connectTimeout: number;
+  /** Close a connection with no bytes either way for this long. */
+  readonly idleTimeout: number;
+  /** Concurrent app connections on this listener; beyond it new ones are refused. */
+  readonly maxConnections: number;
 }
 
 export interface SidecarConfig {

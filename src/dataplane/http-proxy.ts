@@ -25,7 +25,7 @@ import { HttpPortContext } from './http-context.js';
 import { handleRequest } from './http-request.js';
 import { writeRawAndClose } from './http-responses.js';
 import { handleUpgrade } from './http-upgrade.js';
-import { createUpstreamPool, MAX_CONNECT_TIMEOUT } from './http-upstream.js';
+import { createUpstreamPool } from './http-upstream.js';
 import { FastConnection } from './fast-lane.js';
 import { UpstreamPool } from './fast-upstream.js';
 import type { PortDeps, PortListener } from './types.js';
@@ -65,9 +65,7 @@ export function createHttpPort(deps: PortDeps): PortListener {
   const { responses } = ctx;
   const fast = {
     ctx,
-    pool: new UpstreamPool(port.upstream, {
-      connectTimeout: Math.min(port.upstreamTimeout, MAX_CONNECT_TIMEOUT),
-    }),
+    pool: new UpstreamPool(port.upstream, { connectTimeout: port.connectTimeout }),
     live: new Set<FastConnection>(),
     handover(socket: TLSSocket, bytes: Buffer | null): void {
       if (bytes !== null) socket.unshift(bytes);

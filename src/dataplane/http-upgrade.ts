@@ -146,6 +146,10 @@ class UpgradeFlow implements Flow {
     this.auditReason = verdict.reason;
     const up = ctx.port.upstream;
     this.upstream = net.connect({ host: up.host, port: up.port, allowHalfOpen: true, noDelay: true });
+    // Dialing has the port's connectTimeout (502, as on every other path); the answer then has
+    // upstreamTimeout, on the port's clock.
+    this.upstream.setTimeout(ctx.port.connectTimeout, this.onConnectTimeout);
+    this.upstream.once('connect', () => this.upstream.setTimeout(0));
   }
 
   start(target: string, headers: string[], held: Buffer): void {
@@ -268,6 +272,11 @@ class UpgradeFlow implements Flow {
       this.phase = Phase.Done;
       this.destroy();
     }
+  };
+
+  private readonly onConnectTimeout = (): void => {
+    if (this.upstream.connecting)
+      this.onUpstreamError(new Error(`connect timeout after ${this.ctx.port.connectTimeout} ms`));
   };
 
   private readonly onHeadTimeout = (): void => {

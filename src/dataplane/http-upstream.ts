@@ -20,8 +20,6 @@ import type { HttpPortContext } from './http-context.js';
 
 /** Largest upstream response head accepted (also for upgrades); beyond it the caller gets a 502. */
 export const MAX_RESPONSE_HEAD = 64 * 1024;
-/** Upper bound for establishing an upstream connection; a local upstream answers at once. */
-export const MAX_CONNECT_TIMEOUT = 10_000;
 
 export function upstreamOrigin(upstream: HostPort): string {
   const host = upstream.host.includes(':') ? `[${upstream.host}]` : upstream.host;
@@ -30,8 +28,8 @@ export function upstreamOrigin(upstream: HostPort): string {
 
 /**
  * The connection pool toward a port's upstream: keep-alive, no pipelining, at most one upstream
- * connection per accepted caller connection, response head due within `upstreamTimeout`, and the
- * body cut when it stalls for the port's idle timeout.
+ * connection per accepted caller connection, dialing bounded by `connectTimeout`, response head due
+ * within `upstreamTimeout`, and the body cut when it stalls for the port's idle timeout.
  */
 export function createUpstreamPool(port: PortConfig): Pool {
   return new Pool(upstreamOrigin(port.upstream), {
@@ -40,7 +38,7 @@ export function createUpstreamPool(port: PortConfig): Pool {
     headersTimeout: port.upstreamTimeout,
     bodyTimeout: port.idleTimeout,
     maxHeaderSize: MAX_RESPONSE_HEAD,
-    connect: { timeout: Math.min(port.upstreamTimeout, MAX_CONNECT_TIMEOUT) },
+    connect: { timeout: port.connectTimeout },
   });
 }
 

@@ -45,15 +45,6 @@ export interface OutboundDeps {
   readonly handshakeTimeout: number;
 }
 
-export interface OutboundOptions {
-  /** How long the TCP connect to the target may take. Default 5 s. */
-  connectTimeout?: number;
-  /** Close a connection with no bytes either way for this long. Default 5 min, as for tcp ports. */
-  idleTimeout?: number;
-  /** Concurrent app connections on this listener; beyond it new ones are refused. Default 10000. */
-  maxConnections?: number;
-}
-
 /** The last failed connection of an outbound entry. */
 export interface OutboundFailure {
   /** Epoch ms. */
@@ -242,7 +233,7 @@ function secureContextOf(m: TlsMaterial): SecureContext {
 }
 
 /** Create the listener of one `outbound` entry. Nothing is bound until `listen()`. */
-export function createOutboundListener(deps: OutboundDeps, opts: OutboundOptions = {}): OutboundListener {
+export function createOutboundListener(deps: OutboundDeps): OutboundListener {
   const { outbound, clock, log, telemetry } = deps;
   const target = `${outbound.target.host}:${outbound.target.port}`;
   const active = new Set<OutboundConnection>();
@@ -277,8 +268,8 @@ export function createOutboundListener(deps: OutboundDeps, opts: OutboundOptions
     deps,
     verify: serverVerifier(outbound.serverId),
     throttle,
-    connectTimeout: opts.connectTimeout ?? 5_000,
-    idleTimeout: opts.idleTimeout ?? 5 * 60_000,
+    connectTimeout: outbound.connectTimeout,
+    idleTimeout: outbound.idleTimeout,
     context: () => context,
     succeeded() {
       results.ok++;
@@ -317,7 +308,7 @@ export function createOutboundListener(deps: OutboundDeps, opts: OutboundOptions
     active.add(conn);
     conn.open();
   });
-  server.maxConnections = opts.maxConnections ?? 10_000;
+  server.maxConnections = outbound.maxConnections;
   // Accept errors (EMFILE...) arrive here once listening; without a listener they would crash the process.
   server.on('error', (err) => {
     if (server.listening) log.error('outbound listener error', { error: errorMessage(err) });

@@ -17,8 +17,6 @@ import { Splice } from './splice.js';
 import type { Peer, PortDeps, PortListener } from './types.js';
 
 export interface TcpPortOptions {
-  /** How long dialing the upstream may take. Default 5 s. */
-  connectTimeout?: number;
   /** How often open flows publish their byte counts and refresh their last-access time. Default 10 s. */
   statsInterval?: number;
   /** How long a refused caller may take to read our close before it is cut. Default 1 s. */
@@ -187,7 +185,7 @@ export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortLi
     registry,
     active,
     throttle: new LogThrottle(clock),
-    connectTimeout: opts.connectTimeout ?? 5_000,
+    connectTimeout: deps.port.connectTimeout,
     closed(flow) {
       active.delete(flow);
       if (flow.tracked !== null) registry.release(flow.tracked);

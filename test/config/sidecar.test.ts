@@ -90,6 +90,7 @@ describe('a valid config', () => {
         mode: 'enforce',
         key: 'orders/http',
         upstreamTimeout: 30_000,
+        connectTimeout: 5_000,
         maxConnections: 10_000,
         idleTimeout: 60_000,
         headersTimeout: 10_000,
@@ -104,6 +105,7 @@ describe('a valid config', () => {
         mode: 'enforce',
         key: 'orders/db',
         upstreamTimeout: 30_000,
+        connectTimeout: 5_000,
         maxConnections: 10_000,
         idleTimeout: 300_000,
         headersTimeout: 10_000,
@@ -155,13 +157,20 @@ ports:
     upstream: "[::1]:8080"
     mode: audit
     upstreamTimeout: 5s
+    connectTimeout: 750ms
     maxConnections: 50
     idleTimeout: 10s
     headersTimeout: 2s
     maxHeaderSize: 8192
-  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:0, upstream: db.internal:5432, idleTimeout: 1h }
+  - { name: db, service: orders, protocol: tcp, listen: 127.0.0.1:0, upstream: db.internal:5432, idleTimeout: 1h, connectTimeout: 2s }
 outbound:
-  - { name: payments, listen: 127.0.0.1:7001, target: payments.internal:8443, serverId: "spiffe://example.org/ns/*" }
+  - name: payments
+    listen: 127.0.0.1:7001
+    target: payments.internal:8443
+    serverId: "spiffe://example.org/ns/*"
+    connectTimeout: 3s
+    idleTimeout: 30m
+    maxConnections: 20
   - { name: lan, listen: 10.0.0.5:7002, target: 10.0.0.9:443, serverId: spiffe://other.org/x, allowNonLoopback: true }
 admin: { listen: 0.0.0.0:9999 }
 log: { level: debug, accessLogAllowedHttp: true }
@@ -186,12 +195,17 @@ warnBefore: 7d
       upstream: { host: '::1', port: 8080 },
       mode: 'audit',
       upstreamTimeout: 5_000,
+      connectTimeout: 750,
       maxConnections: 50,
       idleTimeout: 10_000,
       headersTimeout: 2_000,
       maxHeaderSize: 8_192,
     });
-    expect(c.ports[1]).toMatchObject({ listen: { host: '127.0.0.1', port: 0 }, idleTimeout: 3_600_000 });
+    expect(c.ports[1]).toMatchObject({
+      listen: { host: '127.0.0.1', port: 0 },
+      idleTimeout: 3_600_000,
+      connectTimeout: 2_000,
+    });
     expect(c.outbound).toEqual([
       {
         name: 'payments',
@@ -199,6 +213,9 @@ warnBefore: 7d
         target: { host: 'payments.internal', port: 8443 },
         serverId: 'spiffe://example.org/ns/*',
         allowNonLoopback: false,
+        connectTimeout: 3_000,
+        idleTimeout: 1_800_000,
+        maxConnections: 20,
       },
       {
         name: 'lan',
@@ -206,6 +223,9 @@ warnBefore: 7d
         target: { host: '10.0.0.9', port: 443 },
         serverId: 'spiffe://other.org/x',
         allowNonLoopback: true,
+        connectTimeout: 5_000,
+        idleTimeout: 300_000,
+        maxConnections: 10_000,
       },
     ]);
     expect(c.admin.listen).toEqual({ host: '0.0.0.0', port: 9999 });
@@ -593,6 +613,31 @@ describe('listeners and ports', () => {
     ]);
   });
 
+  it("bounds an http port's connect by a shorter upstreamTimeout unless connectTimeout is set", () => {
+    const short = loadSidecarConfig(
+      write(edit('    protocol: http', '    protocol: http\n    upstreamTimeout: 2s')),
+    );
+    expect(short.ports[0]!.connectTimeout).toBe(2_000);
+    const set = loadSidecarConfig(
+      write(
+        edit('    protocol: http', '    protocol: http\n    upstreamTimeout: 2s\n    connectTimeout: 8s'),
+      ),
+    );
+    expect(set.ports[0]!.connectTimeout).toBe(8_000);
+    // A tcp port has no upstreamTimeout: the 5 s default.
+    expect(short.ports[1]!.connectTimeout).toBe(5_000);
+  });
+
+  it.each([
+    ['connectTimeout: 50ms', 'ports[1].connectTimeout: must be at least 100ms'],
+    ['connectTimeout: 5', 'ports[1].connectTimeout: must be a duration with a unit, like 5s or 5ms'],
+    ['connectTimeout: 1h', 'ports[1].connectTimeout: must be at most 10m'],
+  ])('refuses a bad port %s', (key, expected) => {
+    expect(errorOf(BASE.replace('protocol: tcp,', `protocol: tcp, ${key},`)).lines).toEqual([
+      `sidecar.yaml:13: ${expected}`,
+    ]);
+  });
+
   it('needs at least one port when there is no outbound', () => {
     const text = BASE.slice(0, BASE.indexOf('ports:')) + 'ports: []\n';
     expect(errorOf(text).lines).toEqual([
@@ -614,6 +659,18 @@ describe('listeners and ports', () => {
 describe('outbound', () => {
   const withOutbound = (...entries: string[]): string =>
     `${BASE}outbound:\n${entries.map((e) => `  - ${e}\n`).join('')}`;
+
+  it.each([
+    ['connectTimeout: 0s', 'outbound[0].connectTimeout: invalid duration "0s": must be greater than zero'],
+    ['idleTimeout: 500ms', 'outbound[0].idleTimeout: must be at least 1s'],
+    ['idleTimeout: 2d', 'outbound[0].idleTimeout: must be at most 24h'],
+    ['maxConnections: 0', 'outbound[0].maxConnections: must be an integer from 1 to 1000000'],
+  ])('refuses a bad %s', (key, expected) => {
+    const text = withOutbound(
+      `{ name: p, listen: 127.0.0.1:7001, target: p.internal:443, serverId: spiffe://example.org/p, ${key} }`,
+    );
+    expect(errorOf(text).lines).toEqual([`sidecar.yaml:15: ${expected}`]);
+  });
 
   it('refuses duplicate names', () => {
     const text = withOutbound(

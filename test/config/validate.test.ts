@@ -173,7 +173,7 @@ describe('validateConfigFile', () => {
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems.map((p) => `${p.line}: ${p.path}`)).toEqual([
       '22: authority.wait',
-      '29: ports[0].protocol',
+      '31: ports[0].protocol',
     ]);
   });
 

@@ -15,7 +15,7 @@ import {
   type TestUpstream,
 } from '../helpers/http.js';
 import { parseRaw } from '../helpers/http-client.js';
-import { Received, tlsConnect, waitFor } from '../helpers/net.js';
+import { Received, startDeafPort, tlsConnect, waitFor } from '../helpers/net.js';
 
 let h: HttpHarness | undefined;
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -169,6 +169,29 @@ describe('http port: upgrades', () => {
     const r = parseRaw(await rx.closed());
     expect(r.status).toBe(502);
     expect(JSON.parse(r.body)).toMatchObject({ reason: 'upstream_unavailable' });
+  });
+
+  it('answers 502 when connecting to the upstream for an upgrade hangs past connectTimeout', async () => {
+    const deaf = await startDeafPort();
+    try {
+      h = await startHttpHarness({
+        licenses: [{ id: 'lic_1' }],
+        port: { upstream: { host: '127.0.0.1', port: deaf.port }, connectTimeout: 300 },
+      });
+      const socket = await tlsConnect({ ...h.address, ...h.creds });
+      const rx = new Received(socket);
+      const started = Date.now();
+      socket.write(UPGRADE);
+      const r = parseRaw(await rx.closed());
+      expect(r.status).toBe(502);
+      expect(JSON.parse(r.body)).toMatchObject({ reason: 'upstream_unavailable' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(h.logs.lines.find((l) => l.msg === 'upstream upgrade failed')).toMatchObject({
+        error: 'connect timeout after 300 ms',
+      });
+    } finally {
+      await deaf.close();
+    }
   });
 
   it('closes the flow when its license is revoked', async () => {

@@ -38,19 +38,23 @@ describe('http port: upstream failures', () => {
   it.each([
     ['fast lane', 'HTTP/1.1'],
     ['full path', 'HTTP/1.0'],
-  ])('answers 502 when connecting to the upstream hangs past its timeout (%s)', async (_path, version) => {
+  ])('answers 502 when connecting to the upstream hangs past connectTimeout (%s)', async (_path, version) => {
     const deaf = await startDeafPort();
     try {
       h = await startHttpHarness({
         licenses: [{ id: 'lic_1' }],
-        port: { upstream: { host: '127.0.0.1', port: deaf.port }, upstreamTimeout: 400 },
+        // upstreamTimeout well past the test's deadline: only the connect timeout can answer in time.
+        port: {
+          upstream: { host: '127.0.0.1', port: deaf.port },
+          connectTimeout: 400,
+          upstreamTimeout: 20_000,
+        },
       });
       const rx = new Received(await tlsConnect({ ...h.address, ...h.creds }));
       const started = Date.now();
       rx.socket.write(`GET /api ${version}\r\nHost: orders\r\n\r\n`);
       await rx.until((t) => hasCompleteResponse(t), 5_000);
-      // The connect timeout (the port's upstreamTimeout, at most 10 s) answers: the upstream is
-      // down (502), not slow (504), on both paths.
+      // The port's connectTimeout answers: the upstream is down (502), not slow (504), on both paths.
       const res = parseRaw(rx.text);
       expect(res.status).toBe(502);
       expect(JSON.parse(res.body)).toEqual({

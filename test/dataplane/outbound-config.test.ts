@@ -56,6 +56,9 @@ describe('outbound config', () => {
         target: { host: 'orders.internal', port: 8443 },
         serverId: ORDERS,
         allowNonLoopback: false,
+        connectTimeout: 5_000,
+        idleTimeout: 300_000,
+        maxConnections: 10_000,
       },
     ]);
   });

@@ -9,11 +9,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import type { OutboundConfig } from '../../src/config/types.js';
 import { PortlicenseError } from '../../src/errors.js';
-import {
-  createOutboundListener,
-  type OutboundListener,
-  type OutboundOptions,
-} from '../../src/dataplane/outbound.js';
+import { createOutboundListener, type OutboundListener } from '../../src/dataplane/outbound.js';
 import { peerIdentity } from '../../src/dataplane/identity.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import { MemorySink } from '../../src/log.js';
@@ -138,7 +134,10 @@ afterEach(async () => {
 async function start(
   target: { port: number; host?: string },
   serverId: string,
-  opts: OutboundOptions & { handshakeTimeout?: number; listenPort?: number } = {},
+  opts: Partial<Pick<OutboundConfig, 'connectTimeout' | 'idleTimeout' | 'maxConnections'>> & {
+    handshakeTimeout?: number;
+    listenPort?: number;
+  } = {},
 ): Promise<Fixture> {
   const { files, sink, log, tls } = loadTlsFixture(dir, ca.cert, frontend);
   const clock = new ManualClock(Date.now());
@@ -155,18 +154,18 @@ async function start(
     target: { host: target.host ?? '127.0.0.1', port: target.port },
     serverId,
     allowNonLoopback: false,
+    connectTimeout: opts.connectTimeout ?? 5_000,
+    idleTimeout: opts.idleTimeout ?? 5 * 60_000,
+    maxConnections: opts.maxConnections ?? 10_000,
   };
-  const listener = createOutboundListener(
-    {
-      outbound,
-      tls,
-      clock,
-      telemetry: metrics.outbound('orders'),
-      log,
-      handshakeTimeout: opts.handshakeTimeout ?? 5_000,
-    },
-    opts,
-  );
+  const listener = createOutboundListener({
+    outbound,
+    tls,
+    clock,
+    telemetry: metrics.outbound('orders'),
+    log,
+    handshakeTimeout: opts.handshakeTimeout ?? 5_000,
+  });
   cleanups.push(() => tls.close());
   const bound = await listener.listen();
   cleanups.push(() => listener.drain(0));

@@ -227,7 +227,7 @@ describe('tcp port: allowed flows', () => {
   it('closes the caller when connecting to the upstream hangs past connectTimeout, and says so', async () => {
     const deaf = await startDeafPort();
     cleanups.push(() => deaf.close());
-    await start({ port: { upstream: { host: '127.0.0.1', port: deaf.port } }, tcp: { connectTimeout: 300 } });
+    await start({ port: { upstream: { host: '127.0.0.1', port: deaf.port }, connectTimeout: 300 } });
     const s = await connect();
     const started = Date.now();
     s.write('anyone?');

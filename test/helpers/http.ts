@@ -209,6 +209,7 @@ export async function startHttpHarness(
     mode: 'enforce',
     key: 'orders/http',
     upstreamTimeout: 5_000,
+    connectTimeout: 5_000,
     maxConnections: 100,
     idleTimeout: 5_000,
     headersTimeout: 2_000,

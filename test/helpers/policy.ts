@@ -19,6 +19,7 @@ export function dbPortConfig(over: Partial<PortConfig> = {}): PortConfig {
     mode: 'enforce',
     key: 'orders/db',
     upstreamTimeout: 30_000,
+    connectTimeout: 5_000,
     maxConnections: 100,
     idleTimeout: 60_000,
     headersTimeout: 10_000,
