@@ -11,7 +11,7 @@
  * compiled keeps the previous one (never an empty, never an open one) and is reported.
  */
 import { systemClock, type Clock } from '../clock.js';
-import type { HostPort, PortConfig, SidecarConfig } from '../config/types.js';
+import type { HostPort, SidecarConfig } from '../config/types.js';
 import { bindDataPlane, closeDataPlane, createDataPlane } from '../dataplane/listeners.js';
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
@@ -81,9 +81,12 @@ interface RunningWorker {
   handle(msg: ToWorker): void;
 }
 
-/** A port's share of `maxConnections`, so the node-wide cap stays what the config says. */
-export function workerShare(port: PortConfig, workers: number): PortConfig {
-  return { ...port, maxConnections: Math.max(1, Math.ceil(port.maxConnections / Math.max(1, workers))) };
+/**
+ * A worker's share of a port's or an outbound entry's `maxConnections`, so the node-wide cap stays
+ * what the config says.
+ */
+export function workerShare(maxConnections: number, workers: number): number {
+  return Math.max(1, Math.ceil(maxConnections / Math.max(1, workers)));
 }
 
 async function startWorker(
@@ -119,7 +122,7 @@ async function startWorker(
     metrics,
     usage,
     accessLog,
-    portShare: (port) => workerShare(port, workers),
+    connectionShare: (n) => workerShare(n, workers),
     ticketKeys,
   });
   const { ports, outbound } = dp;

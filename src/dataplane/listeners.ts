@@ -2,7 +2,7 @@
  * The data plane of one process: a listener per configured port and per outbound entry, built and
  * bound the same way by the one-process sidecar (cli/sidecar.ts) and by every cluster worker
  * (cluster/worker.ts). What differs between the two is passed in: a worker serves its share of each
- * port and uses the ticket keys all workers share.
+ * port's and outbound entry's connections and uses the ticket keys all workers share.
  */
 import type { Clock } from '../clock.js';
 import type { HostPort, PortConfig, SidecarConfig } from '../config/types.js';
@@ -27,8 +27,11 @@ export interface DataPlaneDeps {
   readonly metrics: SidecarMetrics;
   readonly usage: UsageTracker;
   readonly accessLog: AccessLogger;
-  /** The port as this process serves it (a worker's share of `maxConnections`); default: as configured. */
-  readonly portShare?: (port: PortConfig) => PortConfig;
+  /**
+   * This process's share of a port's or an outbound entry's `maxConnections` (a worker's);
+   * default: as configured.
+   */
+  readonly connectionShare?: (maxConnections: number) => number;
   /** TLS session-ticket keys shared with other processes serving the same ports. */
   readonly ticketKeys?: Buffer;
 }
@@ -42,7 +45,9 @@ export interface DataPlane {
 export function createDataPlane(d: DataPlaneDeps): DataPlane {
   const { config, policy, clock, tls, log, metrics } = d;
   const ports = config.ports.map((configured) => {
-    const port = d.portShare ? d.portShare(configured) : configured;
+    const port: PortConfig = d.connectionShare
+      ? { ...configured, maxConnections: d.connectionShare(configured.maxConnections) }
+      : configured;
     const deps = {
       port,
       policy,
@@ -62,7 +67,7 @@ export function createDataPlane(d: DataPlaneDeps): DataPlane {
   });
   const outbound = config.outbound.map((o) =>
     createOutboundListener({
-      outbound: o,
+      outbound: d.connectionShare ? { ...o, maxConnections: d.connectionShare(o.maxConnections) } : o,
       tls,
       clock,
       telemetry: metrics.outbound(o.name),

@@ -14,7 +14,7 @@ import { MemorySink } from '../../src/log.js';
 import { emptySnapshot } from '../../src/policy/snapshot.js';
 import { closed, roundTrip, startTcpEcho, tlsConnect, waitFor, type TestServer } from '../helpers/net.js';
 import { sharedCa, svid, writeTlsFiles } from '../helpers/pki.js';
-import { dbLicense, dbPortConfig, ordersSnapshot } from '../helpers/policy.js';
+import { dbLicense, ordersSnapshot } from '../helpers/policy.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 import { dbSidecarConfig, startTestWorker } from '../helpers/worker.js';
 
@@ -187,10 +187,10 @@ describe('runWorker', () => {
 });
 
 describe('workerShare', () => {
-  it('splits a port connection cap between the workers, rounding up, at least 1', () => {
-    expect(workerShare(dbPortConfig({ maxConnections: 100 }), 2).maxConnections).toBe(50);
-    expect(workerShare(dbPortConfig({ maxConnections: 101 }), 4).maxConnections).toBe(26);
-    expect(workerShare(dbPortConfig({ maxConnections: 1 }), 8).maxConnections).toBe(1);
-    expect(workerShare(dbPortConfig({ maxConnections: 100 }), 1).maxConnections).toBe(100);
+  it('splits a connection cap between the workers, rounding up, at least 1', () => {
+    expect(workerShare(100, 2)).toBe(50);
+    expect(workerShare(101, 4)).toBe(26);
+    expect(workerShare(1, 8)).toBe(1);
+    expect(workerShare(100, 1)).toBe(100);
   });
 });
