@@ -87,16 +87,24 @@ export const SLOW_LOG = process.env.BENCH_SLOW_LOG === '1';
 export const SLOW_LOG_DIR = fileURLToPath(new URL('./results/slow/', import.meta.url));
 export const SLOW_OVER_MS = 1.2;
 
-function argsFor(mode: Mode, t: Target, pki: BenchPki, o: LoadOptions, round: number): string[] {
+/** The generator's arguments for one run; `slowLog` overrides where the open loop logs slow requests. */
+export function argsFor(
+  mode: Mode,
+  t: Target,
+  pki: BenchPki,
+  o: LoadOptions,
+  round: number,
+  slowLog?: string,
+): string[] {
   const port = mode.startsWith('bulk') ? t.tcpPort! : t.httpPort;
   const args = [mode, '-addr', `127.0.0.1:${port}`, '-duration', `${o.seconds}s`];
   if (!mode.startsWith('bulk'))
     args.push('-conns', String(o.connections), '-warmup', `${o.warmup}s`, '-probe', `${o.probeMs}ms`);
   if (mode === 'open') args.push('-rate', String(o.rate));
-  if (mode === 'open' && SLOW_LOG)
+  if (mode === 'open' && (SLOW_LOG || slowLog !== undefined))
     args.push(
       '-slow-log',
-      `${SLOW_LOG_DIR}open-${t.name}-round${round}.txt`,
+      slowLog ?? `${SLOW_LOG_DIR}open-${t.name}-round${round}.txt`,
       '-slow-over',
       `${SLOW_OVER_MS}ms`,
     );
