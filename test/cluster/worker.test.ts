@@ -108,9 +108,12 @@ describe('runWorker', () => {
           .reduce((n, c) => n + c.d, 0);
       return sum('allow') === 1 && sum('deny') === 1 ? batches : null;
     });
-    expect(telemetry.flatMap((b) => b.usage)).toMatchObject([
-      { licenseId: 'lic_1', identity: FRONTEND, count: 1 },
-    ]);
+    // One use of lic_1 by frontend. The flow's close refreshes its last access with a count of 0:
+    // merged into the same entry, or in a later batch of its own, depending on when batches leave.
+    const usage = telemetry.flatMap((b) => b.usage);
+    expect(usage.length).toBeGreaterThan(0);
+    for (const u of usage) expect(u).toMatchObject({ licenseId: 'lic_1', identity: FRONTEND });
+    expect(usage.reduce((n, u) => n + u.count, 0)).toBe(1);
 
     const before = sent.length;
     drain!();
