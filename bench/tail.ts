@@ -150,7 +150,7 @@ async function traceOne(
       proxyMain: t.proc!.pid,
       proxyThreads: new Set(threads.filter((x) => x !== t.proc!.pid)),
       upstream: new Set(threadsOf(upstreamPid)),
-      bench: new Set(threadsOf(process.pid)),
+      bench: new Set(readdirSync('/proc/self/task').map(Number)),
     },
   };
 }
