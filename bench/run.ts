@@ -13,6 +13,7 @@
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
+import { envNumber } from './env.js';
 import {
   applies,
   isConnMode,
@@ -46,12 +47,6 @@ import {
 } from './targets.js';
 import { ensureTools, type Tools } from './tools.js';
 
-function num(name: string, dflt: number): number {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-}
-
 function list<T extends string>(name: string, all: readonly T[]): T[] {
   const v = process.env[name];
   if (!v) return [...all];
@@ -70,13 +65,13 @@ const VARIANT = {
 const WANT_VARIANT =
   (process.env.BENCH_VARIANT_NODE_FLAGS ?? '').trim() !== '' || VARIANT.launcher !== undefined;
 const O: LoadOptions & { rounds: number; licenses: number } = {
-  seconds: num('BENCH_SECONDS', 5),
-  rounds: Math.round(num('BENCH_ROUNDS', 3)),
-  warmup: num('BENCH_WARMUP', 1),
-  connections: Math.round(num('BENCH_CONNECTIONS', 16)),
-  rate: num('BENCH_RATE', 2000),
-  probeMs: num('BENCH_PROBE_MS', 100),
-  licenses: Math.max(2, Math.round(num('BENCH_LICENSES', 10_000))),
+  seconds: envNumber('BENCH_SECONDS', 5),
+  rounds: Math.round(envNumber('BENCH_ROUNDS', 3)),
+  warmup: envNumber('BENCH_WARMUP', 1),
+  connections: Math.round(envNumber('BENCH_CONNECTIONS', 16)),
+  rate: envNumber('BENCH_RATE', 2000),
+  probeMs: envNumber('BENCH_PROBE_MS', 100),
+  licenses: Math.max(2, Math.round(envNumber('BENCH_LICENSES', 10_000))),
 };
 const WANT_TARGETS = list('BENCH_TARGETS', ALL_TARGETS);
 const WANT_MODES = list('BENCH_MODES', MODES);

@@ -13,6 +13,7 @@
  */
 import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
+import { envNumber } from './env.js';
 import { measure, type LoadOptions, type Mode, type Sample } from './loadgen.js';
 import { cpuSeconds } from './procfs.js';
 import { canPin, pinSelf, sleep, start, stop, stopAll, type Proc } from './procs.js';
@@ -50,12 +51,6 @@ const VARIANTS: readonly Variant[] = [
 ];
 const SCALE_MODES: readonly Mode[] = ['http', 'conn'];
 
-function num(name: string, dflt: number): number {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-}
-
 function pick<T>(name: string, all: readonly T[], key: (t: T) => string): T[] {
   const v = process.env[name];
   if (!v) return [...all];
@@ -67,10 +62,10 @@ function pick<T>(name: string, all: readonly T[], key: (t: T) => string): T[] {
 }
 
 const O: LoadOptions & { rounds: number } = {
-  seconds: num('BENCH_SECONDS', 5),
-  rounds: Math.round(num('BENCH_ROUNDS', 3)),
-  warmup: num('BENCH_WARMUP', 1),
-  connections: Math.round(num('BENCH_CONNECTIONS', 16)),
+  seconds: envNumber('BENCH_SECONDS', 5),
+  rounds: Math.round(envNumber('BENCH_ROUNDS', 3)),
+  warmup: envNumber('BENCH_WARMUP', 1),
+  connections: Math.round(envNumber('BENCH_CONNECTIONS', 16)),
   rate: 2000,
   probeMs: 100,
 };

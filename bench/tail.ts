@@ -17,6 +17,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { envNumber } from './env.js';
 import { argsFor, type LoadOptions } from './loadgen.js';
 import { finish, pinSelf, start, stopAll } from './procs.js';
 import { processTree } from './procfs.js';
@@ -43,17 +44,12 @@ import {
 import { ensureTools } from './tools.js';
 
 const RESULTS = new URL('./results/', import.meta.url).pathname;
-const num = (name: string, dflt: number): number => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a positive number`);
-  return v;
-};
 const O: LoadOptions & { rounds: number } = {
-  seconds: num('BENCH_SECONDS', 5),
-  rounds: Math.round(num('BENCH_ROUNDS', 2)),
+  seconds: envNumber('BENCH_SECONDS', 5),
+  rounds: Math.round(envNumber('BENCH_ROUNDS', 2)),
   warmup: 1,
-  connections: Math.round(num('BENCH_CONNECTIONS', 16)),
-  rate: num('BENCH_RATE', 2000),
+  connections: Math.round(envNumber('BENCH_CONNECTIONS', 16)),
+  rate: envNumber('BENCH_RATE', 2000),
   probeMs: 100,
 };
 const WANT = (process.env.BENCH_TARGETS ?? 'portlicense,haproxy').split(',').map((s) => s.trim());
@@ -176,7 +172,7 @@ function analyse(tr: Trace): { result: RoundResult; runs: SchedRun[] } {
       p99Ms: tr.p99Ms,
       slow: slow.length,
       clusters: clusters.length,
-      medianRequests: median(clusters.map((c) => c.requests)),
+      medianRequests: clusters.length === 0 ? 0 : median(clusters.map((c) => c.requests)),
       worstMs: Math.max(0, ...clusters.map((c) => c.worstUs)) / 1000,
       causes,
     },
