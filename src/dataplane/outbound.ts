@@ -106,8 +106,6 @@ interface ListenerState {
   readonly deps: OutboundDeps;
   readonly verify: ServerVerifier;
   readonly throttle: LogThrottle;
-  readonly connectTimeout: number;
-  readonly idleTimeout: number;
   /** The secure context for the next dial (follows TLS reloads). */
   context(): SecureContext;
   failed(f: OutboundFailure): void;
@@ -141,13 +139,13 @@ class OutboundConnection {
   ) {
     this.start = l.deps.clock.now();
     this.splice = new Splice(down, {
-      idleTimeout: l.idleTimeout,
+      idleTimeout: l.deps.outbound.idleTimeout,
       onClosed: (reason) => this.finished(reason),
     });
   }
 
   open(): void {
-    const { target } = this.l.deps.outbound;
+    const { target, connectTimeout } = this.l.deps.outbound;
     // `allowHalfOpen` is passed on to the TLSSocket by tls.connect, though @types/node omits it.
     const options: ConnectionOptions & { allowHalfOpen: boolean } = {
       host: target.host,
@@ -170,10 +168,10 @@ class OutboundConnection {
         this.fail('tls_error', 'the target closed the connection during the TLS handshake');
     });
     this.splice.attach(up);
-    up.setTimeout(this.l.connectTimeout, () =>
+    up.setTimeout(connectTimeout, () =>
       this.fail(
         this.handshaking ? 'tls_error' : 'dial_error',
-        this.handshaking ? 'TLS handshake timeout' : `connect timeout after ${this.l.connectTimeout} ms`,
+        this.handshaking ? 'TLS handshake timeout' : `connect timeout after ${connectTimeout} ms`,
       ),
     );
     up.on('connect', () => {
@@ -268,8 +266,6 @@ export function createOutboundListener(deps: OutboundDeps): OutboundListener {
     deps,
     verify: serverVerifier(outbound.serverId),
     throttle,
-    connectTimeout: outbound.connectTimeout,
-    idleTimeout: outbound.idleTimeout,
     context: () => context,
     succeeded() {
       results.ok++;

@@ -31,7 +31,6 @@ interface PortState {
   readonly registry: FlowRegistry;
   readonly active: Set<TcpFlow>;
   readonly throttle: LogThrottle;
-  readonly connectTimeout: number;
   closed(flow: TcpFlow): void;
 }
 
@@ -84,8 +83,9 @@ class TcpFlow {
     const up = connect({ host, port, allowHalfOpen: true, noDelay: true });
     this.up = up;
     splice.attach(up);
-    up.setTimeout(this.port.connectTimeout, () => {
-      this.connectFailed(`connect timeout after ${this.port.connectTimeout} ms`);
+    const { connectTimeout } = deps.port;
+    up.setTimeout(connectTimeout, () => {
+      this.connectFailed(`connect timeout after ${connectTimeout} ms`);
       splice.abort('upstream_connect_timeout');
     });
     up.on('connect', () => {
@@ -185,7 +185,6 @@ export function createTcpPort(deps: PortDeps, opts: TcpPortOptions = {}): PortLi
     registry,
     active,
     throttle: new LogThrottle(clock),
-    connectTimeout: deps.port.connectTimeout,
     closed(flow) {
       active.delete(flow);
       if (flow.tracked !== null) registry.release(flow.tracked);
