@@ -25,6 +25,8 @@ export const DENIED = 'spiffe://example.org/ns/bench/sa/stranger';
 export const ALLOWED_CN = 'bench-client';
 export const DENIED_CN = 'bench-stranger';
 export const SERVICE = 'bench';
+/** The license that admits the allowed identity on the http port; the sidecar names it upstream. */
+export const HTTP_LICENSE = 'lic_bench_http';
 
 export interface KeyPairFiles {
   cert: string;
@@ -167,7 +169,7 @@ export function benchLicenses(count: number, now = Date.now()): LicenseWire[] {
     expiresAt: new Date(now + 86_400_000).toISOString(),
   };
   const out: LicenseWire[] = [
-    { id: 'lic_bench_http', subject: ALLOWED, service: SERVICE, port: 'http', ...window },
+    { id: HTTP_LICENSE, subject: ALLOWED, service: SERVICE, port: 'http', ...window },
     { id: 'lic_bench_tcp', subject: ALLOWED, service: SERVICE, port: 'tcp', ...window },
   ];
   for (let i = 0; out.length < count; i++) {

@@ -13,6 +13,7 @@ import { start, stop, sleep, waitForStdout, type Proc } from './procs.js';
 import {
   ALLOWED,
   ALLOWED_CN,
+  HTTP_LICENSE,
   LAUNCHER,
   benchLicenses,
   freePort,
@@ -189,6 +190,7 @@ export async function startHaproxy(bin: string, pki: BenchPki, up: Upstream): Pr
       CA: pki.ca,
       SAN_HEX: pki.allowedSanHex,
       ALLOWED,
+      LICENSE: HTTP_LICENSE,
     }),
   );
   checkConfig(bin, ['-c', '-q', '-f', file]);
@@ -229,6 +231,7 @@ export async function startNginx(
     CA: pki.ca,
     ALLOWED,
     ALLOWED_CN,
+    LICENSE: HTTP_LICENSE,
     STREAM_BLOCK_START: '{{STREAM_BLOCK_START}}',
     STREAM_BLOCK_END: '{{STREAM_BLOCK_END}}',
   });
