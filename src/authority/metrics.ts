@@ -3,7 +3,8 @@
  * by the API as changes happen; the license and sidecar gauges are computed from the store when
  * Prometheus scrapes, so they can never drift from what the store holds.
  */
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { registerProcessMetrics } from '../telemetry/process-metrics.js';
 import type { Clock } from '../clock.js';
 import { AUTHORITY_METRICS } from '../telemetry/metrics.js';
 import { licenseState, type LicenseRecord, type LicenseState } from './model.js';
@@ -34,7 +35,7 @@ export interface AuthorityMetricsSources {
 /** Build a registry of its own (never prom-client's global one). */
 export function createAuthorityMetrics(src: AuthorityMetricsSources): AuthorityMetrics {
   const registry = new Registry();
-  if (src.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (src.defaultMetrics !== false) registerProcessMetrics(registry);
   const m = AUTHORITY_METRICS;
 
   new Gauge({

@@ -4,7 +4,8 @@
  * (see cells.ts and port-telemetry.ts); license gauges are computed from the current policy
  * snapshot and the usage tracker when Prometheus scrapes, never on a request.
  */
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { registerProcessMetrics } from './process-metrics.js';
 import type { Clock } from '../clock.js';
 import type { PolicyView } from '../policy/types.js';
 import {
@@ -140,7 +141,7 @@ export interface SidecarMetricsOptions {
 export function createSidecarMetrics(opts: SidecarMetricsOptions): SidecarMetrics {
   const { policy, usage, clock } = opts;
   const registry = new Registry();
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics !== false) registerProcessMetrics(registry);
   const m = SIDECAR_METRICS;
 
   const families: PortFamilies = {

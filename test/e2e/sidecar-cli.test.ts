@@ -165,6 +165,20 @@ describe('portlicense sidecar (child process)', () => {
     expect(status.stdout).toMatch(/no_license/);
   });
 
+  it('sleeps while idle: its event loop wakes a few times a second, not a hundred', async () => {
+    // Every time the main thread blocks in epoll and is woken again is one voluntary context
+    // switch. prom-client's event-loop delay sampler alone used to wake it every 10 ms.
+    const switches = () =>
+      Number(
+        /voluntary_ctxt_switches:\s+(\d+)/.exec(
+          readFileSync(`/proc/${sidecar.child.pid}/task/${sidecar.child.pid}/status`, 'utf8'),
+        )![1],
+      );
+    const before = switches();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(switches() - before).toBeLessThan(45);
+  });
+
   it('keeps the last good bundle when a tampered one is written', async () => {
     const doc = JSON.parse(readFileSync(join(dir, 'bundle.json'), 'utf8')) as SignedBundle;
     doc.payload.version = 99;
