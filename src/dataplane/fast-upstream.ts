@@ -197,15 +197,25 @@ export class UpstreamPool {
     this.sweep ??= setInterval(this.closeExpired, Math.max(50, Math.floor(this.idleTimeout / 4))).unref();
   }
 
+  /** Whether the sweep's timer is armed: only while some connection is idle. */
+  get sweeping(): boolean {
+    return this.sweep !== null;
+  }
+
   /** Close connections idle for longer than `idleTimeout` (oldest first: the list is LIFO). */
   private readonly closeExpired = (): void => {
     const oldest = performance.now() - this.idleTimeout;
     let n = 0;
     while (n < this.idle.length && this.idle[n]!.idleSince <= oldest) n++;
-    if (n === 0) return;
-    for (const c of this.idle.splice(0, n)) {
-      c.idle = false;
-      c.destroy();
+    if (n > 0)
+      for (const c of this.idle.splice(0, n)) {
+        c.idle = false;
+        c.destroy();
+      }
+    // Nothing left to expire: no timer until a connection is handed back again.
+    if (this.idle.length === 0 && this.sweep !== null) {
+      clearInterval(this.sweep);
+      this.sweep = null;
     }
   };
 

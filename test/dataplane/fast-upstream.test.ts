@@ -1,7 +1,8 @@
 /**
  * The fast lane's upstream pool (src/dataplane/fast-upstream.ts) on real sockets: a released
  * connection is handed out again while fresh, closed by the pool's sweep once idle past
- * idleTimeout, and never handed out past it; a dial that hangs ends in connect_timeout.
+ * idleTimeout (the sweep's timer armed only while something is idle), and never handed out past
+ * it; a dial that hangs ends in connect_timeout.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -79,16 +80,22 @@ describe('UpstreamPool', () => {
       { connectTimeout: 1_000, idleTimeout: 200 },
     );
     const c = await dial(pool);
+    expect(pool.sweeping).toBe(false);
     const released = Date.now();
     pool.release(c);
+    expect(pool.sweeping).toBe(true);
     await waitFor(() => up.closed.size === 1, { timeoutMs: 3_000, what: 'the idle connection closed' });
     // The sweep runs every 50 ms here: closed after 200 ms, not long after.
     expect(Date.now() - released).toBeGreaterThanOrEqual(190);
     expect(Date.now() - released).toBeLessThan(1_500);
     expect(c.dead).toBe(true);
+    // Nothing idle is left, so no timer wakes an idle sidecar for it.
+    expect(pool.sweeping).toBe(false);
     const next = await dial(pool);
     expect(next).not.toBe(c);
     expect(up.accepted).toHaveLength(2);
+    pool.release(next);
+    expect(pool.sweeping).toBe(true);
   });
 
   it('never hands out a connection past idleTimeout, even before the sweep reached it', async () => {
