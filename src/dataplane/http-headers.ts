@@ -255,13 +255,24 @@ const RESPONSE_KINDS = new Map<string, Kind>([
   ['upgrade', Kind.Drop],
 ]);
 
-/** Tokens of a Connection header beyond the usual ones, lower-cased, appended to `into`. */
+/**
+ * Fields a Connection option never removes: they say how long the message is and where it goes,
+ * and the proxy forwards the message as it framed it. A caller that names Content-Length would
+ * otherwise have its body go upstream with no length, read there as a second request that no
+ * decision saw; an upstream that names it, a kept-alive response the caller cannot delimit.
+ */
+const MESSAGE_FIELDS = new Set(['content-length', 'transfer-encoding', 'host']);
+
+/**
+ * Tokens of a Connection header beyond the usual ones, lower-cased, appended to `into`; the
+ * MESSAGE_FIELDS are not among them.
+ */
 function connectionTokens(value: string, into: string[] | null): string[] | null {
   const v = value.toLowerCase();
   if (v === 'keep-alive' || v === 'close' || v === 'upgrade') return into;
   for (const part of v.split(',')) {
     const t = part.trim();
-    if (t === '' || t === 'keep-alive' || t === 'close' || t === 'upgrade') continue;
+    if (t === '' || t === 'keep-alive' || t === 'close' || t === 'upgrade' || MESSAGE_FIELDS.has(t)) continue;
     (into ??= []).push(t);
   }
   return into;
@@ -342,9 +353,10 @@ function requestKindAt(buf: Uint8Array, s: number, e: number): Kind | undefined 
 }
 
 /**
- * Whether the Connection field at `f[j]` names a field to remove (`connectionTokens` would return
- * a token). A token it cannot read as keep-alive, close or upgrade in bytes (one with a byte `trim`
- * would remove but HTTP whitespace is not) counts as naming one, so such a head takes the string path.
+ * Whether the Connection field at `f[j]` may name a field to remove. Any token it cannot read as
+ * keep-alive, close or upgrade in bytes counts (one with a byte `trim` would remove but HTTP
+ * whitespace is not, or one of the MESSAGE_FIELDS), so such a head takes the string path, where
+ * `connectionTokens` decides.
  */
 function namesFields(buf: Uint8Array, base: number, f: Int32Array, j: number): boolean {
   return (connectionFlags(buf, base + f[j + 2]!, base + f[j + 3]!, base + f[j + 4]!) & CONN_OTHER) !== 0;

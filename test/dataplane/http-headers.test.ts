@@ -65,6 +65,25 @@ describe('upstreamRequestHead', () => {
     expect(h.bodyLength).toBe(-1);
   });
 
+  it('never lets Connection remove what frames and routes the message: Content-Length, Host', () => {
+    // A removed Content-Length would send the body up unframed, read there as a second request.
+    // prettier-ignore
+    const h = head([
+      'Host', 'o',
+      'Connection', 'Content-Length, host , TRANSFER-ENCODING, X-Hop',
+      'Content-Length', '3',
+      'X-Hop', '1',
+    ]);
+    expect(pairs(h.headers)).toEqual([
+      ['Host', 'o'],
+      ['Content-Length', '3'],
+      ['x-forwarded-for', '10.1.2.3'],
+      ['x-forwarded-proto', 'https'],
+    ]);
+    expect(h.host).toBe('o');
+    expect(h.bodyLength).toBe(3);
+  });
+
   it('keeps Trailer only when the body goes on with its trailers, and not when Connection names it', () => {
     const raw = ['Host', 'o', 'Trailer', 'X-Sum', 'Transfer-Encoding', 'chunked'];
     const fwd = (r: string[], trailers: boolean): Array<[string, string]> => {
@@ -267,6 +286,14 @@ describe('callerResponseHeaders', () => {
       ['Set-Cookie', 'b=2'],
       ['X-Latin', 'caf\u00e9'],
     ]);
+  });
+
+  it("keeps a response's Content-Length when its Connection header names it", () => {
+    const out = callerResponseHeaders(
+      raw(['Connection', 'content-length, x-hop', 'Content-Length', '5', 'X-Hop', '1']),
+      false,
+    );
+    expect(pairs(out)).toEqual([['Content-Length', '5']]);
   });
 
   it('adds connection: close while draining', () => {

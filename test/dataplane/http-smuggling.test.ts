@@ -135,6 +135,24 @@ describe('http port: head anomalies the parser lets through', () => {
     expect(h.upstream.requests[0]!.headers.host).toBe('orders.internal:8443');
   });
 
+  it('keeps the framing when Connection names Content-Length: the body is never a second request', async () => {
+    // Removing the named Content-Length but forwarding the body would make the upstream read the
+    // body as a request of its own: past the decision, with the caller's forged identity header.
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1', paths: ['/public/*'] }] });
+    const smuggled =
+      'GET /admin/secret HTTP/1.1\r\nHost: orders\r\nX-PortLicense-Identity: spiffe://example.org/ns/default/sa/admin\r\n\r\n';
+    const r = await send(
+      'POST /public/x HTTP/1.1\r\nHost: orders\r\nConnection: content-length, close\r\n' +
+        `Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    );
+    expect(r.status).toBe(200);
+    expect(h.upstream.requests.map((q) => `${q.method} ${q.url}`)).toEqual(['POST /public/x']);
+    const seen = h.upstream.requests[0]!;
+    expect(seen.headers['content-length']).toBe(String(smuggled.length));
+    expect(seen.body.toString('latin1')).toBe(smuggled);
+    expect(seen.headers['x-portlicense-identity']).toBe('spiffe://example.org/ns/default/sa/frontend');
+  });
+
   it('refuses CONNECT with 400 unsupported_method', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const r = await send('CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n');
