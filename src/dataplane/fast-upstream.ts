@@ -191,6 +191,9 @@ export class UpstreamPool {
       c.destroy();
       return;
     }
+    // The exchange may have paused it for a slow caller: an idle connection reads, so it sees the
+    // upstream close it (or send what it should not), and the next owner gets its response.
+    if (c.socket.isPaused()) c.socket.resume();
     c.idle = true;
     c.idleSince = performance.now();
     this.idle.push(c);

@@ -291,6 +291,56 @@ describe('fast lane: upstream responses', () => {
     }
   });
 
+  it("keeps a response's Content-Length that its Connection header names: the next response stays apart", async () => {
+    raw = await rawUpstream((_n, s) =>
+      s.write(
+        'HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\nContent-Length: 5\r\n\r\nhello',
+      ),
+    );
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+    const rx = await rawRequest(h.address, h.creds, GET('/a') + GET('/b'));
+    await rx.until((t) => t.split('hello').length === 3);
+    expect(responses(rx.text)).toEqual([
+      { status: 200, body: 'hello' },
+      { status: 200, body: 'hello' },
+    ]);
+    expect(rx.text.match(/\r\nContent-Length: 5\r\n/g)).toHaveLength(2);
+    expect(rx.text).not.toMatch(/x-hop/i);
+    rx.socket.destroy();
+  });
+
+  it('hands the next request a kept connection that reads: after a response the caller had to pause for', async () => {
+    // 40 KB in one upstream read fills the caller socket past its high-water mark, so the lane
+    // pauses the upstream connection; the response ends in that same read and the connection goes
+    // back to the pool. The next request gets that connection (the pool is LIFO).
+    const big = Buffer.alloc(40_000, 0x61);
+    h = await startHttpHarness({
+      licenses: [{ id: 'lic_1' }],
+      port: { upstreamTimeout: 1_500 },
+      upstreamHandler: (req, res) => {
+        req.resume();
+        req.on('end', () => {
+          const body = req.url === '/big' ? big : Buffer.from('ok');
+          res.writeHead(200, { 'content-length': body.length });
+          res.end(body);
+        });
+      },
+    });
+    const one = async (path: string): Promise<{ status: number; bytes: number; ms: number }> => {
+      const started = performance.now();
+      const rx = await rawRequest(h!.address, h!.creds, GET(path, 'Connection: close\r\n'));
+      const text = await rx.closed();
+      return { status: parseRaw(text).status, bytes: rx.bytes.length, ms: performance.now() - started };
+    };
+    const first = await one('/big');
+    expect(first.status).toBe(200);
+    expect(first.bytes).toBeGreaterThan(big.length);
+    const second = await one('/small');
+    expect(second.status).toBe(200); // not 504 after upstreamTimeout
+    expect(second.ms).toBeLessThan(1_000);
+    expect(h.upstream.connections).toBe(1);
+  });
+
   it('passes a chunked response on verbatim and counts its payload', async () => {
     raw = await rawUpstream((_n, s) =>
       s.write(

@@ -1,8 +1,8 @@
 /**
  * The fast lane's upstream pool (src/dataplane/fast-upstream.ts) on real sockets: a released
  * connection is handed out again while fresh, closed by the pool's sweep once idle past
- * idleTimeout (the sweep's timer armed only while something is idle), and never handed out past
- * it; a dial that hangs ends in connect_timeout.
+ * idleTimeout (the sweep's timer armed only while something is idle), never handed out past it,
+ * and reading again when handed back paused; a dial that hangs ends in connect_timeout.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -96,6 +96,24 @@ describe('UpstreamPool', () => {
     expect(up.accepted).toHaveLength(2);
     pool.release(next);
     expect(pool.sweeping).toBe(true);
+  });
+
+  it('reads again once released: a connection paused for a slow caller serves its next owner', async () => {
+    const up = await upstream();
+    pool = new UpstreamPool(
+      { host: '127.0.0.1', port: up.port },
+      { connectTimeout: 1_000, idleTimeout: 2_000 },
+    );
+    const c = await dial(pool);
+    c.socket.pause(); // what the lane does while the caller cannot take more
+    pool.release(c);
+    const next = owner();
+    expect(pool.acquire(next)).toBe(c);
+    up.accepted[0]!.write('HTTP/1.1 200 OK\r\n');
+    await waitFor(() => next.events.includes('data'), {
+      timeoutMs: 2_000,
+      what: 'the next owner hears the upstream',
+    });
   });
 
   it('never hands out a connection past idleTimeout, even before the sweep reached it', async () => {
