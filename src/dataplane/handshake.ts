@@ -11,7 +11,7 @@
  * data being read. Node offers no way to send a TLS alert at that point; the caller sees the
  * connection close.
  */
-import type { X509Certificate } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import type { Server as NetServer } from 'node:net';
 import {
   createServer,
@@ -72,6 +72,17 @@ export const SERVER_CIPHERS = ((): string => {
   ].join(':');
 })();
 
+/**
+ * The session ID context of a CA bundle: OpenSSL resumes a session (TLS 1.2 ticket or ID, TLS 1.3
+ * PSK) only in the context it was made in. A resumed session skips chain verification, and with
+ * `workers` every worker shares ticket keys that outlive a reload; keyed to the CA bundle, a
+ * session made before the CA changed cannot resume after it, so a caller whose CA was rotated out
+ * is refused as on a full handshake.
+ */
+export function sessionIdContext(ca: Buffer): string {
+  return createHash('sha256').update(ca).digest('hex').slice(0, 32);
+}
+
 function secureOptions(m: TlsMaterial, ticketKeys: Buffer | undefined): SecureContextOptions {
   const o: SecureContextOptions = {
     ca: m.ca,
@@ -79,6 +90,7 @@ function secureOptions(m: TlsMaterial, ticketKeys: Buffer | undefined): SecureCo
     key: m.key,
     minVersion: 'TLSv1.2',
     ciphers: SERVER_CIPHERS,
+    sessionIdContext: sessionIdContext(m.ca),
   };
   if (ticketKeys !== undefined) o.ticketKeys = ticketKeys;
   return o;

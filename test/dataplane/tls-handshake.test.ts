@@ -299,6 +299,27 @@ describe('createTlsListener: resumed sessions', () => {
   });
 
   for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
+    it(`${version}: a session made before the CA bundle changed does not resume after it, shared ticket keys or not`, async () => {
+      // With workers, every listener shares ticket keys that a reload keeps; a resumed session
+      // skips chain verification, so only the session's context can tell the CA changed.
+      await start({ ticketKeys: randomBytes(48) });
+      const session = await firstSession(client, version);
+      const again = await connectAs(client, { maxVersion: version, session });
+      expect(again.isSessionReused()).toBe(true);
+      again.destroy();
+
+      // The CA that issued `client` is rotated out; the server keeps its own certificate.
+      writeFileSync(fx!.files.ca, otherCa.cert);
+      expect(fx!.tls.reload()).toEqual({ ok: true, changed: true });
+      // (The first connection, closed as soon as its ticket came, may count a tls_error too.)
+      const errors = fx!.telemetry.handshakeErrors.length;
+      const accepted = fx!.accepted.length;
+      const late = await attemptAs(client, { maxVersion: version, session });
+      expect(late.data.length).toBe(0);
+      await waitFor(() => fx!.telemetry.handshakeErrors.slice(errors).includes('untrusted_cert'));
+      expect(fx!.accepted).toHaveLength(accepted);
+    });
+
     it(`${version}: re-checks the validity of a resumed session's certificate`, async () => {
       await start();
       const shortLived = ca.svid('spiffe://example.org/short', {
