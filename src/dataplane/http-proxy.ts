@@ -97,6 +97,10 @@ export function createHttpPort(deps: PortDeps): PortListener {
     (req, res) => handleRequest(ctx, req, res, false),
   );
   server.timeout = Math.max(port.idleTimeout, port.upstreamTimeout) + 1_000;
+  // Node keeps only the first maxHeadersCount fields (2000 by default) for the handler while its
+  // parser frames the message with all of them: a Transfer-Encoding or second Host after that
+  // many fields would go unseen here. maxHeaderSize bounds the head instead.
+  server.maxHeadersCount = 0;
   // With a listener, Node leaves `Expect: 100-continue` to us: the interim answer is sent only
   // once the request is authorised, so a denied caller never starts its upload.
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) =>

@@ -153,6 +153,23 @@ describe('http port: head anomalies the parser lets through', () => {
     expect(seen.headers['x-portlicense-identity']).toBe('spiffe://example.org/ns/default/sa/frontend');
   });
 
+  it('sees every field of a head, however many: framing and Host after 1,100 fields count', async () => {
+    // Node hands a handler only its first maxHeadersCount fields while its parser frames the
+    // body with all of them; the proxy must see the same fields the parser framed with.
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
+    const filler = Array.from({ length: 1_100 }, (_, i) => `a${i}: b\r\n`).join('');
+    const chunked = await send(
+      `POST /api HTTP/1.1\r\nHost: orders\r\n${filler}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`,
+    );
+    expect(chunked.status).toBe(200);
+    expect(h.upstream.requests).toHaveLength(1);
+    expect(h.upstream.requests[0]!.body.toString()).toBe('hello');
+    const twoHosts = await send(`GET /api HTTP/1.1\r\nHost: orders\r\n${filler}Host: evil\r\n\r\n`);
+    expect(twoHosts.status).toBe(400);
+    expect(JSON.parse(twoHosts.body)).toMatchObject({ reason: 'duplicate_host' });
+    expect(h.upstream.requests).toHaveLength(1);
+  });
+
   it('refuses CONNECT with 400 unsupported_method', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const r = await send('CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n');
