@@ -22,6 +22,7 @@ import type { HostPort } from '../config/types.js';
 import { FlowRegistry } from './flows.js';
 import { createTlsListener, listenOn } from './handshake.js';
 import { HttpPortContext } from './http-context.js';
+import { afterResponses, isClosing } from './http-order.js';
 import { handleRequest } from './http-request.js';
 import { writeRawAndClose } from './http-responses.js';
 import { handleUpgrade } from './http-upgrade.js';
@@ -106,13 +107,18 @@ export function createHttpPort(deps: PortDeps): PortListener {
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) =>
     handleRequest(ctx, req, res, true),
   );
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) =>
-    handleUpgrade(ctx, req, socket as TLSSocket, head),
-  );
+  // Answers written on the raw socket wait for the responses pipelined before them (http-order.ts).
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (isClosing(socket as Socket)) return;
+    afterResponses(socket as Socket, () => handleUpgrade(ctx, req, socket as TLSSocket, head));
+  });
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-    writeRawAndClose(socket as Socket, responses.badRequest.unsupported_method);
-    const conn = ctx.connection(socket as Socket);
-    if (conn !== undefined) ctx.rejected(conn, 'CONNECT', req.url ?? '', 'unsupported_method');
+    if (isClosing(socket as Socket)) return;
+    afterResponses(socket as Socket, () => {
+      writeRawAndClose(socket as Socket, responses.badRequest.unsupported_method);
+      const conn = ctx.connection(socket as Socket);
+      if (conn !== undefined) ctx.rejected(conn, 'CONNECT', req.url ?? '', 'unsupported_method');
+    });
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
     onClientError(ctx, err, socket as Socket),
@@ -212,5 +218,7 @@ function onClientError(ctx: HttpPortContext, err: NodeJS.ErrnoException, socket:
     identity: conn?.peer.identity,
     origin: conn?.peer.origin,
   });
-  writeRawAndClose(socket, answer);
+  // After an answer that closes the connection, what follows it gets no answer of its own.
+  if (isClosing(socket)) return;
+  afterResponses(socket, () => writeRawAndClose(socket, answer));
 }

@@ -9,6 +9,7 @@ import { joinTarget, normalizeTarget } from '../policy/path.js';
 import type { HttpConnection } from './http-authorize.js';
 import type { HttpPortContext } from './http-context.js';
 import { targetAuthority, upstreamRequestHead, vouch, type UpstreamHead } from './http-headers.js';
+import { isClosing, trackResponse } from './http-order.js';
 import { sendCanned, type BadRequestReason } from './http-responses.js';
 import { Exchange } from './http-upstream.js';
 
@@ -57,11 +58,15 @@ export function handleRequest(
   expectContinue: boolean,
 ): void {
   const started = performance.now();
-  const conn = ctx.connection(req.socket);
+  const socket = req.socket;
+  const conn = ctx.connection(socket);
   if (conn === undefined) {
     res.destroy();
     return;
   }
+  // Pipelined behind an answer that closes the connection: the caller will never read this one.
+  if (isClosing(socket)) return;
+  trackResponse(socket, res);
   const method = req.method!;
   const checked = checkRequest(req, conn.peer.origin, false);
   if (typeof checked === 'string') {

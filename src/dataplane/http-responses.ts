@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { DENY_REASONS, type DenyReason } from '../policy/types.js';
 import { DENY_REASON_HEADER } from './http-headers.js';
+import { markClosing } from './http-order.js';
 
 /** Why the proxy refused to forward a request it could parse (the `reason` of a 400 body). */
 export type BadRequestReason =
@@ -179,12 +180,15 @@ export function sendCanned(
   const pending = bodyLength !== 0 && !req.complete;
   if (close || (pending && (bodyLength < 0 || bodyLength > DISCARDABLE_BODY_BYTES))) {
     const socket = req.socket;
+    markClosing(socket);
     if (pending) lingerOnClose(socket);
     res.writeHead(answer.status, [...answer.headers, 'connection', 'close']);
   } else {
     res.writeHead(answer.status, answer.headers as string[]);
   }
   res.end(answer.body);
+  // Node closes on its own too: after a refused `Expect: 100-continue`, for one.
+  if (!res.shouldKeepAlive) markClosing(req.socket);
 }
 
 /**

@@ -115,7 +115,8 @@ export class Exchange implements Verdict, Dispatcher.DispatchHandler {
    * before undici sends anything more. If its head is not written yet, it never will be.
    */
   abandon(): void {
-    if (this.ended) return;
+    // A request the parser read whole was not the malformed one: a later head on the connection was.
+    if (this.ended || this.req.complete) return;
     this.ended = true;
     this.abortUpstream?.(CLIENT_GONE);
   }

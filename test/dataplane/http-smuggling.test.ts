@@ -295,3 +295,87 @@ describe('http port: head size and head time limits', () => {
     }
   });
 });
+
+describe('http port: pipelined requests around answers the proxy writes itself', () => {
+  // `Expect: 100-continue` hands the connection to the full path, where Node's server parses the
+  // pipelined requests after it at once; the first answer is held back 300 ms by the upstream.
+  const SLOW = 'GET /slow HTTP/1.1\r\nHost: orders\r\nExpect: 100-continue\r\n\r\n';
+  const slowFirst = (req: IncomingMessage, res: ServerResponse): void => {
+    req.resume();
+    setTimeout(
+      () => {
+        res.writeHead(200, { 'content-length': '5' });
+        res.end('first');
+      },
+      req.url === '/slow' ? 300 : 0,
+    );
+  };
+  const statuses = (text: string): string[] => [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]!);
+
+  for (const [name, paths, last] of [
+    ['allowed', undefined, '101'],
+    ['denied', ['/slow'], '403'],
+  ] as const) {
+    it(`answers an upgrade (${name}) only after the response pipelined before it`, async () => {
+      h = await startHttpHarness({
+        licenses: [{ id: 'lic_1', ...(paths ? { paths: [...paths] } : {}) }],
+        upstreamHandler: slowFirst,
+      });
+      const rx = await rawRequest(
+        h.address,
+        h.creds,
+        SLOW + 'GET /ws HTTP/1.1\r\nHost: orders\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n',
+      );
+      await rx.until((t) => statuses(t).length === 3);
+      expect(statuses(rx.text)).toEqual(['100', '200', last]);
+      expect(rx.text).toContain('\r\n\r\nfirstHTTP/1.1 ' + last);
+      rx.socket.destroy();
+    });
+  }
+
+  it('answers a malformed head only after the response pipelined before it', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstreamHandler: slowFirst });
+    const rx = await rawRequest(
+      h.address,
+      h.creds,
+      SLOW + 'GET /x HTTP/1.1\r\nHost: orders\r\nbad header\r\n\r\n',
+    );
+    await rx.until((t) => statuses(t).length === 3);
+    expect(statuses(rx.text)).toEqual(['100', '200', '400']);
+    expect(h.upstream.requests.map((r) => r.url)).toEqual(['/slow']);
+    rx.socket.destroy();
+  });
+
+  it('lets a request that arrived whole finish when the head pipelined after it is malformed', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstreamHandler: slowFirst });
+    const rx = await rawRequest(
+      h.address,
+      h.creds,
+      'POST /slow HTTP/1.1\r\nHost: orders\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello' +
+        'GET /x HTTP/1.1\r\nHost: orders\r\nbad header\r\n\r\n',
+    );
+    await rx.until((t) => statuses(t).length === 3);
+    expect(statuses(rx.text)).toEqual(['100', '200', '400']);
+    expect(rx.text).toContain('\r\n\r\nfirstHTTP/1.1 400');
+    rx.socket.destroy();
+  });
+
+  for (const [name, first] of [
+    ['a 400', 'GET /a%zz HTTP/1.1\r\nHost: orders\r\n\r\n'],
+    [
+      'a refused Expect: 100-continue',
+      'POST /admin HTTP/1.1\r\nHost: orders\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello',
+    ],
+  ] as const) {
+    it(`serves nothing pipelined behind ${name} that closes the connection`, async () => {
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1', paths: ['/public/*'] }] });
+      const r = await send(first + 'GET /public/after HTTP/1.1\r\nHost: orders\r\n\r\n');
+      expect([400, 403]).toContain(r.status);
+      expect(r.closed).toBe(true);
+      expect(r.head).toMatch(/\r\nconnection: close/i);
+      // A request served is decided as soon as it is parsed, before the connection closes.
+      expect(h.telemetry.decisions.filter((d) => d.decision === 'allow')).toHaveLength(0);
+      expect(h.upstream.requests).toHaveLength(0);
+    });
+  }
+});
