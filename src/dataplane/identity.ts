@@ -54,7 +54,8 @@ export function uriSans(subjectAltName: string): string[] | null {
 /**
  * Check a verified certificate against the X.509-SVID rules and the accepted trust domains:
  * a leaf (not a CA), exactly one `spiffe://` URI SAN, a valid SPIFFE ID (no query, fragment,
- * port; at most 2048 bytes), of an accepted trust domain. URIs of other schemes are ignored.
+ * port; at most 2048 bytes) with a path, of an accepted trust domain. URIs of other schemes are
+ * ignored.
  */
 export function certificateIdentity(
   cert: X509Certificate,
@@ -75,6 +76,9 @@ export function certificateIdentity(
   if (id === undefined) return { error: 'the client certificate has no spiffe:// URI SAN' };
   const parsed = parseSpiffeId(id);
   if (typeof parsed === 'string') return { error: `SPIFFE ID ${JSON.stringify(id.slice(0, 256))} ${parsed}` };
+  // X.509-SVID §3: a leaf's ID names a workload, so it has a path; the bare trust domain does not.
+  if (parsed.path === '')
+    return { error: `SPIFFE ID ${JSON.stringify(id)} names a trust domain, not a workload (no path)` };
   if (!trustDomains.includes(parsed.trustDomain))
     return {
       error: `trust domain "${parsed.trustDomain}" is not accepted (accepted: ${trustDomains.join(', ')})`,

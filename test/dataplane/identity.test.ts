@@ -86,6 +86,7 @@ describe('certificateIdentity (X.509-SVID rules)', () => {
       ['spiffe://example.org/a/../b', '"." or ".."'],
       ['spiffe://example.org/a,b', 'path segment'],
       [`spiffe://example.org/${'a'.repeat(2100)}`, 'longer than 2048 bytes'],
+      ['spiffe://example.org', 'names a trust domain, not a workload'],
     ] as const;
     for (const [uri, why] of bad) {
       const r = identityOf({ uris: [uri] });
