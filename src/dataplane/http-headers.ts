@@ -53,6 +53,19 @@ const KINDS_BY_LENGTH: Array<Array<readonly [string, Kind]> | undefined> = [];
 for (const entry of REQUEST_KINDS) (KINDS_BY_LENGTH[entry[0].length] ??= []).push(entry);
 
 const OWN_PREFIX = 'x-portlicense-';
+/**
+ * Fields with which common frameworks let a request claim another method or URL than its request
+ * line (Express's method-override, Rails, Laravel and Symfony read the method ones; IIS and
+ * Symfony the URL ones). The license decided the request line's method and path, so a caller's
+ * copy is dropped, in any spelling, as the proxy's own names are.
+ */
+const OVERRIDES = [
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-rewrite-url',
+];
 const FORWARDED_FOR = 'x-forwarded-for';
 const FORWARDED_PROTO = 'x-forwarded-proto';
 const UNDERSCORE = 0x5f;
@@ -84,11 +97,15 @@ function startsWithName(name: string, prefix: string, fold: boolean): boolean {
 function requestKind(name: string): Kind | undefined {
   const n = name.length;
   const first = name.charCodeAt(0) | 0x20;
-  if (first === 0x78 /* x */ && n >= OWN_PREFIX.length) {
-    if (startsWithName(name, OWN_PREFIX, true)) return Kind.Drop;
+  if (first === 0x78 /* x */) {
+    if (n >= OWN_PREFIX.length && startsWithName(name, OWN_PREFIX, true)) return Kind.Drop;
     if (n === FORWARDED_FOR.length && startsWithName(name, FORWARDED_FOR, true))
       return name.includes('_') ? Kind.Drop : Kind.ForwardedFor;
     if (n === FORWARDED_PROTO.length && startsWithName(name, FORWARDED_PROTO, true)) return Kind.Drop;
+    for (let i = 0; i < OVERRIDES.length; i++) {
+      const o = OVERRIDES[i]!;
+      if (n === o.length && startsWithName(name, o, true)) return Kind.Drop;
+    }
     return undefined;
   }
   // `Proxy` and every `Proxy-*` header are between the caller and a proxy, never for the origin.
@@ -328,13 +345,17 @@ function bytesStartWith(buf: Uint8Array, s: number, e: number, prefix: string, f
 function requestKindAt(buf: Uint8Array, s: number, e: number): Kind | undefined {
   const n = e - s;
   const first = buf[s]! | 0x20;
-  if (first === 0x78 /* x */ && n >= OWN_PREFIX.length) {
-    if (bytesStartWith(buf, s, e, OWN_PREFIX, true)) return Kind.Drop;
+  if (first === 0x78 /* x */) {
+    if (n >= OWN_PREFIX.length && bytesStartWith(buf, s, e, OWN_PREFIX, true)) return Kind.Drop;
     if (n === FORWARDED_FOR.length && bytesStartWith(buf, s, e, FORWARDED_FOR, true)) {
       for (let i = s; i < e; i++) if (buf[i] === UNDERSCORE) return Kind.Drop;
       return Kind.ForwardedFor;
     }
     if (n === FORWARDED_PROTO.length && bytesStartWith(buf, s, e, FORWARDED_PROTO, true)) return Kind.Drop;
+    for (let i = 0; i < OVERRIDES.length; i++) {
+      const o = OVERRIDES[i]!;
+      if (n === o.length && bytesStartWith(buf, s, e, o, true)) return Kind.Drop;
+    }
     return undefined;
   }
   if (

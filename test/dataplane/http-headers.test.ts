@@ -65,6 +65,25 @@ describe('upstreamRequestHead', () => {
     expect(h.bodyLength).toBe(-1);
   });
 
+  it('drops the fields that claim another method or URL, in any spelling', () => {
+    // prettier-ignore
+    const h = head([
+      'Host', 'o',
+      'X-HTTP-Method-Override', 'DELETE',
+      'x_http_method', 'PUT',
+      'X-Method-Override', 'PATCH',
+      'X-Original-URL', '/admin',
+      'x-rewrite_url', '/admin',
+      'X-HTTP-Method-Overrides', 'kept: not the name',
+    ]);
+    expect(pairs(h.headers)).toEqual([
+      ['Host', 'o'],
+      ['X-HTTP-Method-Overrides', 'kept: not the name'],
+      ['x-forwarded-for', '10.1.2.3'],
+      ['x-forwarded-proto', 'https'],
+    ]);
+  });
+
   it('never lets Connection remove what frames and routes the message: Content-Length, Host', () => {
     // A removed Content-Length would send the body up unframed, read there as a second request.
     // prettier-ignore

@@ -62,6 +62,30 @@ describe('http port: allowed requests', () => {
     expect(seen.headers['x-forwarded-proto']).toBe('https');
   });
 
+  it('drops method and URL overrides, so a GET-only license cannot become a DELETE upstream', async () => {
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1', methods: ['GET'], paths: ['/api/*'] }] });
+    const rx = await rawRequest(
+      h.address,
+      h.creds,
+      'GET /api/orders/7 HTTP/1.1\r\nHost: orders\r\n' +
+        'X-HTTP-Method-Override: DELETE\r\n' +
+        'X_HTTP_Method: DELETE\r\n' +
+        'x-method-override: DELETE\r\n' +
+        'X-Original-URL: /admin\r\n' +
+        'X-Rewrite-URL: /admin\r\n' +
+        'Connection: close\r\n\r\n',
+    );
+    expect(parseRaw(await rx.closed()).status).toBe(200);
+    const seen = h.upstream.requests[0]!;
+    expect(seen.method).toBe('GET');
+    const names = seen.rawHeaders.filter((_, i) => i % 2 === 0);
+    expect(
+      names.filter((n) =>
+        /^x[-_](http[-_]method|method[-_]override|original[-_]url|rewrite[-_]url)/i.test(n),
+      ),
+    ).toEqual([]);
+  });
+
   it('removes caller copies spelled with underscores, which CGI/WSGI/PHP upstreams read as ours', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const rx = await rawRequest(
