@@ -58,8 +58,8 @@ export class BundleCache {
   private wire(records: readonly LicenseRecord[]): LicenseWire[] {
     const out: LicenseWire[] = [];
     for (const r of records) {
-      const w = licenseWire(r);
       try {
+        const w = licenseWire(r);
         compileLicense(w);
         out.push(w);
       } catch (err) {

@@ -11,7 +11,7 @@ import {
   parseLicenseSpec,
   type DeclarativeFile,
 } from '../config/declarative.js';
-import { formatDuration, formatTime } from '../config/duration.js';
+import { formatDuration, formatTime, MAX_LICENSE_LIFETIME } from '../config/duration.js';
 import { duration, name, object, optional, required, string, subjectPattern } from '../config/schema.js';
 import { badRequest } from './api-error.js';
 import { licenseView, type ApiDeps } from './deps.js';
@@ -25,7 +25,10 @@ const OPTIONAL_JSON: BodySpec = { types: ['json'], required: false };
 const STATES: readonly LicenseState[] = ['pending', 'active', 'expired', 'revoked'];
 const REASON = string({ maxLength: 1024 });
 
-const renewSchema = object({ ttl: optional(duration({ min: 1_000 })), reason: optional(REASON) });
+const renewSchema = object({
+  ttl: optional(duration({ min: 1_000, max: MAX_LICENSE_LIFETIME })),
+  reason: optional(REASON),
+});
 const revokeSchema = object({ reason: optional(REASON) });
 const revokeBySubjectSchema = object({
   subject: required(subjectPattern()),

@@ -137,8 +137,8 @@ export class Licensing {
   }
 
   private build(spec: DeclarativeLicense, now: number): LicenseRecord {
-    const ttl = spec.ttl ?? this.defaults.ttl;
-    const maxLifetime = spec.maxLifetime ?? Math.max(this.defaults.maxLifetime, ttl);
+    let ttl = spec.ttl ?? this.defaults.ttl;
+    let maxLifetime = spec.maxLifetime ?? Math.max(this.defaults.maxLifetime, ttl);
     const notBefore = spec.notBefore ?? now;
     const createdAt = now;
     const cap = createdAt + maxLifetime;
@@ -148,6 +148,16 @@ export class Licensing {
         `expiresAt ${formatTime(spec.expiresAt)} is beyond createdAt + maxLifetime (${formatTime(cap)})`,
       );
     if (expiresAt <= now) throw badRequest(`expiresAt ${formatTime(expiresAt)} is not in the future`);
+    if (notBefore >= expiresAt)
+      throw badRequest(
+        `notBefore ${formatTime(notBefore)} is not before the license's expiry (${formatTime(expiresAt)}, ` +
+          `createdAt + maxLifetime at most): it could never be active`,
+      );
+    if (spec.expiresAt !== undefined) {
+      // A fixed end is the hard one: use renews nothing past it (it is warned about instead).
+      maxLifetime = spec.expiresAt - createdAt;
+      ttl = Math.min(ttl, maxLifetime);
+    }
     return {
       id: newLicenseId(),
       subject: spec.subject,

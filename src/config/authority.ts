@@ -3,7 +3,7 @@
  * deep-frozen AuthorityConfig. The type lives here because only the authority and the CLI use it.
  */
 import type { HostPort } from './types.js';
-import { formatDuration } from './duration.js';
+import { formatDuration, MAX_LICENSE_LIFETIME } from './duration.js';
 import { readYamlFile, type YamlDocument } from './yaml.js';
 import { LOG_LEVELS, writableFileProblem } from './sidecar.js';
 import {
@@ -118,7 +118,7 @@ const subjects = (what: string): ReturnType<typeof arrayOf<string>> =>
     unique: true,
   });
 
-const lifetimeSchema = duration({ min: SECOND });
+const lifetimeSchema = duration({ min: SECOND, max: MAX_LICENSE_LIFETIME });
 
 const authoritySchema = object({
   listen: required(hostPort({ allowPortZero: true })),

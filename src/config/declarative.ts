@@ -4,7 +4,7 @@
  * from an already-parsed JSON body they carry the key path only.
  */
 import type { PortProtocol } from '../policy/types.js';
-import { formatDuration } from './duration.js';
+import { formatDuration, MAX_LICENSE_LIFETIME } from './duration.js';
 import { readYamlFile, parseYamlText, type YamlDocument } from './yaml.js';
 import { compilePathRule, METHOD as LICENSE_METHOD } from '../policy/compile.js';
 import {
@@ -107,7 +107,7 @@ const methodSchema = refine(
 
 const pathSchema = refine(string(), (p) => pathPatternProblem(p));
 
-const lifetimeSchema = duration({ min: 1_000 });
+const lifetimeSchema = duration({ min: 1_000, max: MAX_LICENSE_LIFETIME });
 
 const licenseObject = object({
   subject: required(subjectPattern()),

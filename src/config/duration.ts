@@ -103,6 +103,12 @@ export function parseTime(s: string): number {
   return date.getTime() - offsetMin * 60_000;
 }
 
+/**
+ * The longest ttl or maxLifetime a license may have: 10 years. Without a bound, a ttl of
+ * "100000000d" makes an expiry no date can hold, and every bundle of its service fails to build.
+ */
+export const MAX_LICENSE_LIFETIME = 3650 * 86_400_000;
+
 /** Epoch milliseconds as RFC 3339 UTC, without a fraction when it is whole seconds. */
 export function formatTime(ms: number): string {
   const iso = new Date(ms).toISOString();

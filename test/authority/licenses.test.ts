@@ -1,10 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../../src/clock.js';
+import { formatTime } from '../../src/config/duration.js';
 import {
   ADMIN,
   BACKEND,
   FRONTEND,
   ORDERS_SERVICE,
+  SIDECAR,
   startTestAuthority,
   pluck,
   type ApiClient,
@@ -139,6 +141,42 @@ describe('authority API: services and licenses', () => {
     expect(tcpRules.status).toBe(400);
     expect(tcpRules.json.detail).toMatch(/only http ports/);
     expect((await admin.get('/v1/licenses')).json.licenses).toEqual([]);
+  });
+
+  it('refuses a ttl beyond 10 years, on grant, apply and renew, and a notBefore it could never reach', async () => {
+    // An unbounded ttl made an expiry no date can hold: every bundle of the service failed to build.
+    const grant = await admin.post('/v1/licenses', {
+      subject: FRONTEND,
+      service: 'orders',
+      port: 'db',
+      ttl: '100000000d',
+    });
+    expect(grant.status).toBe(400);
+    expect(grant.json.detail).toMatch(/ttl: must be at most 3650d/);
+    const apply = await admin.post('/v1/apply', {
+      licenses: [{ subject: FRONTEND, service: 'orders', port: 'db', ttl: '100000000d' }],
+    });
+    expect(apply.status).toBe(400);
+    expect(apply.json.detail).toMatch(/ttl: must be at most 3650d/);
+    const late = await admin.post('/v1/licenses', {
+      subject: FRONTEND,
+      service: 'orders',
+      port: 'db',
+      notBefore: formatTime(clock.now() + 40 * 24 * H),
+    });
+    expect(late.status).toBe(400);
+    expect(late.json.detail).toMatch(/notBefore .* could never be active/);
+    const ok = await admin.post('/v1/licenses', {
+      subject: FRONTEND,
+      service: 'orders',
+      port: 'db',
+      ttl: '1h',
+    });
+    expect(ok.status).toBe(201);
+    const renew = await admin.post(`/v1/licenses/${ok.json.id}/renew`, { ttl: '100000000d' });
+    expect(renew.status).toBe(400);
+    expect((await t.client(SIDECAR).get('/v1/bundle?node=node-a&services=orders')).status).toBe(200);
+    expect((await admin.get('/v1/licenses')).json.licenses).toHaveLength(1);
   });
 
   it('answers 409 for a renewal past the maximum lifetime, 404 for an unknown license', async () => {

@@ -134,4 +134,20 @@ describe('BundleCache', () => {
     expect(rebuilt).not.toBe(next);
     expect(verifyBundle(rebuilt.body, publicKey).issuedAt).toBe('2026-11-28T11:00:00Z');
   });
+
+  it('leaves out, and reports, a stored license it cannot even write (an expiry no date holds)', () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const invalid: string[] = [];
+    const broken = { ...license('lic_broken'), expiresAt: 1e20 };
+    const cache = new BundleCache(
+      { version: () => 1, bundleLicenses: () => [broken, license('lic_ok')] },
+      privateKey,
+      new ManualClock(),
+      2,
+      (id) => invalid.push(id),
+    );
+    const b = verifyBundle(cache.get('node-a', ['orders']).body, publicKey);
+    expect(b.licenses.map((l) => l.id)).toEqual(['lic_ok']);
+    expect(invalid).toEqual(['lic_broken']);
+  });
 });

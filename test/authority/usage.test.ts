@@ -115,6 +115,18 @@ describe('authority API: usage reports and automatic renewal', () => {
     expect(t.sink.lines.filter((l) => l.level === 'warn' && l.license === capped.id)).toHaveLength(1);
   });
 
+  it('does not renew a license granted with a fixed expiresAt past it', async () => {
+    const end = formatTime(clock.now() + 2 * H);
+    const fixed = await grant({ subject: FRONTEND, expiresAt: end });
+    expect(fixed.expiresAt).toBe(end);
+    clock.advance(1.5 * H); // in use, half an hour left
+    const res = await report([used(fixed.id)]);
+    expect(res.status).toBe(200);
+    expect(res.json.renewed).toEqual([]);
+    expect(res.json.expiring).toEqual([expect.objectContaining({ id: fixed.id, expiresAt: end })]);
+    expect((await admin.get(`/v1/licenses/${fixed.id}`)).json.expiresAt).toBe(end);
+  });
+
   it('records the report time and sums denials per node', async () => {
     const denials = [
       { identity: FRONTEND, reason: 'no_license', count: 2 },
