@@ -10,6 +10,12 @@ import { PortlicenseError, errorMessage } from '../errors.js';
 import type { AuditEntry, AuditInput, LicenseRecord, NodeRecord, ServiceRecord, UsageRow } from './model.js';
 import type { AuthorityStore, LicenseFilter } from './store.js';
 
+/**
+ * Use counts saturate here: a report's count is at most MAX_REPORTED_COUNT, and what the store keeps
+ * for a row or sums for a license never passes this (a whole number a double holds exactly).
+ */
+const MAX_USE_COUNT = Number.MAX_SAFE_INTEGER;
+
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    -- Versions start at the creation time in seconds, so a new store that replaces an old one
@@ -160,14 +166,16 @@ export class SqliteStore implements AuthorityStore {
       ),
       addUsage: db.prepare(
         `INSERT INTO usage (license_id, identity, origin, at, count) VALUES (@licenseId, @identity, @origin, @at, @count)
-         ON CONFLICT(license_id, identity, origin) DO UPDATE SET at = max(at, excluded.at), count = count + excluded.count`,
+         ON CONFLICT(license_id, identity, origin) DO UPDATE SET at = max(at, excluded.at),
+           count = min(count + excluded.count, ${MAX_USE_COUNT})`,
       ),
       lastAccess: db.prepare<
         [string],
         { license_id: string; identity: string; origin: string; at: number; count: number }
       >('SELECT * FROM usage WHERE license_id = ? ORDER BY at DESC LIMIT 1'),
       totalCount: db.prepare<[string], { total: number | null }>(
-        'SELECT sum(count) AS total FROM usage WHERE license_id = ?',
+        // total(), not sum(): a float that cannot overflow, where sum() fails the whole query.
+        `SELECT min(total(count), ${MAX_USE_COUNT}) AS total FROM usage WHERE license_id = ?`,
       ),
       putNode: db.prepare(
         `INSERT OR REPLACE INTO nodes (node, identity, services, bundle_version, last_sync, last_report)

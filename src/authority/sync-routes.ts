@@ -34,6 +34,12 @@ const reportedIdentity: Schema<string> = {
   parse: (v, path, ctx) => (v === OVERFLOW ? OVERFLOW : spiffeId().parse(v, path, ctx)),
 };
 
+/**
+ * The most uses one usage entry may report: a trillion, a million a second for over ten days. A
+ * sidecar reports every `reportInterval`, so a larger count is a bug or a lie.
+ */
+export const MAX_REPORTED_COUNT = 1e12;
+
 const usageSchema = object({
   node: required(nodeName()),
   usage: required(
@@ -43,7 +49,7 @@ const usageSchema = object({
         identity: required(reportedIdentity),
         origin: required(nonEmptyString(256)),
         lastAccess: required(time()),
-        count: required(integer({ min: 0, max: Number.MAX_SAFE_INTEGER })),
+        count: required(integer({ min: 0, max: MAX_REPORTED_COUNT })),
       }),
     ),
   ),

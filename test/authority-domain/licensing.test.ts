@@ -211,6 +211,24 @@ describe('Licensing', () => {
     );
     expect(lic.lastAccess('lic_nope')).toBeUndefined();
   });
+
+  it('saturates use counts instead of failing: a row and a license total stop at 2^53 - 1', () => {
+    // SQLite's sum() raised "integer overflow" past 2^63, and every later read of the license failed.
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http' }, 'admin');
+    const rows = (n: number, origin: (i: number) => string) =>
+      Array.from({ length: n }, (_, i) => ({
+        licenseId: l.id,
+        identity: FRONTEND,
+        origin: origin(i),
+        at: clock.now(),
+        count: Number.MAX_SAFE_INTEGER,
+      }));
+    store.addUsage(rows(3, () => 'one')); // one row, three times
+    store.addUsage(rows(1100, (i) => `o${i}`));
+    const seen = lic.lastAccess(l.id)!;
+    expect(seen.total).toBe(Number.MAX_SAFE_INTEGER);
+    expect(lic.list({ limit: 10 }).length).toBeGreaterThan(0);
+  });
 });
 
 describe('covers', () => {

@@ -175,6 +175,10 @@ describe('authority API: usage reports and automatic renewal', () => {
         /usage\[0\]\.count: must be an integer/,
       ],
       [{ node: 'node-a', usage: [{ ...good, count: '3' }], denials: [] }, /usage\[0\]\.count/],
+      [
+        { node: 'node-a', usage: [{ ...good, count: 1e12 + 1 }], denials: [] },
+        /usage\[0\]\.count: must be an integer from 0 to 1000000000000/,
+      ],
       [{ node: 'node-a', usage: [{ ...good, identity: 'frontend' }], denials: [] }, /usage\[0\]\.identity/],
       [{ node: 'node-a', usage: [{ ...good, extra: 1 }], denials: [] }, /usage\[0\]\.extra: unknown key/],
       [
