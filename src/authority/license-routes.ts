@@ -112,14 +112,6 @@ export function licenseRoutes(d: ApiDeps): Route[] {
         } catch (err) {
           throw asApiError(err);
         }
-        const port = d.licensing
-          .listServices()
-          .find((s) => s.name === spec.service)
-          ?.ports.find((p) => p.name === spec.port);
-        if (port?.protocol === 'tcp' && (spec.methods || spec.paths))
-          throw badRequest(
-            `${spec.methods ? 'methods' : 'paths'}: only http ports have methods and paths (${spec.service}/${spec.port} is tcp)`,
-          );
         const l = d.licensing.grant(spec, ctx.identity);
         d.log.info('license granted', {
           ...licenseFields(l),

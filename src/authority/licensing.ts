@@ -100,6 +100,20 @@ export class Licensing {
     const existing = this.store.getService(s.name);
     const ports = s.ports.map((p) => ({ name: p.name, protocol: p.protocol }));
     if (existing && JSON.stringify(existing.ports) === JSON.stringify(ports)) return 'unchanged';
+    const now = this.clock.now();
+    for (const p of ports) {
+      if (p.protocol !== 'tcp') continue;
+      const ruled = this.store
+        .listLicenses({ service: s.name })
+        .find(
+          (l) => l.port === p.name && l.revokedAt === null && l.expiresAt > now && (l.methods || l.paths),
+        );
+      if (ruled)
+        throw badRequest(
+          `port ${s.name}/${p.name} cannot become tcp: license ${ruled.id} on it has method or path rules, ` +
+            'which a tcp port cannot apply; revoke it first',
+        );
+    }
     const rec: ServiceRecord = { name: s.name, ports, createdAt: existing?.createdAt ?? this.clock.now() };
     this.store.putService(rec);
     this.audit({
@@ -121,7 +135,12 @@ export class Licensing {
 
   // --- licenses ---------------------------------------------------------------------------
 
-  private checkPort(service: string, port: string): void {
+  /**
+   * The license's port exists, and only an http port gets method or path rules: a tcp port
+   * decides without them, so a rule there would admit every connection it seemed to narrow.
+   */
+  private checkPort(spec: DeclarativeLicense): void {
+    const { service, port } = spec;
     const services = this.store.listServices();
     const svc = services.find((s) => s.name === service);
     if (!svc) {
@@ -129,11 +148,15 @@ export class Licensing {
         services.map((s) => s.name).join(', ') || 'none; register one with POST /v1/services or apply';
       throw badRequest(`unknown service "${service}"; known services: ${known}`);
     }
-    if (!svc.ports.some((p) => p.name === port)) {
+    const p = svc.ports.find((x) => x.name === port);
+    if (!p) {
       throw badRequest(
-        `service "${service}" has no port "${port}"; its ports: ${svc.ports.map((p) => p.name).join(', ')}`,
+        `service "${service}" has no port "${port}"; its ports: ${svc.ports.map((x) => x.name).join(', ')}`,
       );
     }
+    const rule = spec.methods?.length ? 'methods' : spec.paths?.length ? 'paths' : null;
+    if (p.protocol === 'tcp' && rule !== null)
+      throw badRequest(`${rule}: only http ports have methods and paths (${service}/${port} is tcp)`);
   }
 
   private build(spec: DeclarativeLicense, now: number): LicenseRecord {
@@ -180,7 +203,7 @@ export class Licensing {
   }
 
   grant(spec: DeclarativeLicense, actor: string): LicenseRecord {
-    this.checkPort(spec.service, spec.port);
+    this.checkPort(spec);
     return this.change(() => {
       const l = this.build(spec, this.clock.now());
       this.store.putLicense(l);
@@ -305,7 +328,7 @@ export class Licensing {
       }
       const now = this.clock.now();
       for (const spec of decl.licenses) {
-        this.checkPort(spec.service, spec.port);
+        this.checkPort(spec);
         const label = `license ${spec.subject} -> ${spec.service}/${spec.port}`;
         const existing = this.store
           .listLicenses({ service: spec.service, subject: spec.subject })

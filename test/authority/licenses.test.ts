@@ -179,6 +179,35 @@ describe('authority API: services and licenses', () => {
     expect((await admin.get('/v1/licenses')).json.licenses).toHaveLength(1);
   });
 
+  it('keeps method and path rules off tcp ports: in an apply of licenses alone, and when a port becomes tcp', async () => {
+    // A tcp port decides without method or path: a rule there would admit every connection.
+    const apply = await admin.post('/v1/apply', {
+      licenses: [{ subject: FRONTEND, service: 'orders', port: 'db', methods: ['GET'] }],
+    });
+    expect(apply.status).toBe(400);
+    expect(apply.json.detail).toMatch(
+      /methods: only http ports have methods and paths \(orders\/db is tcp\)/,
+    );
+    const ruled = await admin.post('/v1/licenses', {
+      subject: FRONTEND,
+      service: 'orders',
+      port: 'http',
+      paths: ['/api/*'],
+    });
+    expect(ruled.status).toBe(201);
+    const toTcp = await admin.post('/v1/services', {
+      name: 'orders',
+      ports: [
+        { name: 'http', protocol: 'tcp' },
+        { name: 'db', protocol: 'tcp' },
+      ],
+    });
+    expect(toTcp.status).toBe(400);
+    expect(toTcp.json.detail).toMatch(new RegExp(`orders/http cannot become tcp: license ${ruled.json.id}`));
+    expect((await admin.get('/v1/services')).json.services[0].ports[0].protocol).toBe('http');
+    expect((await admin.get('/v1/licenses')).json.licenses).toHaveLength(1);
+  });
+
   it('answers 409 for a renewal past the maximum lifetime, 404 for an unknown license', async () => {
     const lic = (
       await admin.post('/v1/licenses', {
