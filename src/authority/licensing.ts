@@ -101,19 +101,20 @@ export class Licensing {
     const ports = s.ports.map((p) => ({ name: p.name, protocol: p.protocol }));
     if (existing && JSON.stringify(existing.ports) === JSON.stringify(ports)) return 'unchanged';
     const now = this.clock.now();
-    for (const p of ports) {
-      if (p.protocol !== 'tcp') continue;
-      const ruled = this.store
-        .listLicenses({ service: s.name })
-        .find(
-          (l) => l.port === p.name && l.revokedAt === null && l.expiresAt > now && (l.methods || l.paths),
-        );
-      if (ruled)
-        throw badRequest(
-          `port ${s.name}/${p.name} cannot become tcp: license ${ruled.id} on it has method or path rules, ` +
-            'which a tcp port cannot apply; revoke it first',
-        );
-    }
+    const tcp = new Set(ports.filter((p) => p.protocol === 'tcp').map((p) => p.name));
+    const ruled =
+      tcp.size === 0
+        ? undefined
+        : this.store
+            .listLicenses({ service: s.name })
+            .find(
+              (l) => tcp.has(l.port) && l.revokedAt === null && l.expiresAt > now && (l.methods || l.paths),
+            );
+    if (ruled)
+      throw badRequest(
+        `port ${s.name}/${ruled.port} cannot become tcp: license ${ruled.id} on it has method or path rules, ` +
+          'which a tcp port cannot apply; revoke it first',
+      );
     const rec: ServiceRecord = { name: s.name, ports, createdAt: existing?.createdAt ?? this.clock.now() };
     this.store.putService(rec);
     this.audit({
