@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { isLoopbackHost } from '../config/schema.js';
 import type { HostPort } from '../config/types.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -119,6 +120,13 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   });
   server.on('error', (err) => log.error('admin server error', { err }));
   log.info('admin server listening', { address: formatHostPort(address) });
+  if (status !== undefined && !isLoopbackHost(address.host))
+    log.warn('the admin server listens beyond loopback', {
+      address: formatHostPort(address),
+      detail:
+        '/status lists license subjects, caller identities, origins and recent denials, in plain HTTP: ' +
+        'make sure only your scraper and operators can reach this address',
+    });
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
-import { MemorySink, silentLogger } from '../../src/log.js';
+import { Registry } from 'prom-client';
+import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
 import { createAccessLogger } from '../../src/telemetry/access-log.js';
 import { startAdminServer, type AdminServer } from '../../src/telemetry/admin-server.js';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.js';
@@ -168,6 +169,27 @@ describe('buildStatus', () => {
     expect(licenseState(compiled({ ...base, id: 'y', revokedAt: '2026-11-28T01:00:00Z' }), NOW)).toBe(
       'revoked',
     );
+  });
+
+  it('warns when the admin server, with its /status, listens beyond loopback', async () => {
+    const sink = new MemorySink();
+    const open = async (host: string): Promise<void> => {
+      const a = await startAdminServer({
+        listen: { host, port: 0 },
+        registry: new Registry(),
+        ready: () => ({ ok: true, reasons: [] }),
+        status: () => ({}),
+        log: createLogger({ sink }),
+      });
+      await a.close();
+    };
+    await open('127.0.0.1');
+    expect(sink.lines.filter((l) => l.level === 'warn')).toEqual([]);
+    await open('0.0.0.0');
+    const warn = sink.lines.filter((l) => l.level === 'warn');
+    expect(warn).toHaveLength(1);
+    expect(String(warn[0]!.msg)).toMatch(/beyond loopback/);
+    expect(String(warn[0]!.detail)).toMatch(/caller identities/);
   });
 
   it('is served by the admin server from live telemetry', async () => {
