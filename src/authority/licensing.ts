@@ -249,6 +249,12 @@ export class Licensing {
       const ttl = opts.ttl ?? l.ttl;
       const cap = hardExpiry(l);
       const target = Math.min(Math.max(now, l.notBefore) + ttl, cap);
+      if (target < cap && target <= l.expiresAt)
+        // Renewing never shortens a license: say so rather than blame the maximum lifetime.
+        throw conflict(
+          `license ${id} cannot be renewed with ttl ${formatDuration(ttl)}: it would end ${formatTime(target)}, ` +
+            `not after its current expiry ${formatTime(l.expiresAt)}; give a longer ttl, or revoke it to end it sooner`,
+        );
       if (target <= l.expiresAt || target <= now)
         throw conflict(
           `license ${id} cannot be renewed: it has reached its maximum lifetime (${formatDuration(l.maxLifetime)} from ` +

@@ -226,6 +226,13 @@ describe('authority API: services and licenses', () => {
     expect(second.status).toBe(409);
     expect(second.json).toMatchObject({ error: 'conflict' });
     expect(second.json.detail).toMatch(/maximum lifetime/);
+    const shorter = (
+      await admin.post('/v1/licenses', { subject: BACKEND, service: 'orders', port: 'db', ttl: '10h' })
+    ).json;
+    const short = await admin.post(`/v1/licenses/${shorter.id}/renew`, { ttl: '1h' });
+    expect(short.status).toBe(409);
+    expect(short.json.detail).toMatch(/cannot be renewed with ttl 1h: .* not after its current expiry/);
+    expect(short.json.detail).not.toMatch(/maximum lifetime/);
     const missing = await admin.post('/v1/licenses/lic_nope/renew');
     expect(missing.status).toBe(404);
     expect((await admin.get('/v1/licenses/lic_nope')).status).toBe(404);
