@@ -35,6 +35,18 @@ export function generateRsaKey(bits = 2048): string {
   }) as string;
 }
 
+/**
+ * A positive 128-bit serial number in hex whose first byte is 0x01-0x7f: the high bit clear so DER
+ * does not read it as negative, and never 0x00. node-forge writes the hex as it is, and a serial
+ * starting 00 00 is an INTEGER that OpenSSL 3 refuses to parse ("illegal padding"): about one
+ * certificate in 32,768 was unusable.
+ */
+export function certificateSerial(random: Buffer = randomBytes(16)): string {
+  const serial = Buffer.from(random);
+  serial[0] = serial[0]! & 0x7f || 0x01;
+  return serial.toString('hex');
+}
+
 /** Build and sign a certificate per `spec`; returns its PEM and the subject key PEM. */
 export function buildCertificate(spec: CertificateSpec): PemPair {
   const keyPem = spec.key ?? generateRsaKey();
@@ -43,10 +55,7 @@ export function buildCertificate(spec: CertificateSpec): PemPair {
 
   const cert = forge.pki.createCertificate();
   cert.publicKey = publicKey;
-  // Positive 128-bit serial (high bit cleared so DER does not read it as negative).
-  const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f;
-  cert.serialNumber = serial.toString('hex');
+  cert.serialNumber = certificateSerial();
   const notBefore = spec.notBefore ?? new Date(Date.now() - 60_000);
   cert.validity.notBefore = notBefore;
   cert.validity.notAfter = spec.notAfter ?? new Date(notBefore.getTime() + 365 * 86_400_000);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/errors.js';
 import { CA_FILES, initCa, readCaMeta } from '../../src/pki/ca.js';
+import { certificateSerial } from '../../src/pki/x509.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
@@ -164,5 +165,18 @@ describe('readCaMeta', () => {
     expect(() => readCaMeta(tmp)).toThrow(join(tmp, CA_FILES.meta));
     writeFileSync(join(tmp, CA_FILES.meta), 'not json');
     expect(() => readCaMeta(tmp)).toThrow(/expected \{"trustDomain"/);
+  });
+});
+
+describe('certificateSerial', () => {
+  it('never starts with a zero byte, which OpenSSL 3 refuses as "illegal padding" after a second one', () => {
+    expect(certificateSerial(Buffer.alloc(16))).toBe(`01${'00'.repeat(15)}`);
+    expect(certificateSerial(Buffer.from(`80${'00'.repeat(15)}`, 'hex')).slice(0, 2)).toBe('01');
+    expect(certificateSerial(Buffer.from(`ff${'ab'.repeat(15)}`, 'hex'))).toBe(`7f${'ab'.repeat(15)}`);
+    for (let i = 0; i < 2_000; i++) {
+      const first = parseInt(certificateSerial().slice(0, 2), 16);
+      expect(first).toBeGreaterThanOrEqual(1);
+      expect(first).toBeLessThanOrEqual(0x7f);
+    }
   });
 });
