@@ -257,7 +257,8 @@ export async function licenseShowCommand(argv: string[], io: CliIo = processIo()
 
 const RENEW_HELP = `Usage: portlicense license renew ID [--ttl D] [--reason TEXT] [--json]
 
-Extends the license to now + its ttl (or --ttl D), never past its max lifetime.
+Extends the license to now + its ttl (or --ttl D), never past its max lifetime; a --ttl
+that would end it sooner than it ends now is refused (409): revoke it instead.
 `;
 
 /** `portlicense license renew ID`. */
