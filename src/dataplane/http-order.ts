@@ -36,8 +36,12 @@ export function trackResponse(socket: Socket, res: ServerResponse): void {
   });
 }
 
-/** Run `fn` once every response started on `socket` so far has finished (now, when none is open). */
-export function afterResponses(socket: Socket, fn: () => void): void {
+/**
+ * Write a raw answer in its turn: run `fn` once every response started on `socket` so far has
+ * finished (now, when none is open), and never when an earlier answer closes the connection.
+ */
+export function answerInTurn(socket: Socket, fn: () => void): void {
+  if (closing.has(socket)) return;
   const p = pending.get(socket);
   if (p === undefined || p.count === 0) fn();
   else p.waiting.push(fn);

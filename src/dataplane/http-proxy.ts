@@ -22,7 +22,7 @@ import type { HostPort } from '../config/types.js';
 import { FlowRegistry } from './flows.js';
 import { createTlsListener, listenOn } from './handshake.js';
 import { HttpPortContext } from './http-context.js';
-import { afterResponses, isClosing } from './http-order.js';
+import { answerInTurn } from './http-order.js';
 import { handleRequest } from './http-request.js';
 import { writeRawAndClose } from './http-responses.js';
 import { handleUpgrade } from './http-upgrade.js';
@@ -108,13 +108,11 @@ export function createHttpPort(deps: PortDeps): PortListener {
     handleRequest(ctx, req, res, true),
   );
   // Answers written on the raw socket wait for the responses pipelined before them (http-order.ts).
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (isClosing(socket as Socket)) return;
-    afterResponses(socket as Socket, () => handleUpgrade(ctx, req, socket as TLSSocket, head));
-  });
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) =>
+    answerInTurn(socket as Socket, () => handleUpgrade(ctx, req, socket as TLSSocket, head)),
+  );
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-    if (isClosing(socket as Socket)) return;
-    afterResponses(socket as Socket, () => {
+    answerInTurn(socket as Socket, () => {
       writeRawAndClose(socket as Socket, responses.badRequest.unsupported_method);
       const conn = ctx.connection(socket as Socket);
       if (conn !== undefined) ctx.rejected(conn, 'CONNECT', req.url ?? '', 'unsupported_method');
@@ -218,7 +216,6 @@ function onClientError(ctx: HttpPortContext, err: NodeJS.ErrnoException, socket:
     identity: conn?.peer.identity,
     origin: conn?.peer.origin,
   });
-  // After an answer that closes the connection, what follows it gets no answer of its own.
-  if (isClosing(socket)) return;
-  afterResponses(socket, () => writeRawAndClose(socket, answer));
+  // In its turn, and not at all after an answer that closes the connection (http-order.ts).
+  answerInTurn(socket, () => writeRawAndClose(socket, answer));
 }
