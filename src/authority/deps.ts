@@ -1,6 +1,7 @@
 /** What the API routes work with: one object built by startAuthority, passed to every route module. */
 import type { Clock } from '../clock.js';
 import type { AuthorityConfig } from '../config/authority.js';
+import type { Authorizer } from './auth.js';
 import type { Logger } from '../log.js';
 import type { BundleCache } from './bundles.js';
 import type { Licensing } from './licensing.js';
@@ -13,6 +14,8 @@ import type { AuthorityStore } from './store.js';
 
 export interface ApiDeps {
   readonly config: AuthorityConfig;
+  /** Who may do what; the routes ask it which services a sidecar may name. */
+  readonly authorizer: Authorizer;
   readonly licensing: Licensing;
   /** Read-only uses: the audit log. Every change goes through `licensing`. */
   readonly store: AuthorityStore;

@@ -86,6 +86,8 @@ function bundleResult(status: number): BundleResult {
 export function syncRoutes(d: ApiDeps): Route[] {
   /** Nodes already warned about holding a version above the authority's. */
   const warnedAhead = new Set<string>();
+  /** Sidecar identities and services already warned about reporting outside their entries. */
+  const warnedOutOfScope = new Set<string>();
   return [
     {
       method: 'GET',
@@ -100,7 +102,7 @@ export function syncRoutes(d: ApiDeps): Route[] {
       pattern: '/v1/usage',
       role: 'sidecar',
       body: { types: ['json'], required: true },
-      handle: (ctx) => usage(d, ctx),
+      handle: (ctx) => usage(d, ctx, warnedOutOfScope),
     },
   ];
 }
@@ -114,6 +116,7 @@ async function bundle(d: ApiDeps, ctx: RequestContext, warnedAhead: Set<string>)
     const svc = checkValue(name(), s, 'services');
     if (!services.includes(svc)) services.push(svc);
   }
+  d.authorizer.requireServices(ctx.identity, services, 'pull bundles of');
   const waitMs = Math.min(
     q.integer('wait', { min: 0, max: 86_400, fallback: 0 }) * 1000,
     d.config.limits.maxWait,
@@ -166,15 +169,32 @@ function warnAhead(d: ApiDeps, node: string, known: number, version: number): vo
   );
 }
 
-function usage(d: ApiDeps, ctx: RequestContext): Reply {
+function usage(d: ApiDeps, ctx: RequestContext, warnedOutOfScope: Set<string>): Reply {
   const report = validateInput(usageSchema, ctx.body?.type === 'json' ? ctx.body.value : undefined);
-  const rows: UsageRow[] = report.usage.map((u) => ({
-    licenseId: u.license,
-    identity: u.identity,
-    origin: u.origin,
-    at: u.lastAccess,
-    count: u.count,
-  }));
+  // A sidecar bound to some services reports use of their licenses only: anything else would let
+  // its certificate keep other services' licenses alive. Such entries are left out (and named in
+  // the answer), not the whole report, so that a sidecar whose binding was narrowed under it still
+  // renews the licenses it may. (Unknown license ids are ignored later, as always.)
+  const allowed = d.authorizer.sidecarServices(ctx.identity);
+  const ignored = new Set<string>();
+  const rows: UsageRow[] = [];
+  for (const u of report.usage) {
+    if (allowed !== null) {
+      const service = d.store.getLicense(u.license)?.service;
+      if (service !== undefined && !allowed.has(service)) {
+        ignored.add(u.license);
+        warnOutOfScope(d, warnedOutOfScope, ctx.identity, service, allowed);
+        continue;
+      }
+    }
+    rows.push({
+      licenseId: u.license,
+      identity: u.identity,
+      origin: u.origin,
+      at: u.lastAccess,
+      count: u.count,
+    });
+  }
   const denials = report.denials.map((x) => ({
     identity: x.identity ?? null,
     reason: x.reason,
@@ -191,8 +211,31 @@ function usage(d: ApiDeps, ctx: RequestContext): Reply {
     });
   return {
     status: 200,
-    body: { renewed, version: d.licensing.version(), expiring: expiring(d, rows) },
+    body: {
+      renewed,
+      version: d.licensing.version(),
+      expiring: expiring(d, rows),
+      ...(ignored.size > 0 ? { ignored: [...ignored] } : {}),
+    },
   };
+}
+
+/** Warn once per (identity, service); `warned` is cleared when it grows past a bound. */
+function warnOutOfScope(
+  d: ApiDeps,
+  warned: Set<string>,
+  identity: string,
+  service: string,
+  allowed: ReadonlySet<string>,
+): void {
+  const key = `${identity} ${service}`;
+  if (warned.has(key)) return;
+  if (warned.size >= 10_000) warned.clear();
+  warned.add(key);
+  d.log.warn(
+    "a sidecar reported use of licenses of a service its sidecars entries do not allow; ignored (they are not renewed by its reports). Add the service to its entry, or fix the sidecar's ports",
+    { identity, service, allowed: [...allowed].sort() },
+  );
 }
 
 /**

@@ -132,8 +132,10 @@ export async function startAuthority(
       sidecarCounts: () => nodes.counts(),
       ...(opts.defaultMetrics === false ? { defaultMetrics: false } : {}),
     });
+    const authorizer = new Authorizer(config.trustDomains, config.admins, config.sidecars);
     const deps: ApiDeps = {
       config,
+      authorizer,
       licensing,
       store,
       bundles: new BundleCache(licensing, material.signingKey, clock, undefined, (id, error) =>
@@ -153,7 +155,7 @@ export async function startAuthority(
       tls: material.tls,
       handshakeTimeout: config.tls.handshakeTimeout,
       limits: config.limits,
-      authorizer: new Authorizer(config.trustDomains, config.admins, config.sidecars),
+      authorizer,
       router: new Router(createRoutes(deps)),
       log: log.child({ component: 'api' }),
     });

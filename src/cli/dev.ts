@@ -91,7 +91,8 @@ tls: { ca: certs/ca.pem, cert: certs/authority.pem, key: certs/authority-key.pem
 signingKey: certs/${CA_FILES.signingKey}
 store: { sqlite: data/authority.db }
 admins: ["spiffe://${TD}/admin/*"]
-sidecars: ["spiffe://${TD}/ns/*"]
+# The orders sidecar may pull and report for orders only (docs/authority.md, "Who may call what").
+sidecars: [{ identity: "${DEV_IDENTITIES.orders}", services: [orders] }]
 defaults: { ttl: 24h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }
 admin: { listen: 127.0.0.1:${authorityAdmin} }
 drainTimeout: 2s

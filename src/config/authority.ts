@@ -18,8 +18,10 @@ import {
   hostPort,
   indexPath,
   integer,
+  INVALID,
   listenersClash,
   map,
+  name,
   nonEmptyString,
   object,
   oneOf,
@@ -32,6 +34,7 @@ import {
   trustDomain,
   trustDomainOf,
   withDefault,
+  type Schema,
   type SchemaContext,
   validateDocument,
   tlsSection,
@@ -42,6 +45,19 @@ const SECOND = 1_000;
 const MINUTE = 60 * SECOND;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
+
+/**
+ * One `sidecars` entry. A plain subject string may pull bundles and report usage for any service;
+ * the mapping form `{ identity, services }` only for the services it lists, so that a sidecar's
+ * certificate, stolen or misused, can neither read other services' licenses nor keep them alive
+ * with made-up usage.
+ */
+export interface SidecarGrant {
+  /** An exact SPIFFE ID or a prefix ending in `/*`. */
+  readonly identity: string;
+  /** The services it may name; null for a plain string entry (every service). */
+  readonly services: readonly string[] | null;
+}
 
 /** The validated, frozen authority configuration. Durations in ms, paths absolute. */
 export interface AuthorityConfig {
@@ -66,8 +82,8 @@ export interface AuthorityConfig {
   };
   /** Subject patterns that may change services and licenses. */
   readonly admins: readonly string[];
-  /** Subject patterns that may pull bundles and report usage. */
-  readonly sidecars: readonly string[];
+  /** Who may pull bundles and report usage, and for which services. */
+  readonly sidecars: readonly SidecarGrant[];
   /** Applied to a grant that does not say otherwise. */
   readonly defaults: {
     readonly ttl: number;
@@ -118,6 +134,36 @@ const subjects = (what: string): ReturnType<typeof arrayOf<string>> =>
     unique: true,
   });
 
+const sidecarMapping = object({
+  identity: required(subjectPattern()),
+  services: required(
+    arrayOf(name(), {
+      minItems: 1,
+      minMessage: 'must list at least one service (a plain subject string allows every service)',
+      unique: true,
+    }),
+  ),
+});
+
+/** A subject string (every service) or `{ identity, services }`. */
+const sidecarGrant: Schema<SidecarGrant> = {
+  parse(value, path, ctx) {
+    if (typeof value === 'string') {
+      const identity = subjectPattern().parse(value, path, ctx);
+      return identity === INVALID ? INVALID : { identity, services: null };
+    }
+    if (asRecord(value) === undefined) {
+      report(
+        ctx,
+        path,
+        'must be a subject like spiffe://example.org/ns/orders/*, or a mapping { identity, services: [...] }',
+      );
+      return INVALID;
+    }
+    return sidecarMapping.parse(value, path, ctx);
+  },
+};
+
 const lifetimeSchema = duration({ min: SECOND, max: MAX_LICENSE_LIFETIME });
 
 const authoritySchema = object({
@@ -134,7 +180,13 @@ const authoritySchema = object({
     }),
   ),
   admins: required(subjects('admin')),
-  sidecars: required(subjects('sidecar')),
+  sidecars: required(
+    arrayOf(sidecarGrant, {
+      minItems: 1,
+      minMessage: 'must list at least one sidecar subject',
+      unique: true,
+    }),
+  ),
   defaults: section(
     object({
       ttl: withDefault(lifetimeSchema, AUTHORITY_DEFAULTS.ttl),
@@ -190,12 +242,14 @@ function crossCheck(raw: Record<string, unknown>, ctx: SchemaContext): void {
     for (const key of ['admins', 'sidecars'] as const) {
       const list = raw[key];
       if (!Array.isArray(list)) continue;
-      list.forEach((s, i) => {
-        const td = typeof s === 'string' ? trustDomainOf(s) : undefined;
+      list.forEach((s: unknown, i) => {
+        const mapping = asRecord(s);
+        const subject: unknown = mapping === undefined ? s : mapping.identity;
+        const td = typeof subject === 'string' ? trustDomainOf(subject) : undefined;
         if (td !== undefined && !domains.includes(td))
           report(
             ctx,
-            indexPath(key, i),
+            mapping === undefined ? indexPath(key, i) : `${indexPath(key, i)}.identity`,
             `trust domain "${td}" is not in trustDomains (${domains.join(', ')})`,
           );
       });

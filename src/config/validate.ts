@@ -92,7 +92,7 @@ function describeAuthority(c: AuthorityConfig): string {
     `authority config: listen ${formatHostPort(c.listen)}, trust domains ${c.trustDomains.join(', ')}`,
     `  store: sqlite ${c.store.sqlite}`,
     `  admins: ${c.admins.join(', ')}`,
-    `  sidecars: ${c.sidecars.join(', ')}`,
+    `  sidecars: ${c.sidecars.map((g) => (g.services === null ? g.identity : `${g.identity} (${g.services.join(', ')})`)).join(', ')}`,
     `  defaults: ttl ${formatDuration(d.ttl)}, maxLifetime ${formatDuration(d.maxLifetime)}, autoRenew ${d.autoRenew}, warnBefore ${formatDuration(d.warnBefore)}`,
     `  admin: http://${formatHostPort(c.admin.listen)}`,
   ].join('\n');

@@ -61,7 +61,7 @@ describe('loadAuthorityConfig', () => {
       // Relative to the config file's folder, like every path in it.
       store: { sqlite: join(confDir, 'data/authority.db') },
       admins: ['spiffe://example.org/admin/*'],
-      sidecars: ['spiffe://example.org/*'],
+      sidecars: [{ identity: 'spiffe://example.org/*', services: null }],
       defaults: {
         ttl: 86_400_000,
         maxLifetime: 30 * 86_400_000,
@@ -132,6 +132,47 @@ drainTimeout: 30s
     expect(lines(BASE)).toEqual([
       `authority.yaml:3: tls.key: file not found: ${join(root, 'certs/authority-key.pem')}`,
       `authority.yaml:4: signingKey: file not found: ${join(root, 'certs/bundle-signing-key.pem')}`,
+    ]);
+  });
+
+  it('takes sidecars bound to services beside plain subjects', () => {
+    const text = BASE.replace(
+      'sidecars: ["spiffe://example.org/*"]',
+      [
+        'sidecars:',
+        '  - spiffe://example.org/ops/*',
+        '  - { identity: "spiffe://example.org/ns/shop/*", services: [cart, checkout] }',
+      ].join('\n'),
+    );
+    expect(loadAuthorityConfig(write(text)).sidecars).toEqual([
+      { identity: 'spiffe://example.org/ops/*', services: null },
+      { identity: 'spiffe://example.org/ns/shop/*', services: ['cart', 'checkout'] },
+    ]);
+  });
+
+  it('names every bad sidecars entry, with its line', () => {
+    const text = BASE.replace(
+      'sidecars: ["spiffe://example.org/*"]',
+      [
+        'sidecars:',
+        '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
+        '  - { identity: "spiffe://other.org/x", services: [orders] }',
+        '  - { identity: "spiffe://example.org/ns/a/*", services: [] }',
+        '  - { identity: "spiffe://example.org/ns/b/*" }',
+        '  - { identity: "spiffe://example.org/ns/c/*", services: [orders], servces: [x] }',
+        '  - 42',
+        '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
+        '  - { identity: "spiffe://example.org/ns/d/*", services: ["no such/name"] }',
+      ].join('\n'),
+    );
+    expect(lines(text)).toEqual([
+      'authority.yaml:8: sidecars[1].identity: trust domain "other.org" is not in trustDomains (example.org)',
+      'authority.yaml:9: sidecars[2].services: must list at least one service (a plain subject string allows every service)',
+      'authority.yaml:10: sidecars[3].services: is required',
+      'authority.yaml:11: sidecars[4].servces: unknown key "servces" (did you mean "services"?)',
+      'authority.yaml:12: sidecars[5]: must be a subject like spiffe://example.org/ns/orders/*, or a mapping { identity, services: [...] }',
+      'authority.yaml:13: sidecars[6]: duplicate of sidecars[0]',
+      'authority.yaml:14: sidecars[7].services[0]: must be 1-63 lowercase letters, digits, ".", "_" or "-", starting and ending with a letter or digit',
     ]);
   });
 

@@ -60,7 +60,7 @@ describe('the examples in config/', () => {
     expect(c.signingKey).toBe(join(root, 'certs/bundle-signing-key.pem'));
     expect(c.store.sqlite).toBe(join(root, 'data/authority.db'));
     expect(c.admins).toEqual(['spiffe://example.org/admin/*']);
-    expect(c.sidecars).toEqual(['spiffe://example.org/*']);
+    expect(c.sidecars).toEqual([{ identity: 'spiffe://example.org/*', services: null }]);
     expect(c.admin.listen).toEqual({ host: '127.0.0.1', port: 9902 });
   });
 

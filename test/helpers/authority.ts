@@ -38,6 +38,8 @@ export interface ConfigOptions {
   listen?: { api: string; admin: string };
   /** Extra keys inside the `tls` mapping, e.g. `handshakeTimeout: 300ms`. */
   tls?: string;
+  /** The YAML value of `sidecars` (default `["spiffe://example.org/node/*"]`). */
+  sidecars?: string;
 }
 
 export function authorityFiles(): AuthorityFiles {
@@ -61,7 +63,7 @@ export function authorityFiles(): AuthorityFiles {
         'signingKey: signing-key.pem',
         'store: { sqlite: data/authority.db }',
         'admins: ["spiffe://example.org/admin/*"]',
-        'sidecars: ["spiffe://example.org/node/*"]',
+        `sidecars: ${opts.sidecars ?? '["spiffe://example.org/node/*"]'}`,
         'defaults: { ttl: 24h, maxLifetime: 30d, autoRenew: true, warnBefore: 72h }',
         `admin: { listen: "${listen.admin}" }`,
         'drainTimeout: 2s',
@@ -92,6 +94,8 @@ export interface TestAuthorityOptions {
   extraConfig?: string;
   /** Extra keys of the `tls` mapping. */
   tls?: string;
+  /** The YAML value of `sidecars`. */
+  sidecars?: string;
   /** Default 60 s: a ManualClock advanced by hours fires this timer once per interval. */
   expiryInterval?: number;
 }
@@ -101,6 +105,7 @@ export async function startTestAuthority(opts: TestAuthorityOptions = {}): Promi
   files.writeConfig({
     ...(opts.extraConfig ? { extra: opts.extraConfig } : {}),
     ...(opts.tls ? { tls: opts.tls } : {}),
+    ...(opts.sidecars ? { sidecars: opts.sidecars } : {}),
   });
   const clock = opts.clock ?? new ManualClock('2026-11-28T10:00:00Z');
   const sink = new MemorySink();
