@@ -54,6 +54,8 @@ export class AuthoritySync {
   private sleepTimer: TimerHandle | null = null;
   private reportTimer: TimerHandle | null = null;
   private pending: UsageReport | null = null;
+  /** Usage reports not delivered in a row: the first is a warning, the rest debug lines. */
+  private reportFailures = 0;
   private readonly warned = new Set<string>();
   /** Licenses the authority said are in use but cannot be renewed (autoRenew off, max lifetime). */
   readonly unrenewable = new Set<string>();
@@ -301,17 +303,31 @@ export class AuthoritySync {
           `usage report answered ${res.statusCode}: ${text.slice(0, 300)}`,
         );
       this.pending = null;
-      this.warnExpiring(text);
+      this.reportFailures = 0;
+      this.readAnswer(text);
     } catch (err) {
       this.pending = report;
-      if (!this.closed)
-        log.debug('usage report not delivered; kept for the next one', { error: errorMessage(err) });
+      if (this.closed) return;
+      // Until a report gets through, licenses in use here are not renewed: say so once, like a
+      // failed bundle sync, not at every interval.
+      const level = ++this.reportFailures > 1 ? 'debug' : 'warn';
+      log[level](
+        'usage report not delivered; kept for the next one, and licenses in use are not renewed until one is',
+        {
+          error: errorMessage(err),
+          authority: this.url.origin,
+        },
+      );
     }
   }
 
-  /** The authority lists licenses that are in use but cannot be renewed; say so once each. */
-  private warnExpiring(text: string): void {
+  /**
+   * The authority lists licenses that are in use but cannot be renewed, and licenses whose use it
+   * ignored (their service is not among this sidecar's in its `sidecars` entries): say so once each.
+   */
+  private readAnswer(text: string): void {
     let parsed: {
+      ignored?: unknown[];
       expiring?: Array<{
         id?: unknown;
         subject?: unknown;
@@ -325,6 +341,15 @@ export class AuthoritySync {
       parsed = JSON.parse(text) as typeof parsed;
     } catch {
       return;
+    }
+    for (const id of parsed.ignored ?? []) {
+      const key = `ignored ${String(id)}`;
+      if (this.warned.has(key)) continue;
+      this.warned.add(key);
+      this.deps.log.warn(
+        "the authority ignored this sidecar's use of a license: its sidecars entries do not allow the license's service, so use here does not renew it",
+        { license: id, authority: this.url.origin },
+      );
     }
     for (const e of parsed.expiring ?? []) {
       this.unrenewable.add(String(e.id));

@@ -9,17 +9,19 @@ import { systemClock } from '../../src/clock.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { AuthoritySync } from '../../src/control/authority-sync.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
 import { loadEd25519PublicKey } from '../../src/policy/bundle.js';
 import { PolicyStore } from '../../src/policy/store.js';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.js';
 import { UsageTracker } from '../../src/telemetry/usage.js';
 import {
   ADMIN,
+  FRONTEND,
   ORDERS_SERVICE,
   SIDECAR,
   startTestAuthority,
   type TestAuthority,
+  type TestAuthorityOptions,
 } from '../helpers/authority.js';
 import { waitFor } from '../helpers/net.js';
 import { svid, writeTlsFiles } from '../helpers/pki.js';
@@ -32,8 +34,8 @@ describe('AuthoritySync and authority.serverId', () => {
     await t?.close();
   });
 
-  const start = async (serverId: string) => {
-    t = await startTestAuthority();
+  const start = async (serverId: string, authority: TestAuthorityOptions = {}, sink?: MemorySink) => {
+    t = await startTestAuthority(authority);
     expect((await t.client(ADMIN).post('/v1/services', ORDERS_SERVICE)).status).toBeLessThan(300);
     const files = writeTlsFiles(t.dir, t.ca.cert, svid(SIDECAR), { name: 'node' });
     writeFileSync(join(t.dir, 'signing.pub.pem'), t.signingPublicKey.export({ type: 'spki', format: 'pem' }));
@@ -58,12 +60,12 @@ admin: { listen: 127.0.0.1:0 }
       tls: TlsMaterialStore.load(config.tls, silentLogger),
       publicKey: loadEd25519PublicKey(config.authority.signingPublicKey),
       clock: systemClock,
-      log: silentLogger,
+      log: sink === undefined ? silentLogger : createLogger({ sink, level: 'debug' }),
       metrics: createSidecarMetrics({ policy, usage, clock: systemClock, defaultMetrics: false }),
       usage,
     });
     sync.start();
-    return { policy, sync };
+    return { policy, sync, usage };
   };
 
   it('installs bundles from an authority that presents the configured SPIFFE ID', async () => {
@@ -82,5 +84,72 @@ admin: { listen: 127.0.0.1:0 }
     expect(s.lastError).toMatch(/presented spiffe:\/\/example\.org\/authority/);
     expect(policy.current().version).toBe(0);
     expect(s.lastSuccess).toBeNull();
+  });
+
+  it('warns once when usage reports cannot be delivered, not at every interval', async () => {
+    const sink = new MemorySink();
+    const { policy, sync: s, usage } = await start('spiffe://example.org/authority', {}, sink);
+    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
+    const granted = await t!
+      .client(ADMIN)
+      .post('/v1/licenses', { subject: FRONTEND, service: 'orders', port: 'http' });
+    expect(granted.status).toBe(201);
+    const e = usage.entry(granted.json.id as string, FRONTEND, '10.0.0.7');
+    e.at = Date.now();
+    e.count = 1;
+    await t!.close();
+    t = undefined;
+    await s.report();
+    await s.report();
+    const lines = sink.lines.filter((l) => /usage report not delivered/.test(String(l.msg)));
+    expect(lines.map((l) => l.level)).toEqual(['warn', 'debug']);
+    expect(lines[0]).toMatchObject({ authority: expect.stringMatching(/^https:\/\/127\.0\.0\.1:\d+$/) });
+  });
+
+  it("warns once per license whose use the authority ignored (a service outside the sidecar's entries)", async () => {
+    const sink = new MemorySink();
+    const {
+      policy,
+      sync: s,
+      usage,
+    } = await start(
+      'spiffe://example.org/authority',
+      { sidecars: '[{ identity: "spiffe://example.org/node/*", services: [orders] }]' },
+      sink,
+    );
+    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
+    const admin = t!.client(ADMIN);
+    const payments = { name: 'payments', ports: [{ name: 'http', protocol: 'http' }] };
+    expect((await admin.post('/v1/services', payments)).status).toBe(201);
+    const granted = await admin.post('/v1/licenses', {
+      subject: FRONTEND,
+      service: 'payments',
+      port: 'http',
+    });
+    expect(granted.status).toBe(201);
+    const id = granted.json.id as string;
+    const use = (): void => {
+      const e = usage.entry(id, FRONTEND, '10.0.0.7');
+      e.at = Date.now();
+      e.count++;
+    };
+    use();
+    await s.report();
+    use();
+    await s.report();
+    const ignored = sink.lines.filter((l) => /authority ignored/.test(String(l.msg)));
+    expect(ignored).toHaveLength(1);
+    expect(ignored[0]).toMatchObject({ level: 'warn', license: id });
+    expect(sink.lines.filter((l) => /usage report not delivered/.test(String(l.msg)))).toEqual([]);
+    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toBeNull();
+    // The authority said so too, once.
+    const said = t!.sink.lines.filter((l) => /sidecars entries do not allow/.test(String(l.msg)));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatchObject({
+      level: 'warn',
+      identity: SIDECAR,
+      service: 'payments',
+      allowed: ['orders'],
+    });
   });
 });
