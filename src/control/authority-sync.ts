@@ -30,6 +30,11 @@ import { readCacheFile, writeFileDurably } from './cache-file.js';
 const MAX_BUNDLE_BYTES = 64 * 1024 * 1024;
 /** Exact usage keys kept while reports cannot be delivered; beyond, folded per license. */
 const MAX_PENDING_KEYS = 20_000;
+/**
+ * Usage entries per POST /v1/usage: about 150 KB of JSON. A full tracker (10,000 keys) is about
+ * 1.5 MB, more than the authority's default body limit (limits.maxBodyBytes, 1 MiB).
+ */
+export const REPORT_BATCH = 1_000;
 
 export interface AuthoritySyncDeps {
   config: SidecarConfig;
@@ -263,9 +268,15 @@ export class AuthoritySync {
     }, this.deps.config.authority.reportInterval);
   }
 
-  /** Send what was used since the last report; keep it (merged, bounded) when the authority is away. */
+  /**
+   * Send what was used since the last report, in batches of REPORT_BATCH entries (a full tracker's
+   * report is larger than the authority takes in one body by default). When the authority is away
+   * (no answer, 5xx, 408, 429), what was not delivered is kept for the next report (merged,
+   * bounded). A batch refused with any other 4xx would be refused again: it is dropped and counted,
+   * so that it cannot block every later report (fresh use renews licenses just as well).
+   */
   async report(): Promise<void> {
-    const { usage, clock, config, metrics, log } = this.deps;
+    const { usage, clock, metrics, log } = this.deps;
     const fresh = usage.takeReport(clock.now());
     let report = fresh;
     if (this.pending) {
@@ -273,52 +284,64 @@ export class AuthoritySync {
       if (merged.dropped > 0) metrics.reportsDropped(merged.dropped);
       report = merged.report;
     }
-    if (report.usage.length === 0 && report.denials.length === 0) {
-      this.pending = null;
-      return;
-    }
+    this.pending = null;
+    let sent = 0;
+    do {
+      const batch = report.usage.slice(sent, sent + REPORT_BATCH);
+      const denials = sent === 0 ? report.denials : [];
+      if (batch.length === 0 && denials.length === 0) break;
+      try {
+        this.readAnswer(await this.postUsage(batch, denials));
+        this.reportFailures = 0;
+      } catch (err) {
+        if (this.closed) return;
+        const refused = err instanceof SyncError && err.permanent;
+        if (!refused) this.pending = { ...report, usage: report.usage.slice(sent), denials };
+        else metrics.reportsDropped(batch.length + denials.length);
+        // Until a report gets through, licenses in use here are not renewed: say so once, like a
+        // failed bundle sync, not at every interval.
+        const level = ++this.reportFailures > 1 ? 'debug' : 'warn';
+        log[level](
+          refused
+            ? 'usage report refused by the authority; dropped, and licenses in use are not renewed until one is taken'
+            : 'usage report not delivered; kept for the next one, and licenses in use are not renewed until one is',
+          { error: errorMessage(err), entries: batch.length + denials.length, authority: this.url.origin },
+        );
+        if (!refused) return;
+      }
+      sent += batch.length;
+    } while (sent < report.usage.length);
+  }
+
+  /** One POST /v1/usage; its answer's text. @throws SyncError when it was not taken. */
+  private async postUsage(batch: UsageReport['usage'], denials: UsageReport['denials']): Promise<string> {
     const body = canonicalJson({
-      node: config.node,
-      usage: report.usage.map((u) => ({
+      node: this.deps.config.node,
+      usage: batch.map((u) => ({
         license: u.licenseId,
         identity: u.identity,
         origin: u.origin,
         lastAccess: formatTime(u.lastAccess),
         count: u.count,
       })),
-      denials: report.denials.map((d) => ({ identity: d.identity, reason: d.reason, count: d.count })),
+      denials: denials.map((d) => ({ identity: d.identity, reason: d.reason, count: d.count })),
     });
-    try {
-      const res = await request(new URL('/v1/usage', this.url).href, {
-        dispatcher: this.agent,
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(15_000)]),
-      });
-      const text = await res.body.text();
-      if (res.statusCode >= 300)
-        throw new SyncError(
-          res.statusCode >= 500 ? 'http_5xx' : 'http_4xx',
-          `usage report answered ${res.statusCode}: ${text.slice(0, 300)}`,
-        );
-      this.pending = null;
-      this.reportFailures = 0;
-      this.readAnswer(text);
-    } catch (err) {
-      this.pending = report;
-      if (this.closed) return;
-      // Until a report gets through, licenses in use here are not renewed: say so once, like a
-      // failed bundle sync, not at every interval.
-      const level = ++this.reportFailures > 1 ? 'debug' : 'warn';
-      log[level](
-        'usage report not delivered; kept for the next one, and licenses in use are not renewed until one is',
-        {
-          error: errorMessage(err),
-          authority: this.url.origin,
-        },
-      );
-    }
+    const res = await request(new URL('/v1/usage', this.url).href, {
+      dispatcher: this.agent,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+      signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(15_000)]),
+    });
+    const text = await res.body.text();
+    const status = res.statusCode;
+    if (status < 300) return text;
+    const err = new SyncError(
+      status >= 500 ? 'http_5xx' : 'http_4xx',
+      `usage report answered ${status}: ${text.slice(0, 300)}`,
+    );
+    err.permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
+    throw err;
   }
 
   /**
@@ -380,6 +403,8 @@ export class AuthoritySync {
 }
 
 class SyncError extends Error {
+  /** A 4xx the same request would get again (not 408 or 429). */
+  permanent = false;
   constructor(
     readonly reason: SyncFailure,
     message: string,

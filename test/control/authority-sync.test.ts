@@ -152,4 +152,66 @@ admin: { listen: 127.0.0.1:0 }
       allowed: ['orders'],
     });
   });
+
+  it('delivers a report of 10,000 usage keys, which is more than one request body may hold', async () => {
+    const sink = new MemorySink();
+    const { policy, sync: s, usage } = await start('spiffe://example.org/authority', {}, sink);
+    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
+    const admin = t!.client(ADMIN);
+    const granted = await admin.post('/v1/licenses', { subject: FRONTEND, service: 'orders', port: 'http' });
+    expect(granted.status).toBe(201);
+    const id = granted.json.id as string;
+    // The tracker's default bound: 10,000 distinct (license, identity, origin) keys, about 1.5 MB
+    // of JSON, while the authority takes bodies of 1 MiB by default.
+    for (let i = 0; i < 10_000; i++) {
+      const e = usage.entry(id, FRONTEND, `10.1.${i >> 8}.${i & 255}`);
+      e.at = Date.now();
+      e.count = 2;
+    }
+    await s.report();
+    expect(sink.lines.filter((l) => /usage report not delivered/.test(String(l.msg)))).toEqual([]);
+    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess.count).toBe(20_000);
+  });
+
+  it('drops a report the authority refuses for good, so that the next one gets through', async () => {
+    const sink = new MemorySink();
+    // 100 keys are about 15 KB of JSON: over this authority's 2 KiB body limit (413).
+    const {
+      policy,
+      sync: s,
+      usage,
+    } = await start(
+      'spiffe://example.org/authority',
+      { extraConfig: 'limits: { maxBodyBytes: 2048 }' },
+      sink,
+    );
+    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
+    const admin = t!.client(ADMIN);
+    const granted = await admin.post('/v1/licenses', { subject: FRONTEND, service: 'orders', port: 'http' });
+    expect(granted.status).toBe(201);
+    const id = granted.json.id as string;
+    for (let i = 0; i < 100; i++) {
+      const e = usage.entry(id, FRONTEND, `10.2.0.${i}`);
+      e.at = Date.now();
+      e.count = 5;
+    }
+    await s.report();
+    const refused = sink.lines.filter((l) => /usage report refused/.test(String(l.msg)));
+    expect(refused).toEqual([expect.objectContaining({ level: 'warn', entries: 100 })]);
+    expect(String(refused[0]!.error)).toContain('usage report answered 413');
+    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toBeNull();
+
+    const e = usage.entry(id, FRONTEND, '10.2.0.200');
+    e.at = Date.now();
+    e.count = 1;
+    await s.report();
+    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toMatchObject({
+      origin: '10.2.0.200',
+      count: 1,
+    });
+    // Not kept and re-sent: nothing else was refused or delivered.
+    expect(sink.lines.filter((l) => /usage report (refused|not delivered)/.test(String(l.msg)))).toHaveLength(
+      1,
+    );
+  });
 });
