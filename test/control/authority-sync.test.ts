@@ -86,61 +86,55 @@ admin: { listen: 127.0.0.1:0 }
     expect(s.lastSuccess).toBeNull();
   });
 
-  it('warns once when usage reports cannot be delivered, not at every interval', async () => {
+  /**
+   * A synced sidecar whose log lands in a sink, a license for FRONTEND on `service`/http, and
+   * `use(origin, count)` to record its use in the sidecar's tracker.
+   */
+  const synced = async (service = 'orders', authority: TestAuthorityOptions = {}) => {
     const sink = new MemorySink();
-    const { policy, sync: s, usage } = await start('spiffe://example.org/authority', {}, sink);
+    const { policy, sync: s, usage } = await start('spiffe://example.org/authority', authority, sink);
     await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
-    const granted = await t!
-      .client(ADMIN)
-      .post('/v1/licenses', { subject: FRONTEND, service: 'orders', port: 'http' });
+    const admin = t!.client(ADMIN);
+    if (service !== 'orders') {
+      const other = { name: service, ports: [{ name: 'http', protocol: 'http' }] };
+      expect((await admin.post('/v1/services', other)).status).toBe(201);
+    }
+    const granted = await admin.post('/v1/licenses', { subject: FRONTEND, service, port: 'http' });
     expect(granted.status).toBe(201);
-    const e = usage.entry(granted.json.id as string, FRONTEND, '10.0.0.7');
-    e.at = Date.now();
-    e.count = 1;
+    const id = granted.json.id as string;
+    const use = (origin: string, count: number): void => {
+      const e = usage.entry(id, FRONTEND, origin);
+      e.at = Date.now();
+      e.count += count;
+    };
+    const logged = (re: RegExp) => sink.lines.filter((l) => re.test(String(l.msg)));
+    return { s, admin, id, use, logged };
+  };
+
+  it('warns once when usage reports cannot be delivered, not at every interval', async () => {
+    const { s, use, logged } = await synced();
+    use('10.0.0.7', 1);
     await t!.close();
     t = undefined;
     await s.report();
     await s.report();
-    const lines = sink.lines.filter((l) => /usage report not delivered/.test(String(l.msg)));
+    const lines = logged(/usage report not delivered/);
     expect(lines.map((l) => l.level)).toEqual(['warn', 'debug']);
     expect(lines[0]).toMatchObject({ authority: expect.stringMatching(/^https:\/\/127\.0\.0\.1:\d+$/) });
   });
 
   it("warns once per license whose use the authority ignored (a service outside the sidecar's entries)", async () => {
-    const sink = new MemorySink();
-    const {
-      policy,
-      sync: s,
-      usage,
-    } = await start(
-      'spiffe://example.org/authority',
-      { sidecars: '[{ identity: "spiffe://example.org/node/*", services: [orders] }]' },
-      sink,
-    );
-    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
-    const admin = t!.client(ADMIN);
-    const payments = { name: 'payments', ports: [{ name: 'http', protocol: 'http' }] };
-    expect((await admin.post('/v1/services', payments)).status).toBe(201);
-    const granted = await admin.post('/v1/licenses', {
-      subject: FRONTEND,
-      service: 'payments',
-      port: 'http',
+    const { s, admin, id, use, logged } = await synced('payments', {
+      sidecars: '[{ identity: "spiffe://example.org/node/*", services: [orders] }]',
     });
-    expect(granted.status).toBe(201);
-    const id = granted.json.id as string;
-    const use = (): void => {
-      const e = usage.entry(id, FRONTEND, '10.0.0.7');
-      e.at = Date.now();
-      e.count++;
-    };
-    use();
+    use('10.0.0.7', 1);
     await s.report();
-    use();
+    use('10.0.0.7', 1);
     await s.report();
-    const ignored = sink.lines.filter((l) => /authority ignored/.test(String(l.msg)));
+    const ignored = logged(/authority ignored/);
     expect(ignored).toHaveLength(1);
     expect(ignored[0]).toMatchObject({ level: 'warn', license: id });
-    expect(sink.lines.filter((l) => /usage report not delivered/.test(String(l.msg)))).toEqual([]);
+    expect(logged(/usage report not delivered/)).toEqual([]);
     expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toBeNull();
     // The authority said so too, once.
     const said = t!.sink.lines.filter((l) => /sidecars entries do not allow/.test(String(l.msg)));
@@ -154,64 +148,34 @@ admin: { listen: 127.0.0.1:0 }
   });
 
   it('delivers a report of 10,000 usage keys, which is more than one request body may hold', async () => {
-    const sink = new MemorySink();
-    const { policy, sync: s, usage } = await start('spiffe://example.org/authority', {}, sink);
-    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
-    const admin = t!.client(ADMIN);
-    const granted = await admin.post('/v1/licenses', { subject: FRONTEND, service: 'orders', port: 'http' });
-    expect(granted.status).toBe(201);
-    const id = granted.json.id as string;
+    const { s, admin, id, use, logged } = await synced();
     // The tracker's default bound: 10,000 distinct (license, identity, origin) keys, about 1.5 MB
     // of JSON, while the authority takes bodies of 1 MiB by default.
-    for (let i = 0; i < 10_000; i++) {
-      const e = usage.entry(id, FRONTEND, `10.1.${i >> 8}.${i & 255}`);
-      e.at = Date.now();
-      e.count = 2;
-    }
+    for (let i = 0; i < 10_000; i++) use(`10.1.${i >> 8}.${i & 255}`, 2);
     await s.report();
-    expect(sink.lines.filter((l) => /usage report not delivered/.test(String(l.msg)))).toEqual([]);
+    expect(logged(/usage report not delivered/)).toEqual([]);
     expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess.count).toBe(20_000);
   });
 
   it('drops a report the authority refuses for good, so that the next one gets through', async () => {
-    const sink = new MemorySink();
     // 100 keys are about 15 KB of JSON: over this authority's 2 KiB body limit (413).
-    const {
-      policy,
-      sync: s,
-      usage,
-    } = await start(
-      'spiffe://example.org/authority',
-      { extraConfig: 'limits: { maxBodyBytes: 2048 }' },
-      sink,
-    );
-    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
-    const admin = t!.client(ADMIN);
-    const granted = await admin.post('/v1/licenses', { subject: FRONTEND, service: 'orders', port: 'http' });
-    expect(granted.status).toBe(201);
-    const id = granted.json.id as string;
-    for (let i = 0; i < 100; i++) {
-      const e = usage.entry(id, FRONTEND, `10.2.0.${i}`);
-      e.at = Date.now();
-      e.count = 5;
-    }
+    const { s, admin, id, use, logged } = await synced('orders', {
+      extraConfig: 'limits: { maxBodyBytes: 2048 }',
+    });
+    for (let i = 0; i < 100; i++) use(`10.2.0.${i}`, 5);
     await s.report();
-    const refused = sink.lines.filter((l) => /usage report refused/.test(String(l.msg)));
+    const refused = logged(/usage report refused/);
     expect(refused).toEqual([expect.objectContaining({ level: 'warn', entries: 100 })]);
     expect(String(refused[0]!.error)).toContain('usage report answered 413');
     expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toBeNull();
 
-    const e = usage.entry(id, FRONTEND, '10.2.0.200');
-    e.at = Date.now();
-    e.count = 1;
+    use('10.2.0.200', 1);
     await s.report();
     expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toMatchObject({
       origin: '10.2.0.200',
       count: 1,
     });
     // Not kept and re-sent: nothing else was refused or delivered.
-    expect(sink.lines.filter((l) => /usage report (refused|not delivered)/.test(String(l.msg)))).toHaveLength(
-      1,
-    );
+    expect(logged(/usage report (refused|not delivered)/)).toHaveLength(1);
   });
 });
