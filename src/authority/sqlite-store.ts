@@ -15,6 +15,11 @@ import type { AuthorityStore, LicenseFilter } from './store.js';
  * for a row or sums for a license never passes this (a whole number a double holds exactly).
  */
 const MAX_USE_COUNT = Number.MAX_SAFE_INTEGER;
+/**
+ * Distinct (identity, origin) usage rows kept per license; use from further pairs adds to the
+ * license's `*` row (the same key a sidecar folds its own overflow into).
+ */
+export const MAX_USAGE_ROWS_PER_LICENSE = 1_000;
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -169,6 +174,10 @@ export class SqliteStore implements AuthorityStore {
          ON CONFLICT(license_id, identity, origin) DO UPDATE SET at = max(at, excluded.at),
            count = min(count + excluded.count, ${MAX_USE_COUNT})`,
       ),
+      usageRowExists: db.prepare<[string, string, string], { one: number }>(
+        'SELECT 1 AS one FROM usage WHERE license_id = ? AND identity = ? AND origin = ?',
+      ),
+      usageRows: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM usage WHERE license_id = ?'),
       lastAccess: db.prepare<
         [string],
         { license_id: string; identity: string; origin: string; at: number; count: number }
@@ -310,8 +319,19 @@ export class SqliteStore implements AuthorityStore {
     });
   }
 
+  /**
+   * Past MAX_USAGE_ROWS_PER_LICENSE distinct (identity, origin) rows, use from a new pair is added
+   * to the license's `*` row: a sidecar reporting ever new origins cannot grow the store without
+   * bound, and the license's last access and total stay right.
+   */
   addUsage(rows: readonly UsageRow[]): void {
-    for (const r of rows) this.stmt.addUsage.run(r);
+    const { usageRowExists, usageRows, addUsage } = this.stmt;
+    for (const r of rows) {
+      const folded =
+        usageRowExists.get(r.licenseId, r.identity, r.origin) === undefined &&
+        (usageRows.get(r.licenseId)?.n ?? 0) >= MAX_USAGE_ROWS_PER_LICENSE;
+      addUsage.run(folded ? { ...r, identity: '*', origin: '*' } : r);
+    }
   }
 
   lastAccess(licenseId: string): { last: UsageRow; total: number } | undefined {

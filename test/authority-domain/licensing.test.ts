@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/authority/api-error.js';
 import { covers, Licensing } from '../../src/authority/licensing.js';
 import { licenseState } from '../../src/authority/model.js';
-import { SqliteStore } from '../../src/authority/sqlite-store.js';
+import { MAX_USAGE_ROWS_PER_LICENSE, SqliteStore } from '../../src/authority/sqlite-store.js';
 import { ManualClock } from '../../src/clock.js';
 import { createLogger, MemorySink } from '../../src/log.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
@@ -228,6 +228,34 @@ describe('Licensing', () => {
     const seen = lic.lastAccess(l.id)!;
     expect(seen.total).toBe(Number.MAX_SAFE_INTEGER);
     expect(lic.list({ limit: 10 }).length).toBeGreaterThan(0);
+  });
+  it('keeps at most MAX_USAGE_ROWS_PER_LICENSE origins per license; further use adds to its * row', () => {
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http' }, 'admin');
+    const other = lic.grant({ subject: FRONTEND, service: 'orders', port: 'db' }, 'admin');
+    const row = (licenseId: string, origin: string, count: number, at = clock.now()) => ({
+      licenseId,
+      identity: FRONTEND,
+      origin,
+      at,
+      count,
+    });
+    const n = MAX_USAGE_ROWS_PER_LICENSE;
+    store.addUsage(Array.from({ length: n }, (_, i) => row(l.id, `10.0.${i >> 8}.${i & 255}`, 1)));
+    // Past the bound: new origins fold into `*`; a known origin still adds to its own row.
+    clock.advance(1000);
+    store.addUsage([row(l.id, 'new-1', 2), row(l.id, 'new-2', 3), row(l.id, '10.0.0.0', 4)]);
+    clock.advance(1000);
+    store.addUsage([row(l.id, 'new-3', 5, clock.now())]);
+    const count = (id: string) =>
+      (store['db'].prepare('SELECT count(*) AS n FROM usage WHERE license_id = ?').get(id) as { n: number })
+        .n;
+    expect(count(l.id)).toBe(n + 1);
+    const seen = lic.lastAccess(l.id)!;
+    expect(seen.total).toBe(n + 2 + 3 + 4 + 5);
+    expect(seen.last).toMatchObject({ identity: '*', origin: '*', at: clock.now(), count: 10 });
+    // Another license has its own bound.
+    store.addUsage([row(other.id, 'new-1', 1)]);
+    expect(lic.lastAccess(other.id)!.last).toMatchObject({ origin: 'new-1', count: 1 });
   });
 });
 
