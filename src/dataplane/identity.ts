@@ -51,9 +51,69 @@ export function uriSans(subjectAltName: string): string[] | null {
   return uris;
 }
 
+/** One DER element: its tag, and where its contents start and end; null when it does not fit. */
+function derElement(
+  der: Uint8Array,
+  pos: number,
+  end: number,
+): { tag: number; start: number; end: number } | null {
+  if (pos + 2 > end) return null;
+  const tag = der[pos]!;
+  let len = der[pos + 1]!;
+  let start = pos + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4 || start + n > end) return null;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + der[start + i]!;
+    start += n;
+  }
+  return start + len > end ? null : { tag, start, end: start + len };
+}
+
+/** keyCertSign and cRLSign in the first byte of a KeyUsage BIT STRING (bits 5 and 6). */
+const CA_KEY_USAGE = 0x04 | 0x02;
+
+/**
+ * Whether the certificate's KeyUsage extension (2.5.29.15) sets keyCertSign or cRLSign, which
+ * X.509-SVID forbids in a leaf. Node exposes no key-usage bits, so this walks the DER:
+ * Certificate > TBSCertificate > [3] > Extensions > Extension. A certificate OpenSSL has already
+ * parsed and verified is well formed; anything this walk cannot follow counts as no such bits.
+ */
+export function signsCertificates(der: Uint8Array): boolean {
+  const cert = derElement(der, 0, der.length);
+  if (cert?.tag !== 0x30) return false;
+  const tbs = derElement(der, cert.start, cert.end);
+  if (tbs?.tag !== 0x30) return false;
+  for (let p = tbs.start; p < tbs.end;) {
+    const field = derElement(der, p, tbs.end);
+    if (field === null) return false;
+    p = field.end;
+    if (field.tag !== 0xa3) continue;
+    const list = derElement(der, field.start, field.end);
+    if (list?.tag !== 0x30) return false;
+    for (let q = list.start; q < list.end;) {
+      const ext = derElement(der, q, list.end);
+      if (ext?.tag !== 0x30) return false;
+      q = ext.end;
+      const oid = derElement(der, ext.start, ext.end);
+      if (oid?.tag !== 0x06 || oid.end - oid.start !== 3) continue;
+      if (der[oid.start] !== 0x55 || der[oid.start + 1] !== 0x1d || der[oid.start + 2] !== 0x0f) continue;
+      let value = derElement(der, oid.end, ext.end);
+      if (value?.tag === 0x01) value = derElement(der, value.end, ext.end); // critical
+      if (value?.tag !== 0x04) return false;
+      const bits = derElement(der, value.start, value.end);
+      if (bits?.tag !== 0x03 || bits.end - bits.start < 2) return false;
+      return (der[bits.start + 1]! & CA_KEY_USAGE) !== 0;
+    }
+    return false;
+  }
+  return false;
+}
+
 /**
  * Check a verified certificate against the X.509-SVID rules and the accepted trust domains:
- * a leaf (not a CA), exactly one `spiffe://` URI SAN, a valid SPIFFE ID (no query, fragment,
+ * a leaf (not a CA, and no keyCertSign or cRLSign key usage), exactly one `spiffe://` URI SAN, a valid SPIFFE ID (no query, fragment,
  * port; at most 2048 bytes) with a path, of an accepted trust domain. URIs of other schemes are
  * ignored.
  */
@@ -62,6 +122,9 @@ export function certificateIdentity(
   trustDomains: readonly string[],
 ): PeerIdentityResult {
   if (cert.ca) return { error: 'the client certificate is a CA certificate, not a leaf' };
+  // X.509-SVID §4.3: a leaf must not be able to sign certificates or CRLs, basicConstraints or not.
+  if (signsCertificates(cert.raw))
+    return { error: 'the client certificate has key usage keyCertSign or cRLSign: not a leaf' };
   const san = cert.subjectAltName;
   if (san === undefined) return { error: 'the client certificate has no subjectAltName (no SPIFFE ID)' };
   const uris = uriSans(san);

@@ -7,7 +7,7 @@ import type { DenyReason } from '../../src/policy/types.js';
 import { FRONTEND, startHttpHarness, type HttpHarness, type TestLicense } from '../helpers/http.js';
 import { hasCompleteResponse, parseRaw, rawRequest } from '../helpers/http-client.js';
 import { Received, tlsConnect } from '../helpers/net.js';
-import { sharedCa } from '../helpers/pki.js';
+import { opensslLeaf, sharedCa, type PemPair } from '../helpers/pki.js';
 
 let h: HttpHarness | undefined;
 afterEach(async () => {
@@ -97,14 +97,27 @@ describe('http port: deny reasons', () => {
     await second.body.dump();
   });
 
-  for (const [name, uris] of [
-    ['no SPIFFE ID', []],
-    ['a foreign trust domain', ['spiffe://evil.org/ns/default/sa/frontend']],
-    ['two SPIFFE IDs', [FRONTEND, 'spiffe://example.org/ns/default/sa/second']],
+  const issued = (uris: string[]) => (): PemPair => sharedCa().issue({ uris, dns: ['localhost'] });
+  for (const [name, make] of [
+    ['no SPIFFE ID', issued([])],
+    ['a foreign trust domain', issued(['spiffe://evil.org/ns/default/sa/frontend'])],
+    ['two SPIFFE IDs', issued([FRONTEND, 'spiffe://example.org/ns/default/sa/second'])],
+    [
+      'a leaf that may sign certificates',
+      (): PemPair =>
+        opensslLeaf(sharedCa(), {
+          spiffeId: FRONTEND,
+          keyType: 'ec',
+          extensions: [
+            'basicConstraints=critical,CA:FALSE',
+            'keyUsage=critical,digitalSignature,keyCertSign',
+          ],
+        }),
+    ],
   ] as const) {
     it(`bad_identity (${name}): every request on the connection gets 403`, async () => {
       h = await startHttpHarness({ licenses: [{ id: 'lic_1', subject: 'spiffe://example.org/*' }] });
-      const leaf = sharedCa().issue({ uris: [...uris], dns: ['localhost'] });
+      const leaf = make();
       const socket = await tlsConnect({ ...h.address, ...h.credsFor(leaf) });
       const rx = new Received(socket);
       socket.write('GET /api HTTP/1.1\r\nHost: orders\r\n\r\n');

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { certificateIdentity, uriSans } from '../../src/dataplane/identity.js';
-import { createTestCa, type LeafOptions, type TestCa } from '../helpers/pki.js';
+import { certificateIdentity, signsCertificates, uriSans } from '../../src/dataplane/identity.js';
+import { createTestCa, opensslLeaf, type LeafOptions, type TestCa } from '../helpers/pki.js';
 
 const TD = ['example.org'];
 let ca: TestCa;
@@ -61,6 +61,57 @@ describe('certificateIdentity (X.509-SVID rules)', () => {
     expect(r.error).toContain('is a CA certificate');
     const r2 = identityOf({ uris: ['spiffe://example.org/a'], isCA: true });
     expect(r2.error).toContain('is a CA certificate');
+  });
+
+  it('refuses a leaf whose key usage may sign certificates or CRLs, with or without basicConstraints', () => {
+    const id = 'spiffe://example.org/ns/default/sa/frontend';
+    const made = (extensions: string[]) =>
+      new X509Certificate(opensslLeaf(ca, { spiffeId: id, keyType: 'ec', extensions }).cert);
+    const refused = 'the client certificate has key usage keyCertSign or cRLSign: not a leaf';
+    for (const extensions of [
+      ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature,keyCertSign'],
+      ['keyUsage=critical,cRLSign'],
+      ['keyUsage=digitalSignature,keyCertSign,cRLSign'], // not critical: no BOOLEAN before the value
+    ]) {
+      const cert = made(extensions);
+      expect(cert.ca).toBe(false);
+      expect(signsCertificates(cert.raw)).toBe(true);
+      expect(certificateIdentity(cert, TD)).toEqual({ error: refused });
+    }
+    // Other key usages, and none at all, are a leaf's.
+    for (const extensions of [
+      [
+        'basicConstraints=critical,CA:FALSE',
+        'keyUsage=critical,digitalSignature,keyEncipherment,keyAgreement',
+      ],
+      ['extendedKeyUsage=clientAuth'],
+    ]) {
+      const cert = made(extensions);
+      expect(signsCertificates(cert.raw)).toBe(false);
+      expect(certificateIdentity(cert, TD)).toEqual({ identity: id });
+    }
+    // forge-made leaves (every other test) and the CA itself.
+    expect(signsCertificates(leaf({ uris: [id] }).raw)).toBe(false);
+    expect(signsCertificates(new X509Certificate(ca.cert).raw)).toBe(true);
+  });
+
+  it('never throws on DER it cannot follow', () => {
+    const good = leaf({ uris: ['spiffe://example.org/a'] }).raw;
+    const inputs = [
+      Buffer.alloc(0),
+      Buffer.from([0x30]),
+      Buffer.from([0x30, 0x85, 1, 2, 3, 4, 5]), // a 5-byte length
+      Buffer.from([0x30, 0x82, 0xff, 0xff]), // longer than the input
+      Buffer.from([0x04, 0x00]),
+    ];
+    for (let cut = 1; cut < good.length; cut += 37) inputs.push(good.subarray(0, cut));
+    for (let i = 0; i < 200; i++) {
+      const b = Buffer.from(good);
+      const at = (i * 7919) % b.length;
+      b[at] = b[at]! ^ 0xff;
+      inputs.push(b);
+    }
+    for (const der of inputs) expect(typeof signsCertificates(der)).toBe('boolean');
   });
 
   it('refuses zero or several spiffe URIs', () => {

@@ -97,7 +97,13 @@ export function writeTlsFiles(
  */
 export function opensslLeaf(
   ca: PemPair,
-  opts: { spiffeId: string; keyType: 'ec' | 'rsa'; days?: number },
+  opts: {
+    spiffeId: string;
+    keyType: 'ec' | 'rsa';
+    days?: number;
+    /** x509v3 config lines besides the SAN; default: a leaf's basicConstraints, keyUsage and EKU. */
+    extensions?: string[];
+  },
 ): PemPair {
   const dir = mkdtempSync(join(tmpdir(), 'pl-openssl-'));
   try {
@@ -119,9 +125,11 @@ export function opensslLeaf(
     writeFileSync(
       f('ext.cnf'),
       [
-        'basicConstraints=critical,CA:FALSE',
-        'keyUsage=critical,digitalSignature,keyEncipherment',
-        'extendedKeyUsage=serverAuth,clientAuth',
+        ...(opts.extensions ?? [
+          'basicConstraints=critical,CA:FALSE',
+          'keyUsage=critical,digitalSignature,keyEncipherment',
+          'extendedKeyUsage=serverAuth,clientAuth',
+        ]),
         `subjectAltName=URI:${opts.spiffeId},DNS:localhost,IP:127.0.0.1`,
       ].join('\n'),
     );
