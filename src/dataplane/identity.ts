@@ -51,7 +51,11 @@ export function uriSans(subjectAltName: string): string[] | null {
   return uris;
 }
 
-/** One DER element: its tag, and where its contents start and end; null when it does not fit. */
+/**
+ * One element of a certificate's encoding: its tag, and where its contents start and end; null
+ * when it does not fit or uses what DER forbids (an indefinite length). Long-form lengths with
+ * leading zeros are BER, not DER, but OpenSSL takes them, so they are read too.
+ */
 function derElement(
   der: Uint8Array,
   pos: number,
@@ -63,9 +67,12 @@ function derElement(
   let start = pos + 2;
   if (len & 0x80) {
     const n = len & 0x7f;
-    if (n === 0 || n > 4 || start + n > end) return null;
+    if (n === 0 || start + n > end) return null;
     len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + der[start + i]!;
+    for (let i = 0; i < n; i++) {
+      len = len * 256 + der[start + i]!;
+      if (len > end) return null;
+    }
     start += n;
   }
   return start + len > end ? null : { tag, start, end: start + len };
@@ -76,39 +83,44 @@ const CA_KEY_USAGE = 0x04 | 0x02;
 
 /**
  * Whether the certificate's KeyUsage extension (2.5.29.15) sets keyCertSign or cRLSign, which
- * X.509-SVID forbids in a leaf. Node exposes no key-usage bits, so this walks the DER:
- * Certificate > TBSCertificate > [3] > Extensions > Extension. A certificate OpenSSL has already
- * parsed and verified is well formed; anything this walk cannot follow counts as no such bits.
+ * X.509-SVID forbids in a leaf; null when the encoding cannot be followed. Node exposes no
+ * key-usage bits, so this walks the DER: Certificate > TBSCertificate > [3] > Extensions >
+ * Extension, every one of them.
  */
-export function signsCertificates(der: Uint8Array): boolean {
+export function signsCertificates(der: Uint8Array): boolean | null {
   const cert = derElement(der, 0, der.length);
-  if (cert?.tag !== 0x30) return false;
+  if (cert?.tag !== 0x30) return null;
   const tbs = derElement(der, cert.start, cert.end);
-  if (tbs?.tag !== 0x30) return false;
+  if (tbs?.tag !== 0x30) return null;
+  let signs = false;
   for (let p = tbs.start; p < tbs.end;) {
     const field = derElement(der, p, tbs.end);
-    if (field === null) return false;
+    if (field === null) return null;
     p = field.end;
     if (field.tag !== 0xa3) continue;
     const list = derElement(der, field.start, field.end);
-    if (list?.tag !== 0x30) return false;
+    if (list?.tag !== 0x30) return null;
     for (let q = list.start; q < list.end;) {
       const ext = derElement(der, q, list.end);
-      if (ext?.tag !== 0x30) return false;
+      if (ext?.tag !== 0x30) return null;
       q = ext.end;
       const oid = derElement(der, ext.start, ext.end);
-      if (oid?.tag !== 0x06 || oid.end - oid.start !== 3) continue;
-      if (der[oid.start] !== 0x55 || der[oid.start + 1] !== 0x1d || der[oid.start + 2] !== 0x0f) continue;
+      if (oid?.tag !== 0x06) return null;
+      const ku =
+        oid.end - oid.start === 3 &&
+        der[oid.start] === 0x55 &&
+        der[oid.start + 1] === 0x1d &&
+        der[oid.start + 2] === 0x0f;
+      if (!ku) continue;
       let value = derElement(der, oid.end, ext.end);
       if (value?.tag === 0x01) value = derElement(der, value.end, ext.end); // critical
-      if (value?.tag !== 0x04) return false;
+      if (value?.tag !== 0x04) return null;
       const bits = derElement(der, value.start, value.end);
-      if (bits?.tag !== 0x03 || bits.end - bits.start < 2) return false;
-      return (der[bits.start + 1]! & CA_KEY_USAGE) !== 0;
+      if (bits?.tag !== 0x03 || bits.end - bits.start < 1) return null;
+      if (bits.end - bits.start > 1 && (der[bits.start + 1]! & CA_KEY_USAGE) !== 0) signs = true;
     }
-    return false;
   }
-  return false;
+  return signs;
 }
 
 /**
@@ -123,8 +135,10 @@ export function certificateIdentity(
 ): PeerIdentityResult {
   if (cert.ca) return { error: 'the client certificate is a CA certificate, not a leaf' };
   // X.509-SVID §4.3: a leaf must not be able to sign certificates or CRLs, basicConstraints or not.
-  if (signsCertificates(cert.raw))
-    return { error: 'the client certificate has key usage keyCertSign or cRLSign: not a leaf' };
+  const signs = signsCertificates(cert.raw);
+  if (signs === null)
+    return { error: 'the client certificate is not DER-encoded: its key usage cannot be checked' };
+  if (signs) return { error: 'the client certificate has key usage keyCertSign or cRLSign: not a leaf' };
   const san = cert.subjectAltName;
   if (san === undefined) return { error: 'the client certificate has no subjectAltName (no SPIFFE ID)' };
   const uris = uriSans(san);

@@ -95,6 +95,37 @@ describe('certificateIdentity (X.509-SVID rules)', () => {
     expect(signsCertificates(new X509Certificate(ca.cert).raw)).toBe(true);
   });
 
+  it('reads BER lengths OpenSSL takes, and refuses an encoding it cannot follow', () => {
+    const id = 'spiffe://example.org/ns/default/sa/frontend';
+    const der = new X509Certificate(
+      opensslLeaf(ca, {
+        spiffeId: id,
+        keyType: 'ec',
+        extensions: ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature,keyCertSign'],
+      }).cert,
+    ).raw;
+    const [cert] = parseTlv(der, 0, der.length);
+    expect(encodeTlv(cert!).equals(der)).toBe(true); // the re-encoder is exact
+    const tbs = cert!.kids![0]!;
+    const extList = tbs.kids!.find((k) => k.tag === 0xa3)!.kids![0]!;
+    const keyUsage = extList.kids!.find((e) => e.kids![0]!.bytes!.equals(Buffer.from([0x55, 0x1d, 0x0f])))!;
+    const variant = (node: Tlv, form: Tlv['form']): Buffer => {
+      node.form = form;
+      const out = encodeTlv(cert!);
+      node.form = undefined;
+      return out;
+    };
+    // Lengths in five bytes with leading zeros, on the extension list and on the extension itself.
+    expect(signsCertificates(variant(extList, 'long5'))).toBe(true);
+    expect(signsCertificates(variant(keyUsage, 'long5'))).toBe(true);
+    // An indefinite length: not followed, so not accepted either.
+    const indefinite = variant(extList, 'indefinite');
+    expect(signsCertificates(indefinite)).toBeNull();
+    expect(certificateIdentity(new X509Certificate(indefinite), TD)).toEqual({
+      error: 'the client certificate is not DER-encoded: its key usage cannot be checked',
+    });
+  });
+
   it('never throws on DER it cannot follow', () => {
     const good = leaf({ uris: ['spiffe://example.org/a'] }).raw;
     const inputs = [
@@ -111,7 +142,7 @@ describe('certificateIdentity (X.509-SVID rules)', () => {
       b[at] = b[at]! ^ 0xff;
       inputs.push(b);
     }
-    for (const der of inputs) expect(typeof signsCertificates(der)).toBe('boolean');
+    for (const der of inputs) expect([true, false, null]).toContain(signsCertificates(der));
   });
 
   it('refuses zero or several spiffe URIs', () => {
@@ -151,3 +182,52 @@ describe('certificateIdentity (X.509-SVID rules)', () => {
     expect(r.error).toBe('trust domain "evil.org" is not accepted (accepted: example.org, corp.example)');
   });
 });
+
+/** A BER/DER element, re-encodable with another length form (for encodings OpenSSL takes). */
+interface Tlv {
+  tag: number;
+  kids?: Tlv[];
+  bytes?: Buffer;
+  form?: 'long5' | 'indefinite' | undefined;
+}
+
+function parseTlv(der: Buffer, pos: number, end: number): Tlv[] {
+  const out: Tlv[] = [];
+  while (pos < end) {
+    const tag = der[pos]!;
+    let len = der[pos + 1]!;
+    let start = pos + 2;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = der.readUIntBE(start, n);
+      start += n;
+    }
+    const stop = start + len;
+    out.push(
+      tag & 0x20 ? { tag, kids: parseTlv(der, start, stop) } : { tag, bytes: der.subarray(start, stop) },
+    );
+    pos = stop;
+  }
+  return out;
+}
+
+function encodeTlv(t: Tlv): Buffer {
+  const content = t.kids ? Buffer.concat(t.kids.map(encodeTlv)) : t.bytes!;
+  const n = content.length;
+  if (t.form === 'indefinite')
+    return Buffer.concat([Buffer.from([t.tag, 0x80]), content, Buffer.from([0, 0])]);
+  if (t.form === 'long5')
+    return Buffer.concat([
+      Buffer.from([t.tag, 0x85, 0, 0, (n >> 16) & 255, (n >> 8) & 255, n & 255]),
+      content,
+    ]);
+  const len =
+    n < 0x80
+      ? [n]
+      : n < 0x100
+        ? [0x81, n]
+        : n < 0x10000
+          ? [0x82, n >> 8, n & 255]
+          : [0x83, n >> 16, (n >> 8) & 255, n & 255];
+  return Buffer.concat([Buffer.from([t.tag, ...len]), content]);
+}
