@@ -10,7 +10,7 @@ import type { AuthorityConfig } from '../config/authority.js';
 import type { DeclarativeFile, DeclarativeLicense, DeclarativeService } from '../config/declarative.js';
 import { formatDuration, formatTime } from '../config/duration.js';
 import type { Logger } from '../log.js';
-import { subjectMatches } from '../policy/spiffe.js';
+import { subjectCovers, subjectMatches } from '../policy/spiffe.js';
 import { badRequest, conflict, notFound } from './api-error.js';
 import {
   hardExpiry,
@@ -496,8 +496,4 @@ export class Licensing {
 }
 
 /** Whether revoking `pattern` covers a license granted to `subject` (an ID or a narrower prefix). */
-export function covers(pattern: string, subject: string): boolean {
-  if (pattern === subject) return true;
-  if (!pattern.endsWith('/*')) return false;
-  return subjectMatches(pattern, subject.endsWith('/*') ? subject.slice(0, -2) + '/x' : subject);
-}
+export const covers = subjectCovers;

@@ -4,6 +4,7 @@
  */
 import type { HostPort } from './types.js';
 import { formatDuration, MAX_LICENSE_LIFETIME } from './duration.js';
+import { subjectCovers } from '../policy/spiffe.js';
 import { readYamlFile, type YamlDocument } from './yaml.js';
 import { LOG_LEVELS, writableFileProblem } from './sidecar.js';
 import {
@@ -255,6 +256,20 @@ function crossCheck(raw: Record<string, unknown>, ctx: SchemaContext): void {
       });
     }
   }
+
+  // A plain subject allows every service: a mapping whose identities it all matches binds nothing.
+  const sidecars = Array.isArray(raw.sidecars) ? (raw.sidecars as unknown[]) : [];
+  sidecars.forEach((entry, i) => {
+    const identity = asRecord(entry)?.identity;
+    if (typeof identity !== 'string') return;
+    const plain = sidecars.findIndex((p) => typeof p === 'string' && subjectCovers(p, identity));
+    if (plain >= 0)
+      report(
+        ctx,
+        `${indexPath('sidecars', i)}.identity`,
+        `${identity} is also matched by sidecars[${plain}] (${String(sidecars[plain])}), a plain subject that allows every service, so this entry's services bind nothing: narrow or remove one of them`,
+      );
+  });
 
   const defaults = asRecord(raw.defaults);
   const ttl = defaults?.ttl == null ? AUTHORITY_DEFAULTS.ttl : peek(lifetimeSchema, defaults.ttl, ctx);

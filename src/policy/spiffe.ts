@@ -59,3 +59,13 @@ export function subjectMatches(pattern: string, identity: string): boolean {
   const base = pattern.slice(0, -1); // keep the trailing "/"
   return identity.length > base.length && identity.startsWith(base);
 }
+
+/**
+ * Whether `pattern` matches every identity `subject` matches: `subject` is the same pattern, or an
+ * ID or a narrower prefix under `pattern`'s prefix.
+ */
+export function subjectCovers(pattern: string, subject: string): boolean {
+  if (pattern === subject) return true;
+  if (!pattern.endsWith('/*')) return false;
+  return subjectMatches(pattern, subject.endsWith('/*') ? subject.slice(0, -2) + '/x' : subject);
+}

@@ -150,6 +150,25 @@ drainTimeout: 30s
     ]);
   });
 
+  it('refuses a bound entry that a plain subject entirely covers: its services would bind nothing', () => {
+    const text = BASE.replace(
+      'sidecars: ["spiffe://example.org/*"]',
+      [
+        'sidecars:',
+        '  - spiffe://example.org/ns/orders/*',
+        '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
+        '  - { identity: "spiffe://example.org/ns/orders/node/a", services: [orders] }',
+        // A narrower plain subject beside a broader binding is a deliberate exception: fine.
+        '  - spiffe://example.org/ns/shop/relay',
+        '  - { identity: "spiffe://example.org/ns/shop/*", services: [cart] }',
+      ].join('\n'),
+    );
+    expect(lines(text)).toEqual([
+      "authority.yaml:8: sidecars[1].identity: spiffe://example.org/ns/orders/* is also matched by sidecars[0] (spiffe://example.org/ns/orders/*), a plain subject that allows every service, so this entry's services bind nothing: narrow or remove one of them",
+      "authority.yaml:9: sidecars[2].identity: spiffe://example.org/ns/orders/node/a is also matched by sidecars[0] (spiffe://example.org/ns/orders/*), a plain subject that allows every service, so this entry's services bind nothing: narrow or remove one of them",
+    ]);
+  });
+
   it('names every bad sidecars entry, with its line', () => {
     const text = BASE.replace(
       'sidecars: ["spiffe://example.org/*"]',
