@@ -35,6 +35,22 @@ const MAX_PENDING_KEYS = 20_000;
  * 1.5 MB, more than the authority's default body limit (limits.maxBodyBytes, 1 MiB).
  */
 export const REPORT_BATCH = 1_000;
+/** JSON bytes per usage batch, about: entries with long identities or origins make fewer per batch. */
+const REPORT_BATCH_BYTES = 256 * 1024;
+
+/** Where the batch starting at `from` ends: at most `max` entries and about REPORT_BATCH_BYTES. */
+function batchEnd(usage: UsageReport['usage'], from: number, max: number): number {
+  const stop = Math.min(usage.length, from + max);
+  let bytes = 0;
+  let i = from;
+  for (; i < stop; i++) {
+    const u = usage[i]!;
+    // The field names, the time and the count are under 100 bytes.
+    bytes += u.licenseId.length + u.identity.length + u.origin.length + 100;
+    if (bytes > REPORT_BATCH_BYTES && i > from) break;
+  }
+  return i;
+}
 
 export interface AuthoritySyncDeps {
   config: SidecarConfig;
@@ -269,11 +285,12 @@ export class AuthoritySync {
   }
 
   /**
-   * Send what was used since the last report, in batches of REPORT_BATCH entries (a full tracker's
-   * report is larger than the authority takes in one body by default). When the authority is away
-   * (no answer, 5xx, 408, 429), what was not delivered is kept for the next report (merged,
-   * bounded). A batch refused with any other 4xx would be refused again: it is dropped and counted,
-   * so that it cannot block every later report (fresh use renews licenses just as well).
+   * Send what was used since the last report, in batches of at most REPORT_BATCH entries and about
+   * REPORT_BATCH_BYTES of JSON (a full tracker's report is larger than the authority takes in one
+   * body by default; a 413 halves the batches). When the authority is away (no answer, 5xx, 408,
+   * 429), what was not delivered is kept for the next report (merged, bounded). A batch refused with
+   * any other 4xx would be refused again: it is dropped and counted, and the rest is still sent, so
+   * that it cannot block every later report (fresh use renews licenses just as well).
    */
   async report(): Promise<void> {
     const { usage, clock, metrics, log } = this.deps;
@@ -285,32 +302,51 @@ export class AuthoritySync {
       report = merged.report;
     }
     this.pending = null;
+    let failed = false;
+    let size = REPORT_BATCH;
     let sent = 0;
+    let first = true;
     do {
-      const batch = report.usage.slice(sent, sent + REPORT_BATCH);
-      const denials = sent === 0 ? report.denials : [];
+      const end = batchEnd(report.usage, sent, size);
+      const batch = report.usage.slice(sent, end);
+      const denials = first ? report.denials : [];
       if (batch.length === 0 && denials.length === 0) break;
+      let answer: string;
       try {
-        this.readAnswer(await this.postUsage(batch, denials));
-        this.reportFailures = 0;
+        answer = await this.postUsage(batch, denials);
       } catch (err) {
         if (this.closed) return;
-        const refused = err instanceof SyncError && err.permanent;
-        if (!refused) this.pending = { ...report, usage: report.usage.slice(sent), denials };
-        else metrics.reportsDropped(batch.length + denials.length);
-        // Until a report gets through, licenses in use here are not renewed: say so once, like a
+        const status = err instanceof SyncError ? err.status : 0;
+        if (status === 413 && batch.length > 1) {
+          size = Math.ceil(batch.length / 2);
+          continue;
+        }
+        const refused = status >= 400 && status < 500 && status !== 408 && status !== 429;
+        // Until reports get through, licenses in use here are not renewed: say so once, like a
         // failed bundle sync, not at every interval.
-        const level = ++this.reportFailures > 1 ? 'debug' : 'warn';
-        log[level](
-          refused
-            ? 'usage report refused by the authority; dropped, and licenses in use are not renewed until one is taken'
-            : 'usage report not delivered; kept for the next one, and licenses in use are not renewed until one is',
-          { error: errorMessage(err), entries: batch.length + denials.length, authority: this.url.origin },
-        );
-        if (!refused) return;
+        if (!failed)
+          log[this.reportFailures === 0 ? 'warn' : 'debug'](
+            refused
+              ? 'usage report entries refused by the authority; dropped (the rest of the report is still sent)'
+              : 'usage report not delivered; kept for the next one, and licenses in use are not renewed until one is',
+            { error: errorMessage(err), entries: batch.length + denials.length, authority: this.url.origin },
+          );
+        failed = true;
+        if (!refused) {
+          this.pending = { ...report, usage: report.usage.slice(sent), denials };
+          this.reportFailures++;
+          return;
+        }
+        metrics.reportsDropped(batch.length + denials.length);
+        first = false;
+        sent = end;
+        continue;
       }
-      sent += batch.length;
+      this.readAnswer(answer);
+      first = false;
+      sent = end;
     } while (sent < report.usage.length);
+    this.reportFailures = failed ? this.reportFailures + 1 : 0;
   }
 
   /** One POST /v1/usage; its answer's text. @throws SyncError when it was not taken. */
@@ -336,12 +372,11 @@ export class AuthoritySync {
     const text = await res.body.text();
     const status = res.statusCode;
     if (status < 300) return text;
-    const err = new SyncError(
+    throw new SyncError(
       status >= 500 ? 'http_5xx' : 'http_4xx',
       `usage report answered ${status}: ${text.slice(0, 300)}`,
+      status,
     );
-    err.permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
-    throw err;
   }
 
   /**
@@ -350,22 +385,27 @@ export class AuthoritySync {
    */
   private readAnswer(text: string): void {
     let parsed: {
-      ignored?: unknown[];
-      expiring?: Array<{
-        id?: unknown;
-        subject?: unknown;
-        service?: unknown;
-        port?: unknown;
-        expiresAt?: unknown;
-        why?: unknown;
-      }>;
-    };
+      ignored?: unknown;
+      expiring?: unknown;
+    } | null;
     try {
       parsed = JSON.parse(text) as typeof parsed;
     } catch {
       return;
     }
-    for (const id of parsed.ignored ?? []) {
+    if (parsed === null || typeof parsed !== 'object') return;
+    const ignored = Array.isArray(parsed.ignored) ? (parsed.ignored as unknown[]) : [];
+    const expiring = Array.isArray(parsed.expiring)
+      ? (parsed.expiring as Array<{
+          id?: unknown;
+          subject?: unknown;
+          service?: unknown;
+          port?: unknown;
+          expiresAt?: unknown;
+          why?: unknown;
+        } | null>)
+      : [];
+    for (const id of ignored) {
       const key = `ignored ${String(id)}`;
       if (this.warned.has(key)) continue;
       this.warned.add(key);
@@ -374,7 +414,8 @@ export class AuthoritySync {
         { license: id, authority: this.url.origin },
       );
     }
-    for (const e of parsed.expiring ?? []) {
+    for (const e of expiring) {
+      if (e === null || typeof e !== 'object') continue;
       this.unrenewable.add(String(e.id));
       const key = `${String(e.id)}@${String(e.expiresAt)}`;
       if (this.warned.has(key)) continue;
@@ -403,11 +444,11 @@ export class AuthoritySync {
 }
 
 class SyncError extends Error {
-  /** A 4xx the same request would get again (not 408 or 429). */
-  permanent = false;
   constructor(
     readonly reason: SyncFailure,
     message: string,
+    /** The authority's answer, when there was one. */
+    readonly status = 0,
   ) {
     super(message);
   }

@@ -3,11 +3,13 @@
  * `authority.serverId` it installs bundles only from an authority presenting that SPIFFE ID.
  */
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
-import { AuthoritySync } from '../../src/control/authority-sync.js';
+import { AuthoritySync, REPORT_BATCH } from '../../src/control/authority-sync.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
 import { loadEd25519PublicKey } from '../../src/policy/bundle.js';
@@ -24,7 +26,7 @@ import {
   type TestAuthorityOptions,
 } from '../helpers/authority.js';
 import { waitFor } from '../helpers/net.js';
-import { svid, writeTlsFiles } from '../helpers/pki.js';
+import { sharedCa, svid, writeTlsFiles } from '../helpers/pki.js';
 
 describe('AuthoritySync and authority.serverId', () => {
   let t: TestAuthority | undefined;
@@ -34,7 +36,12 @@ describe('AuthoritySync and authority.serverId', () => {
     await t?.close();
   });
 
-  const start = async (serverId: string, authority: TestAuthorityOptions = {}, sink?: MemorySink) => {
+  const start = async (
+    serverId: string,
+    authority: TestAuthorityOptions = {},
+    sink?: MemorySink,
+    url?: (t: TestAuthority) => string,
+  ) => {
     t = await startTestAuthority(authority);
     expect((await t.client(ADMIN).post('/v1/services', ORDERS_SERVICE)).status).toBeLessThan(300);
     const files = writeTlsFiles(t.dir, t.ca.cert, svid(SIDECAR), { name: 'node' });
@@ -45,7 +52,7 @@ describe('AuthoritySync and authority.serverId', () => {
       `node: node-a
 trustDomains: [example.org]
 tls: { ca: ${files.ca}, cert: ${files.cert}, key: ${files.key} }
-authority: { url: "https://127.0.0.1:${t.running.address.port}", serverId: "${serverId}", signingPublicKey: signing.pub.pem, wait: 1s }
+authority: { url: "${url?.(t) ?? `https://127.0.0.1:${t.running.address.port}`}", serverId: "${serverId}", signingPublicKey: signing.pub.pem, wait: 1s }
 ports:
   - { name: http, service: orders, protocol: http, listen: 127.0.0.1:0, upstream: 127.0.0.1:9 }
 admin: { listen: 127.0.0.1:0 }
@@ -90,10 +97,11 @@ admin: { listen: 127.0.0.1:0 }
    * A synced sidecar whose log lands in a sink, a license for FRONTEND on `service`/http, and
    * `use(origin, count)` to record its use in the sidecar's tracker.
    */
-  const synced = async (service = 'orders', authority: TestAuthorityOptions = {}) => {
+  const synced = async (service = 'orders', authority: TestAuthorityOptions = {}, waitForBundle = true) => {
     const sink = new MemorySink();
     const { policy, sync: s, usage } = await start('spiffe://example.org/authority', authority, sink);
-    await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
+    if (waitForBundle)
+      await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
     const admin = t!.client(ADMIN);
     if (service !== 'orders') {
       const other = { name: service, ports: [{ name: 'http', protocol: 'http' }] };
@@ -157,25 +165,78 @@ admin: { listen: 127.0.0.1:0 }
     expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess.count).toBe(20_000);
   });
 
-  it('drops a report the authority refuses for good, so that the next one gets through', async () => {
-    // 100 keys are about 15 KB of JSON: over this authority's 2 KiB body limit (413).
+  it('halves its batches when the authority answers 413, and delivers every entry', async () => {
+    // 100 keys are about 15 KB of JSON: over this authority's 2 KiB body limit.
     const { s, admin, id, use, logged } = await synced('orders', {
       extraConfig: 'limits: { maxBodyBytes: 2048 }',
     });
     for (let i = 0; i < 100; i++) use(`10.2.0.${i}`, 5);
     await s.report();
-    const refused = logged(/usage report refused/);
-    expect(refused).toEqual([expect.objectContaining({ level: 'warn', entries: 100 })]);
-    expect(String(refused[0]!.error)).toContain('usage report answered 413');
-    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toBeNull();
+    expect(logged(/usage report/)).toEqual([]);
+    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess.count).toBe(500);
+  });
 
-    use('10.2.0.200', 1);
+  it('drops entries the authority refuses for good instead of re-sending them at every report', async () => {
+    // This sidecar's identity is not in sidecars: every report is refused with 403.
+    const { s, use, logged } = await synced(
+      'orders',
+      { sidecars: '["spiffe://example.org/other/*"]' },
+      false,
+    );
+    for (let i = 0; i < 3; i++) use(`10.3.0.${i}`, 1);
     await s.report();
-    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toMatchObject({
-      origin: '10.2.0.200',
-      count: 1,
-    });
-    // Not kept and re-sent: nothing else was refused or delivered.
-    expect(logged(/usage report (refused|not delivered)/)).toHaveLength(1);
+    use('10.3.0.9', 1);
+    await s.report();
+    const refused = logged(/usage report entries refused/);
+    expect(refused.map((l) => [l.level, l.entries])).toEqual([
+      ['warn', 3],
+      ['debug', 1], // the three were not kept
+    ]);
+    expect(String(refused[0]!.error)).toContain('usage report answered 403');
+  });
+
+  it('keeps only what was not delivered when a later batch fails, and sends denials once', async () => {
+    // A stand-in authority (its identity's certificate, real TLS) that takes the first batch, fails
+    // the second with 503, then takes everything.
+    const bodies: Array<{ usage: unknown[]; denials: unknown[] }> = [];
+    const answers = [200, 503];
+    const id = svid('spiffe://example.org/authority');
+    const server = createServer(
+      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
+      (req, res) => {
+        let body = '';
+        req.on('data', (d: Buffer) => (body += d.toString()));
+        req.on('end', () => {
+          if (req.url !== '/v1/usage') return void res.writeHead(503).end();
+          bodies.push(JSON.parse(body) as { usage: unknown[]; denials: unknown[] });
+          res.writeHead(answers.shift() ?? 200, { 'content-type': 'application/json' }).end('{"renewed":[]}');
+        });
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const { sync: s, usage } = await start(
+        'spiffe://example.org/authority',
+        {},
+        undefined,
+        () => `https://127.0.0.1:${port}`,
+      );
+      for (let i = 0; i < REPORT_BATCH + 500; i++) {
+        const e = usage.entry('lic_0123456789abcdef01234567', FRONTEND, `10.4.${i >> 8}.${i & 255}`);
+        e.at = Date.now();
+        e.count = 1;
+      }
+      usage.recordDenial('orders/http', FRONTEND, 'no_license', '10.4.9.9', Date.now());
+      await s.report(); // 1,000 entries and the denial taken; the other 500 fail (503)
+      await s.report(); // those 500 again, nothing else
+      expect(bodies.map((b) => [b.usage.length, b.denials.length])).toEqual([
+        [REPORT_BATCH, 1],
+        [500, 0],
+        [500, 0],
+      ]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });
