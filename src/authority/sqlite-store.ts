@@ -321,16 +321,25 @@ export class SqliteStore implements AuthorityStore {
 
   /**
    * Past MAX_USAGE_ROWS_PER_LICENSE distinct (identity, origin) rows, use from a new pair is added
-   * to the license's `*` row: a sidecar reporting ever new origins cannot grow the store without
-   * bound, and the license's last access and total stay right.
+   * to the license's `*` row (one more row): a sidecar reporting ever new origins cannot grow the
+   * store without bound, and the license's last access and total stay right.
    */
   addUsage(rows: readonly UsageRow[]): void {
     const { usageRowExists, usageRows, addUsage } = this.stmt;
+    /** Rows per license, counted once per call and kept up to date as rows are added. */
+    const counts = new Map<string, number>();
     for (const r of rows) {
-      const folded =
-        usageRowExists.get(r.licenseId, r.identity, r.origin) === undefined &&
-        (usageRows.get(r.licenseId)?.n ?? 0) >= MAX_USAGE_ROWS_PER_LICENSE;
-      addUsage.run(folded ? { ...r, identity: '*', origin: '*' } : r);
+      if (usageRowExists.get(r.licenseId, r.identity, r.origin) !== undefined) {
+        addUsage.run(r);
+        continue;
+      }
+      const n = counts.get(r.licenseId) ?? usageRows.get(r.licenseId)?.n ?? 0;
+      if (n >= MAX_USAGE_ROWS_PER_LICENSE) {
+        addUsage.run({ ...r, identity: '*', origin: '*' });
+        continue;
+      }
+      counts.set(r.licenseId, n + 1);
+      addUsage.run(r);
     }
   }
 
