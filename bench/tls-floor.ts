@@ -45,6 +45,8 @@ if (MODE !== 'conn' && MODE !== 'open') {
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RATE = Number(process.env.BENCH_RATE ?? 2000);
+/** Seconds of load before the generator starts counting. */
+const WARMUP = 1;
 /**
  * The `conn` floor: node's TLS server and nothing else (run as `node -e`, pinned like the
  * proxies), with the sidecar's socket options (`noDelay`: without it, an answer written right
@@ -95,7 +97,18 @@ interface Figures {
 }
 type Name = 'floor' | 'portlicense' | 'haproxy';
 
-/** tcmalloc where bin/portlicense finds it, so that the floor runs on the sidecar's allocator. */
+/**
+ * The floor's allocator settings, by bin/portlicense's rules (an operator's LD_PRELOAD wins,
+ * PORTLICENSE_MALLOC=system keeps the C library's allocator), so that both run on the same one.
+ */
+function allocatorEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env, MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ || '67108864' };
+  if (process.env.LD_PRELOAD || process.env.PORTLICENSE_MALLOC === 'system') return env;
+  const lib = tcmalloc();
+  return lib === undefined ? env : { ...env, LD_PRELOAD: lib };
+}
+
+/** tcmalloc where bin/portlicense looks for it. */
 function tcmalloc(): string | undefined {
   const dirs = ['/usr/lib64', '/usr/lib'];
   try {
@@ -112,7 +125,6 @@ try {
   const floorPort = await freePort();
   // With the sidecar's OpenSSL settings (one session ticket per handshake) and allocator, so that
   // the difference is the sidecar's own work.
-  const lib = tcmalloc();
   const floor = start(
     MODE === 'conn' ? 'node-tls-floor' : 'node-pipe-floor',
     PROXY_CPU,
@@ -127,7 +139,7 @@ try {
       pki.server.key,
       String(up.http),
     ],
-    lib === undefined ? process.env : { ...process.env, LD_PRELOAD: lib, MALLOC_TRIM_THRESHOLD_: '67108864' },
+    allocatorEnv(),
   );
   await waitForStdout(floor, /ready/);
   const haproxy = tools.haproxy === null ? null : await startHaproxy(tools.haproxy, pki, up);
@@ -157,7 +169,7 @@ try {
         '-conns',
         '16',
         '-warmup',
-        '1s',
+        `${WARMUP}s`,
         '-tls',
         '-ca',
         pki.ca,
@@ -182,7 +194,7 @@ try {
     if (g.bad + g.errors > 0) throw new Error(`requests not served: ${r.stdout}`);
     // conn: the CPU covers the warm-up, and so does `ok` (every connection answered in the run).
     // open: `ok` counts the measured seconds only; the warm-up second ran at the same rate.
-    const served = MODE === 'conn' ? g.ok : (g.ok * (SECONDS + 1)) / SECONDS;
+    const served = MODE === 'conn' ? g.ok : (g.ok * (SECONDS + WARMUP)) / SECONDS;
     return {
       rate: g.rate,
       cpuUs: (cpu * 1e6) / Math.max(1, served),
