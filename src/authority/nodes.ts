@@ -9,6 +9,7 @@
 import type { Clock, TimerHandle } from '../clock.js';
 import { formatTime } from '../config/duration.js';
 import type { Logger } from '../log.js';
+import { conflict } from './api-error.js';
 import type { NodeRecord } from './model.js';
 import type { AuthorityStore } from './store.js';
 
@@ -152,6 +153,25 @@ export class NodeTracker {
       if (cell) cell.count += d.count;
       else byKey.set(key, { identity: identityOut, reason: d.reason, count: d.count });
     }
+  }
+
+  /**
+   * A node name belongs to the identity that last used it while the node is fresh: another
+   * identity may take it over only once it has gone stale (a sidecar re-issued under a new SPIFFE
+   * ID waits at most staleAfter). Without this, any sidecar certificate could sync and report as
+   * another node and make it look alive.
+   * @throws ApiError 409 naming the holder.
+   */
+  claim(node: string, identity: string): void {
+    const prev = this.nodes.get(node);
+    if (prev === undefined || prev.identity === identity) return;
+    const now = this.clock.now();
+    if (this.state(prev, now) === 'stale') return;
+    const wait = Math.ceil((prev.lastSync! + this.staleAfterMs - now) / 1000);
+    throw conflict(
+      `node name ${node} is held by ${prev.identity}, which synced ${Math.round((now - prev.lastSync!) / 1000)}s ago: ` +
+        `give this sidecar its own node name, or wait until that one has been silent for ${Math.round(this.staleAfterMs / 1000)}s (${wait}s from now)`,
+    );
   }
 
   private noteIdentity(node: string, prev: NodeRecord | undefined, identity: string): void {

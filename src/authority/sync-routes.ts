@@ -117,6 +117,7 @@ async function bundle(d: ApiDeps, ctx: RequestContext, warnedAhead: Set<string>)
     if (!services.includes(svc)) services.push(svc);
   }
   d.authorizer.requireServices(ctx.identity, services, 'pull bundles of');
+  d.nodes.claim(node, ctx.identity);
   const waitMs = Math.min(
     q.integer('wait', { min: 0, max: 86_400, fallback: 0 }) * 1000,
     d.config.limits.maxWait,
@@ -171,6 +172,7 @@ function warnAhead(d: ApiDeps, node: string, known: number, version: number): vo
 
 function usage(d: ApiDeps, ctx: RequestContext, warnedOutOfScope: Set<string>): Reply {
   const report = validateInput(usageSchema, ctx.body?.type === 'json' ? ctx.body.value : undefined);
+  d.nodes.claim(report.node, ctx.identity);
   // A sidecar bound to some services reports use of their licenses only: anything else would let
   // its certificate keep other services' licenses alive. Such entries are left out (and named in
   // the answer), not the whole report, so that a sidecar whose binding was narrowed under it still

@@ -129,3 +129,42 @@ describe('authority API: sidecars entries bound to services', () => {
     expect(res.json.renewed).toEqual([foreign.id]);
   });
 });
+
+describe('authority API: a node name belongs to the identity using it', () => {
+  let t: TestAuthority;
+  afterEach(() => t.close());
+
+  it('refuses another identity the name of a fresh node, and lets it take over a stale one', async () => {
+    t = await startTestAuthority();
+    const clock = t.clock as ManualClock;
+    expect((await t.client(ADMIN).post('/v1/services', ORDERS_SERVICE)).status).toBe(201);
+    const owner = t.client(SIDECAR);
+    const other = t.client('spiffe://example.org/node/node-b');
+    expect((await owner.get('/v1/bundle?node=node-a&services=orders')).status).toBe(200);
+
+    clock.advance(10_000);
+    const pull = await other.get('/v1/bundle?node=node-a&services=orders');
+    expect(pull.status).toBe(409);
+    expect(pull.json.detail).toBe(
+      `node name node-a is held by ${SIDECAR}, which synced 10s ago: give this sidecar its own node name, ` +
+        'or wait until that one has been silent for 150s (140s from now)',
+    );
+    const report = await other.post('/v1/usage', { node: 'node-a', usage: [], denials: [] });
+    expect(report.status).toBe(409);
+    const held = (await t.client(ADMIN).get('/v1/nodes')).json.nodes as Array<Record<string, unknown>>;
+    expect(held).toEqual([expect.objectContaining({ node: 'node-a', identity: SIDECAR })]);
+    // The holder itself is never refused.
+    expect((await owner.post('/v1/usage', { node: 'node-a', usage: [], denials: [] })).status).toBe(200);
+
+    clock.advance(150_000); // silent past staleAfter (2 × maxWait + 30 s)
+    expect((await other.get('/v1/bundle?node=node-a&services=orders')).status).toBe(200);
+    const taken = (await t.client(ADMIN).get('/v1/nodes')).json.nodes as Array<Record<string, unknown>>;
+    expect(taken).toEqual([
+      expect.objectContaining({
+        node: 'node-a',
+        identity: 'spiffe://example.org/node/node-b',
+        state: 'fresh',
+      }),
+    ]);
+  });
+});
