@@ -311,7 +311,7 @@ export class AuthoritySync {
       const batch = report.usage.slice(sent, end);
       const denials = first ? report.denials : [];
       if (batch.length === 0 && denials.length === 0) break;
-      let answer: string;
+      let answer: string | null = null;
       try {
         answer = await this.postUsage(batch, denials);
       } catch (err) {
@@ -338,11 +338,8 @@ export class AuthoritySync {
           return;
         }
         metrics.reportsDropped(batch.length + denials.length);
-        first = false;
-        sent = end;
-        continue;
       }
-      this.readAnswer(answer);
+      if (answer !== null) this.readAnswer(answer);
       first = false;
       sent = end;
     } while (sent < report.usage.length);
