@@ -315,7 +315,8 @@ export class Licensing {
       const hit = this.store
         .liveLicenses(now)
         .filter(
-          (l) => (opts.service === undefined || l.service === opts.service) && covers(pattern, l.subject),
+          (l) =>
+            (opts.service === undefined || l.service === opts.service) && subjectCovers(pattern, l.subject),
         );
       const out = hit.map((l) => this.revokeTx(l, actor, opts.reason));
       return { value: out, bumps: out.length > 0 };
@@ -494,6 +495,3 @@ export class Licensing {
       ).length;
   }
 }
-
-/** Whether revoking `pattern` covers a license granted to `subject` (an ID or a narrower prefix). */
-export const covers = subjectCovers;

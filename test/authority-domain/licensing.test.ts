@@ -1,10 +1,11 @@
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/authority/api-error.js';
-import { covers, Licensing } from '../../src/authority/licensing.js';
+import { Licensing } from '../../src/authority/licensing.js';
 import { licenseState } from '../../src/authority/model.js';
 import { MAX_USAGE_ROWS_PER_LICENSE, SqliteStore } from '../../src/authority/sqlite-store.js';
 import { ManualClock } from '../../src/clock.js';
+import { subjectCovers } from '../../src/policy/spiffe.js';
 import { createLogger, MemorySink } from '../../src/log.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
@@ -259,12 +260,12 @@ describe('Licensing', () => {
   });
 });
 
-describe('covers', () => {
+describe('subjectCovers', () => {
   it('matches exact IDs and narrower prefixes under a prefix', () => {
-    expect(covers('spiffe://td/ns/*', 'spiffe://td/ns/a')).toBe(true);
-    expect(covers('spiffe://td/ns/*', 'spiffe://td/ns/a/*')).toBe(true);
-    expect(covers('spiffe://td/ns/*', 'spiffe://td/ns/*')).toBe(true);
-    expect(covers('spiffe://td/ns/*', 'spiffe://td/*')).toBe(false);
-    expect(covers('spiffe://td/ns/a', 'spiffe://td/ns/ab')).toBe(false);
+    expect(subjectCovers('spiffe://td/ns/*', 'spiffe://td/ns/a')).toBe(true);
+    expect(subjectCovers('spiffe://td/ns/*', 'spiffe://td/ns/a/*')).toBe(true);
+    expect(subjectCovers('spiffe://td/ns/*', 'spiffe://td/ns/*')).toBe(true);
+    expect(subjectCovers('spiffe://td/ns/*', 'spiffe://td/*')).toBe(false);
+    expect(subjectCovers('spiffe://td/ns/a', 'spiffe://td/ns/ab')).toBe(false);
   });
 });
