@@ -32,6 +32,11 @@ admins: ["spiffe://example.org/admin/*"]
 sidecars: ["spiffe://example.org/*"]
 `;
 
+/** BASE with its sidecars list replaced by these entries, one YAML list item each. */
+function withSidecars(...entries: string[]): string {
+  return BASE.replace('sidecars: ["spiffe://example.org/*"]', ['sidecars:', ...entries].join('\n'));
+}
+
 function write(text: string): string {
   const file = join(confDir, 'authority.yaml');
   writeFileSync(file, text);
@@ -136,13 +141,9 @@ drainTimeout: 30s
   });
 
   it('takes sidecars bound to services beside plain subjects', () => {
-    const text = BASE.replace(
-      'sidecars: ["spiffe://example.org/*"]',
-      [
-        'sidecars:',
-        '  - spiffe://example.org/ops/*',
-        '  - { identity: "spiffe://example.org/ns/shop/*", services: [cart, checkout] }',
-      ].join('\n'),
+    const text = withSidecars(
+      '  - spiffe://example.org/ops/*',
+      '  - { identity: "spiffe://example.org/ns/shop/*", services: [cart, checkout] }',
     );
     expect(loadAuthorityConfig(write(text)).sidecars).toEqual([
       { identity: 'spiffe://example.org/ops/*', services: null },
@@ -151,17 +152,13 @@ drainTimeout: 30s
   });
 
   it('refuses a bound entry that a plain subject entirely covers: its services would bind nothing', () => {
-    const text = BASE.replace(
-      'sidecars: ["spiffe://example.org/*"]',
-      [
-        'sidecars:',
-        '  - spiffe://example.org/ns/orders/*',
-        '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
-        '  - { identity: "spiffe://example.org/ns/orders/node/a", services: [orders] }',
-        // A narrower plain subject beside a broader binding is a deliberate exception: fine.
-        '  - spiffe://example.org/ns/shop/relay',
-        '  - { identity: "spiffe://example.org/ns/shop/*", services: [cart] }',
-      ].join('\n'),
+    const text = withSidecars(
+      '  - spiffe://example.org/ns/orders/*',
+      '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
+      '  - { identity: "spiffe://example.org/ns/orders/node/a", services: [orders] }',
+      // A narrower plain subject beside a broader binding is a deliberate exception: fine.
+      '  - spiffe://example.org/ns/shop/relay',
+      '  - { identity: "spiffe://example.org/ns/shop/*", services: [cart] }',
     );
     expect(lines(text)).toEqual([
       "authority.yaml:8: sidecars[1].identity: spiffe://example.org/ns/orders/* is also matched by sidecars[0] (spiffe://example.org/ns/orders/*), a plain subject that allows every service, so this entry's services bind nothing: narrow or remove one of them",
@@ -170,19 +167,15 @@ drainTimeout: 30s
   });
 
   it('names every bad sidecars entry, with its line', () => {
-    const text = BASE.replace(
-      'sidecars: ["spiffe://example.org/*"]',
-      [
-        'sidecars:',
-        '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
-        '  - { identity: "spiffe://other.org/x", services: [orders] }',
-        '  - { identity: "spiffe://example.org/ns/a/*", services: [] }',
-        '  - { identity: "spiffe://example.org/ns/b/*" }',
-        '  - { identity: "spiffe://example.org/ns/c/*", services: [orders], servces: [x] }',
-        '  - 42',
-        '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
-        '  - { identity: "spiffe://example.org/ns/d/*", services: ["no such/name"] }',
-      ].join('\n'),
+    const text = withSidecars(
+      '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
+      '  - { identity: "spiffe://other.org/x", services: [orders] }',
+      '  - { identity: "spiffe://example.org/ns/a/*", services: [] }',
+      '  - { identity: "spiffe://example.org/ns/b/*" }',
+      '  - { identity: "spiffe://example.org/ns/c/*", services: [orders], servces: [x] }',
+      '  - 42',
+      '  - { identity: "spiffe://example.org/ns/orders/*", services: [orders] }',
+      '  - { identity: "spiffe://example.org/ns/d/*", services: ["no such/name"] }',
     );
     expect(lines(text)).toEqual([
       'authority.yaml:8: sidecars[1].identity: trust domain "other.org" is not in trustDomains (example.org)',
