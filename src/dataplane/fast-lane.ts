@@ -30,7 +30,7 @@
  */
 import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
-import { normalizeTarget } from '../policy/path.js';
+import { normalizeTarget, type RequestTarget } from '../policy/path.js';
 import type { CompiledLicense, DenyReason } from '../policy/types.js';
 import type { UpstreamConn, UpstreamOwner, UpstreamPool } from './fast-upstream.js';
 import type { HttpConnection, Verdict } from './http-authorize.js';
@@ -158,6 +158,12 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private lineFor: CompiledLicense | null = null;
   /** A response head is open in RESPONSE_OUT, not written yet (only ever within one upstream read). */
   private headOpen = false;
+  /** The caller's bytes holding the request head in flight, while it may be sent again (`replayRequest`). */
+  private replay: Buffer | null = null;
+  /** Whether the upstream connection of the exchange in flight had served a request before. */
+  private upKept = false;
+  /** Whether any byte of the response in flight came from the upstream. */
+  private heard = false;
 
   constructor(
     private readonly port: FastLanePort,
@@ -255,17 +261,10 @@ export class FastConnection implements UpstreamOwner, Verdict {
     // A head that ends in a 400 is answered by the full path, with the bytes this lane has read.
     const target = normalizeTarget(head.target, head.method);
     if (target === null || target.path === '*') return this.handover();
-    const spans = this.parser.spans();
-    const drop = dropMarks(spans.count);
-    // The common head goes up as its own bytes (fast-heads.ts); any other is rewritten as strings.
-    let fields: string[] | null = null;
-    const authority = targetAuthority(head.target);
-    if (authority !== null || !plainRequestFields(spans, drop)) {
-      const uh = upstreamRequestHead(this.parser.fieldList(), this.conn.peer.origin, false, true);
-      if (typeof uh === 'string' || uh.host === null) return this.handover();
-      if (authority !== null && authority !== uh.host.toLowerCase()) return this.handover();
-      fields = uh.headers;
-    }
+    const fields = this.rewrittenFields(head);
+    if (fields === undefined) return this.handover();
+    // The caller's bytes this head was read from, for a replay (`replay`): a head read in one piece.
+    const raw = this.headMore === null ? this.headFirst : null;
     this.headStart = 0;
     this.headFirst = null;
     this.headMore = null;
@@ -285,35 +284,14 @@ export class FastConnection implements UpstreamOwner, Verdict {
       this.deny(this.reason!, rest);
       return;
     }
-    const peer = this.conn.peer;
-    const license = this.license;
-    let text: string | Buffer;
-    if (fields === null) {
-      if (license !== this.lineFor) {
-        this.lineFor = license;
-        this.licenseLine = license === null ? '' : licenseLine(license.id);
-      }
-      this.forwarded ??= forwardedLines(peer.origin, peer.identity);
-      text = requestHeadBytes(
-        REQUEST_OUT,
-        spans,
-        drop,
-        head.method,
-        head.target,
-        target,
-        this.forwarded,
-        this.licenseLine,
-        chunked,
-      );
-    } else {
-      vouch(fields, peer.identity, license === null ? null : license.id);
-      text = requestHeadText(head.method, target, fields, chunked);
-    }
+    const text = this.upstreamHead(head, target, fields);
     this.parser.release();
+    this.replay = this.bodyLength === 0 && replayable(head.method) ? raw : null;
 
     this.st = St.Busy;
     this.resp = Resp.Head;
     this.upReusable = true;
+    this.heard = false;
     const body = this.reqFramer;
     body.begin(head.framing, head.contentLength);
     // The body bytes read with the head are checked before the upstream is contacted: on the full
@@ -327,6 +305,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.respParser.begin(head.method);
     const up = this.port.pool.acquire(this);
     this.up = up;
+    this.upKept = up.connected;
     const sock = up.socket;
     this.waitStart = this.started; // same tick: one clock read per request
     if (rest === null) up.write(text);
@@ -338,6 +317,89 @@ export class FastConnection implements UpstreamOwner, Verdict {
       sock.uncork();
     }
     if (fields === null) REQUEST_OUT.settle(sock.writableLength > 0);
+  }
+
+  /**
+   * How the head the parser just returned goes up: null when as its own bytes (fast-heads.ts, its
+   * drop marks left in `dropMarks`), else as rewritten fields; undefined when the full path must
+   * answer it (a 400: no or a conflicting Host).
+   */
+  private rewrittenFields(head: RequestHead): string[] | null | undefined {
+    const spans = this.parser.spans();
+    const authority = targetAuthority(head.target);
+    if (authority === null && plainRequestFields(spans, dropMarks(spans.count))) return null;
+    const uh = upstreamRequestHead(this.parser.fieldList(), this.conn.peer.origin, false, true);
+    if (typeof uh === 'string' || uh.host === null) return undefined;
+    if (authority !== null && authority !== uh.host.toLowerCase()) return undefined;
+    return uh.headers;
+  }
+
+  /** The upstream request head for the verdict just made, from `rewrittenFields`' answer. */
+  private upstreamHead(head: RequestHead, target: RequestTarget, fields: string[] | null): string | Buffer {
+    const peer = this.conn.peer;
+    const license = this.license;
+    const chunked = this.bodyLength < 0;
+    if (fields !== null) {
+      vouch(fields, peer.identity, license === null ? null : license.id);
+      return requestHeadText(head.method, target, fields, chunked);
+    }
+    if (license !== this.lineFor) {
+      this.lineFor = license;
+      this.licenseLine = license === null ? '' : licenseLine(license.id);
+    }
+    this.forwarded ??= forwardedLines(peer.origin, peer.identity);
+    const spans = this.parser.spans();
+    return requestHeadBytes(
+      REQUEST_OUT,
+      spans,
+      dropMarks(spans.count),
+      head.method,
+      head.target,
+      target,
+      this.forwarded,
+      this.licenseLine,
+      chunked,
+    );
+  }
+
+  /**
+   * The kept upstream connection closed before a byte of the response: send the request again, once,
+   * on a new connection, when it is one Go's net/http Transport would retry — GET, HEAD, OPTIONS or
+   * TRACE without a body, on a connection that had served a request before. That is the keep-alive
+   * race (the upstream closed an idle connection as the request went out on it), and such a request
+   * may be sent twice (RFC 9110 §9.2.2). False when it may not: the caller gets the 502.
+   */
+  private replayRequest(): boolean {
+    const raw = this.replay;
+    this.replay = null;
+    if (raw === null || this.heard || !this.upKept || this.st !== St.Busy) return false;
+    const old = this.up;
+    this.up = null;
+    old?.destroy();
+    // The same bytes, parsed and rewritten as the first time (the verdict stands).
+    const head = this.parser.execute(raw);
+    const target = head.kind === 'head' ? normalizeTarget(head.target, head.method) : null;
+    const fields = target === null ? undefined : this.rewrittenFields(head as RequestHead);
+    if (fields === undefined) {
+      this.parser.release();
+      return false;
+    }
+    const text = this.upstreamHead(head as RequestHead, target!, fields);
+    this.parser.release();
+    const { ctx } = this.port;
+    ctx.note('info', 'upstream_retry', 'request sent again on a new upstream connection', {
+      reason: 'kept connection closed before answering',
+      method: this.method,
+      path: this.path,
+    });
+    this.respParser.begin(this.method);
+    const up = this.port.pool.acquire(this, true);
+    this.up = up;
+    this.upKept = false;
+    this.waitStart = performance.now();
+    up.write(text);
+    if (fields === null) REQUEST_OUT.settle(up.socket.writableLength > 0);
+    return true;
   }
 
   /** Request body bytes from the caller while it is uploading; what follows it is the next request. */
@@ -468,6 +530,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
 
   upstreamData(chunk: Buffer): void {
     this.lastIo = performance.now();
+    this.heard = true;
     this.upstreamBytes(chunk);
   }
 
@@ -525,6 +588,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private responseHead(head: ResponseHead, following: number): 'body' | 'none' | 'failed' {
     const { ctx } = this.port;
     this.waitStart = 0;
+    this.replay = null;
     if (head.framing === 'switch') {
       this.gatewayError('upstream_unavailable', 'unexpected_101');
       return 'failed';
@@ -599,15 +663,17 @@ export class FastConnection implements UpstreamOwner, Verdict {
       this.exchangeDone();
       return;
     }
-    if (this.resp === Resp.Head) this.gatewayError('upstream_unavailable', 'closed');
-    else if (this.resp === Resp.Body) this.abort();
+    if (this.resp === Resp.Head) {
+      if (!this.replayRequest()) this.gatewayError('upstream_unavailable', 'closed');
+    } else if (this.resp === Resp.Body) this.abort();
   }
 
   upstreamFailed(code: string): void {
     this.up = null;
     if (this.st !== St.Busy) return;
-    if (this.resp === Resp.Head) this.gatewayError('upstream_unavailable', code);
-    else if (this.resp === Resp.Body) {
+    if (this.resp === Resp.Head) {
+      if (!this.replayRequest()) this.gatewayError('upstream_unavailable', code);
+    } else if (this.resp === Resp.Body) {
       if (code === 'closed' && this.framer.finish()) {
         this.resp = Resp.Complete;
         this.exchangeDone();
@@ -651,6 +717,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.up = null;
     up?.destroy();
     this.waitStart = 0;
+    this.replay = null;
     if (this.resp !== Resp.Head) {
       this.abort();
       return;
@@ -733,6 +800,11 @@ export class FastConnection implements UpstreamOwner, Verdict {
     if (this.idle) this.close(null, false);
     else this.keepAlive = false;
   }
+}
+
+/** Methods a request may be sent again with, when it has no body (as Go's net/http Transport does). */
+function replayable(method: string): boolean {
+  return method === 'GET' || method === 'HEAD' || method === 'OPTIONS' || method === 'TRACE';
 }
 
 /** Whether the fast lane serves this request; everything else goes to the full path. */

@@ -161,13 +161,14 @@ export class UpstreamPool {
   /**
    * A connection for `owner`: a kept one (already connected: the owner may write at once) or a new
    * one still dialing (`upstreamConnected` follows; writes before it are queued by the socket).
+   * A kept connection is the one already `connected`. `fresh`: always a new one.
    */
-  acquire(owner: UpstreamOwner): UpstreamConn {
+  acquire(owner: UpstreamOwner, fresh = false): UpstreamConn {
     // A connection that dies leaves the list at once (forget); `dead` also covers the FIN seen
     // while it was being handed back. One past idleTimeout that the sweep (every quarter of it) has
     // not reached yet is closed here rather than handed out.
     const oldest = this.idle.length === 0 ? 0 : performance.now() - this.idleTimeout;
-    let c = this.idle.pop();
+    let c = fresh ? undefined : this.idle.pop();
     while (c !== undefined && (c.dead || c.idleSince <= oldest)) {
       c.idle = false;
       c.destroy();

@@ -59,8 +59,18 @@ function responses(text: string): { status: number; body: string }[] {
   }
 }
 
-/** An upstream that answers each request head it reads with `answer(n)` (n = 0, 1, ...). */
-async function rawUpstream(answer: (n: number, socket: Socket) => void): Promise<TestServer> {
+/** The log lines of requests the fast lane sent again on a new upstream connection. */
+function retries(x: HttpHarness): Record<string, unknown>[] {
+  return x.logs.lines
+    .filter((l) => l.msg === 'request sent again on a new upstream connection')
+    .map((l) => ({ level: l.level, method: l.method, path: l.path }));
+}
+
+/**
+ * An upstream that answers each request head it reads with `answer(n, socket, head)` (n = 0, 1, ...;
+ * `head` without its blank line). A request's body, if any, is read as the start of the next head.
+ */
+async function rawUpstream(answer: (n: number, socket: Socket, head: string) => void): Promise<TestServer> {
   let n = 0;
   return startTcpServer((s) => {
     let buf = '';
@@ -68,8 +78,9 @@ async function rawUpstream(answer: (n: number, socket: Socket) => void): Promise
       buf += d.toString('latin1');
       let end: number;
       while ((end = buf.indexOf('\r\n\r\n')) !== -1) {
+        const head = buf.slice(0, end);
         buf = buf.slice(end + 4);
-        answer(n++, s);
+        answer(n++, s, head);
       }
     });
   });
@@ -471,7 +482,95 @@ describe('fast lane: upstream responses', () => {
     rx.socket.write(GET('/again'));
     await rx.until((t) => responses(t).length === 2);
     expect(responses(rx.text).map((r) => r.status)).toEqual([502, 200]);
+    // A new connection's first request is not sent again: the upstream may be what fails it.
+    expect(retries(h)).toEqual([]);
     rx.socket.destroy();
+  });
+
+  describe('the keep-alive race: a kept connection closed as a request went out on it', () => {
+    const OK = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
+
+    it.each(['reset', 'FIN'])(
+      'sends a GET again, once, on a new connection when the kept one closes (%s) before answering',
+      async (how) => {
+        const heads: string[] = [];
+        raw = await rawUpstream((n, s, head) => {
+          heads.push(head);
+          if (n !== 1) s.write(OK);
+          else if (how === 'reset') s.destroy();
+          else s.end();
+        });
+        h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+        const rx = await rawRequest(h.address, h.creds, GET('/first'));
+        await rx.until((t) => responses(t).length === 1);
+        rx.socket.write(GET('/second'));
+        await rx.until((t) => responses(t).length === 2);
+        expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
+        // The same head both times, the proxy's fields included; the second time on a new connection.
+        expect(heads).toHaveLength(3);
+        expect(heads[2]).toBe(heads[1]);
+        expect(heads[2]).toContain('x-portlicense-identity: spiffe://example.org/ns/default/sa/frontend');
+        expect(raw.accepted()).toBe(2);
+        expect(retries(h)).toEqual([{ level: 'info', method: 'GET', path: '/second' }]);
+        rx.socket.destroy();
+      },
+    );
+
+    it('answers 502 when the new connection closes too: a request is sent again at most once', async () => {
+      raw = await rawUpstream((n, s) => {
+        if (n === 1 || n === 2) s.destroy();
+        else s.write(OK);
+      });
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+      const rx = await rawRequest(h.address, h.creds, GET('/1'));
+      await rx.until((t) => responses(t).length === 1);
+      rx.socket.write(GET('/2'));
+      await rx.until((t) => responses(t).length === 2);
+      rx.socket.write(GET('/3'));
+      await rx.until((t) => responses(t).length === 3);
+      expect(responses(rx.text).map((r) => r.status)).toEqual([200, 502, 200]);
+      expect(raw.accepted()).toBe(3);
+      expect(retries(h)).toHaveLength(1);
+      rx.socket.destroy();
+    });
+
+    const notAgain: [string, string, (s: Socket) => void][] = [
+      [
+        'a POST (not idempotent)',
+        'POST /pay HTTP/1.1\r\nHost: orders\r\nContent-Length: 0\r\n\r\n',
+        (s) => s.destroy(),
+      ],
+      [
+        'a DELETE (Go does not retry it either)',
+        'DELETE /item HTTP/1.1\r\nHost: orders\r\n\r\n',
+        (s) => s.destroy(),
+      ],
+      [
+        'a GET with a body',
+        'GET /q HTTP/1.1\r\nHost: orders\r\nContent-Length: 2\r\n\r\nhi',
+        (s) => s.destroy(),
+      ],
+      ['a GET the upstream began to answer', GET('/partial'), (s) => s.end('HTTP/1.1 200 OK\r\n')],
+    ];
+    it.each(notAgain)('does not send %s again: the caller gets 502', async (_what, request, fail) => {
+      let seen = 0;
+      raw = await rawUpstream((n, s) => {
+        seen++;
+        if (n === 1) fail(s);
+        else s.write(OK);
+      });
+      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+      const rx = await rawRequest(h.address, h.creds, GET('/first'));
+      await rx.until((t) => responses(t).length === 1);
+      rx.socket.write(request);
+      await rx.until((t) => responses(t).length === 2);
+      expect(responses(rx.text).map((r) => r.status)).toEqual([200, 502]);
+      expect(retries(h)).toEqual([]);
+      expect(raw.accepted()).toBe(1);
+      // (the GET's body reads as one more head at the upstream, which answers it on a closed socket)
+      expect(seen).toBeGreaterThanOrEqual(2);
+      rx.socket.destroy();
+    });
   });
 
   it('relays a large response byte for byte to a caller that holds it back, then reads it', async () => {
