@@ -197,7 +197,9 @@ export class WorkerPool {
         s.version = msg.version;
         return;
       case 'policy-rejected':
-        this.opts.log.error('a worker rejected the bundle; it keeps enforcing its previous one', {
+        // The worker denies everything and exits; it is restarted (onExit) with the current bundle.
+        s.version = null;
+        this.opts.log.error('a worker rejected the bundle; it stops and is restarted with it', {
           worker: s.slot,
           version: msg.version,
           error: msg.error,

@@ -16,6 +16,7 @@ import { bindDataPlane, closeDataPlane, createDataPlane } from '../dataplane/lis
 import { TlsMaterialStore } from '../dataplane/tls-context.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
 import { BatchedSink, createLogger, type Logger, type LogSink } from '../log.js';
+import { emptySnapshot } from '../policy/snapshot.js';
 import { PolicyStore } from '../policy/store.js';
 import { createAccessLogger } from '../telemetry/access-log.js';
 import { createSidecarMetrics } from '../telemetry/metrics.js';
@@ -173,11 +174,21 @@ async function startWorker(
         policy.swap(snapshot);
         channel.send({ pl: 1, t: 'policy-applied', version: p.version });
       } catch (err) {
-        log.error('bundle from the control plane rejected; keeping the current one', {
+        // The control plane enforces this version (it compiled it): serving the previous one here
+        // would let through what it revoked, on this worker's share of the connections. Deny all and
+        // cut the open flows at once, then exit: the control plane starts this worker again with the
+        // current bundle (and keeps the node unready while it cannot).
+        policy.swap(emptySnapshot());
+        log.error('bundle from the control plane rejected; denying everything and exiting, to be restarted', {
           version: p.version,
           error: errorMessage(err),
         });
-        channel.send({ pl: 1, t: 'policy-rejected', version: p.version, error: errorMessage(err) });
+        clearInterval(timer);
+        flush();
+        channel.send({ pl: 1, t: 'policy-rejected', version: p.version, error: errorMessage(err) }, () =>
+          opts.exit(1),
+        );
+        return;
       }
     }
     compiling = false;

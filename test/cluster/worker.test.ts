@@ -121,7 +121,7 @@ describe('runWorker', () => {
     expect(exits).toEqual([0]);
   });
 
-  it('rejects a policy it cannot compile and keeps the one in force', async () => {
+  it('rejects a policy it cannot compile: denies everything, cuts its flows and exits 1 to be restarted', async () => {
     const t0 = Date.now();
     const granted = ordersSnapshot([dbLicense(t0, 'lic_1', FRONTEND, -1, 60)], t0);
     deliver({
@@ -132,13 +132,19 @@ describe('runWorker', () => {
       ticketKeys: KEYS,
     } satisfies ToWorker);
     const port = (await next('listening')).ports[0]!.at.port;
+    const open = await connect(port);
+    expect(await roundTrip(open, 'before\n')).toBe('before\n');
     deliver({
       pl: 1,
       t: 'policy',
       policy: { ...policyPayload(granted), version: granted.version + 1, issuedAt: 'never' },
     } satisfies ToWorker);
+    // The control plane enforces the new version: this worker may not go on with the old one.
     expect(await next('policy-rejected')).toMatchObject({ version: granted.version + 1 });
-    expect(await roundTrip(await connect(port), 'still\n')).toBe('still\n');
+    await closed(open);
+    await closed(await connect(port));
+    await waitFor(() => exits.length > 0, { what: 'worker exit' });
+    expect(exits).toEqual([1]);
   });
 
   it('applies policies in order and drops one superseded while it compiled', async () => {
