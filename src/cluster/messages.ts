@@ -36,6 +36,8 @@ export type ToWorker =
     }
   | { pl: 1; t: 'policy'; policy: PolicyPayload }
   | { pl: 1; t: 'reload-tls' }
+  /** Heartbeat: answer `pong` (a worker whose event loop is blocked cannot). */
+  | { pl: 1; t: 'ping' }
   /** Stop accepting, finish open work until `deadline` (epoch ms), flush telemetry, exit 0. */
   | { pl: 1; t: 'drain'; deadline: number };
 
@@ -62,9 +64,10 @@ export type ToPrimary =
   | { pl: 1; t: 'telemetry'; batch: TelemetryBatch }
   /** The worker cannot run (a listener cannot be bound...); it exits 1 right after. */
   | { pl: 1; t: 'fatal'; code: string; error: string }
-  | { pl: 1; t: 'drained' };
+  | { pl: 1; t: 'drained' }
+  | { pl: 1; t: 'pong' };
 
-const TO_WORKER = new Set<string>(['init', 'policy', 'reload-tls', 'drain']);
+const TO_WORKER = new Set<string>(['init', 'policy', 'reload-tls', 'drain', 'ping']);
 const TO_PRIMARY = new Set<string>([
   'hello',
   'listening',
@@ -73,6 +76,7 @@ const TO_PRIMARY = new Set<string>([
   'telemetry',
   'fatal',
   'drained',
+  'pong',
 ]);
 
 function tagged(msg: unknown, kinds: Set<string>): msg is { pl: 1; t: string } {

@@ -27,6 +27,8 @@ export interface SlotView {
   /** Policy version the worker last said it enforces; null before it listens. */
   readonly version: number | null;
   readonly restarts: number;
+  /** Listening: how long since the worker last answered or sent anything, in ms; else null. */
+  readonly silentMs: number | null;
 }
 
 export interface PoolOptions {
@@ -46,6 +48,11 @@ export interface PoolOptions {
   /** Restart delays. Default 250 ms doubling up to 30 s, reset after a worker ran for `healthyAfterMs`. */
   backoff?: { base: number; max: number };
   healthyAfterMs?: number;
+  /**
+   * A listening worker silent this long (no answer to the heartbeat sent every quarter of it, no
+   * message at all) is killed and restarted: its event loop is blocked. Default 10 s.
+   */
+  hangTimeoutMs?: number;
 }
 
 interface Slot {
@@ -55,6 +62,10 @@ interface Slot {
   version: number | null;
   inited: boolean;
   listeningAt: number;
+  /** clock.now() of the worker's last message. */
+  heardAt: number;
+  /** Killed for not answering; its exit restarts it. */
+  hung: boolean;
   restarts: number;
   readonly backoff: Backoff;
   restartTimer: TimerHandle | null;
@@ -64,11 +75,14 @@ let primaryConfigured = false;
 
 export class WorkerPool {
   private readonly slots: Slot[];
+  private readonly hangTimeout: number;
+  private heartbeat: TimerHandle | null = null;
   private stopping = false;
   private startup: { resolve: () => void; reject: (err: Error) => void } | null = null;
 
   constructor(private readonly opts: PoolOptions) {
     const b = opts.backoff ?? { base: 250, max: 30_000 };
+    this.hangTimeout = opts.hangTimeoutMs ?? 10_000;
     this.slots = Array.from({ length: opts.size }, (_, i) => ({
       slot: i + 1,
       worker: null,
@@ -76,6 +90,8 @@ export class WorkerPool {
       version: null,
       inited: false,
       listeningAt: 0,
+      heardAt: 0,
+      hung: false,
       restarts: 0,
       backoff: new Backoff({ base: b.base, max: b.max, min: b.base }),
       restartTimer: null,
@@ -93,8 +109,37 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: this.opts.exec, args: [], silent: false });
     const done = new Promise<void>((resolve, reject) => (this.startup = { resolve, reject }));
     for (const s of this.slots) this.fork(s);
+    this.beat();
     return done;
   }
+
+  /**
+   * The heartbeat: ping every listening worker, and kill one that has been silent for the hang
+   * timeout. A blocked event loop (an endless loop, a stuck native call) would otherwise keep its
+   * share of the connections, accepted and never served, on a node that says it is ready.
+   */
+  private readonly beat = (): void => {
+    this.heartbeat = null;
+    if (this.stopping) return;
+    const now = this.opts.clock.now();
+    for (const s of this.slots) {
+      const w = s.worker;
+      if (s.state !== 'listening' || w === null || s.hung || !w.isConnected()) continue;
+      const silent = now - s.heardAt;
+      if (silent < this.hangTimeout) {
+        w.send({ pl: 1, t: 'ping' } satisfies ToWorker);
+        continue;
+      }
+      s.hung = true;
+      this.opts.log.error('worker not answering; killing it to restart it (the other workers keep serving)', {
+        worker: s.slot,
+        pid: w.process.pid,
+        silentMs: silent,
+      });
+      w.process.kill('SIGKILL');
+    }
+    this.heartbeat = this.opts.clock.setTimer(this.beat, Math.max(100, Math.floor(this.hangTimeout / 4)));
+  };
 
   /** Send to every worker that has its init (a later one gets the current state in its init). */
   broadcast(msg: ToWorker): void {
@@ -108,7 +153,13 @@ export class WorkerPool {
       pid: s.worker?.process.pid ?? null,
       version: s.version,
       restarts: s.restarts,
+      silentMs: s.state === 'listening' ? Math.max(0, this.opts.clock.now() - s.heardAt) : null,
     }));
+  }
+
+  /** How long a listening worker may be silent before /readyz names it: half the hang timeout. */
+  get unresponsiveAfterMs(): number {
+    return Math.floor(this.hangTimeout / 2);
   }
 
   /**
@@ -117,6 +168,7 @@ export class WorkerPool {
    */
   async drain(deadline: number, graceMs = 5_000): Promise<void> {
     this.stopping = true;
+    this.heartbeat?.cancel();
     const exits: Promise<void>[] = [];
     for (const s of this.slots) {
       s.restartTimer?.cancel();
@@ -140,6 +192,7 @@ export class WorkerPool {
   /** Kill every worker now (a failed start). */
   async kill(): Promise<void> {
     this.stopping = true;
+    this.heartbeat?.cancel();
     const exits: Promise<void>[] = [];
     for (const s of this.slots) {
       s.restartTimer?.cancel();
@@ -156,6 +209,7 @@ export class WorkerPool {
     s.state = 'starting';
     s.version = null;
     s.inited = false;
+    s.hung = false;
     const w = cluster.fork();
     s.worker = w;
     w.on('message', (raw: unknown) => {
@@ -164,6 +218,7 @@ export class WorkerPool {
         this.opts.log.warn('unexpected message from a worker; ignored', { worker: s.slot });
         return;
       }
+      if (s.worker === w) s.heardAt = this.opts.clock.now();
       this.onMessage(s, w, msg);
     });
     // An IPC error (the worker died mid-send) is followed by 'exit', which handles it.
@@ -217,6 +272,7 @@ export class WorkerPool {
         return;
       }
       case 'drained':
+      case 'pong':
         return;
     }
   }

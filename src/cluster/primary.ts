@@ -92,6 +92,7 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
     log: log.child({ component: 'workers' }),
     clock,
     ...(opts.backoff ? { backoff: opts.backoff } : {}),
+    ...(config.workerHangTimeout !== undefined ? { hangTimeoutMs: config.workerHangTimeout } : {}),
     init: () => ({ pl: 1, t: 'init', config, policy: policyPayload(policy.current()), ticketKeys }),
     onListening: (_slot, ports, outbound) => {
       for (const b of ports) boundPorts.set(b.key, b.at);
@@ -110,7 +111,8 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
     admin = await startAdminServer({
       listen: config.admin.listen,
       registry: metrics.registry,
-      ready: () => readiness(source.readiness(), pool.views(), policy.current().version),
+      ready: () =>
+        readiness(source.readiness(), pool.views(), policy.current().version, pool.unresponsiveAfterMs),
       status: () =>
         buildStatus({
           now: clock.now(),
@@ -131,7 +133,12 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
           usage,
           warnBefore: config.warnBefore,
           mayRenew: (id) => source.mayRenew(id),
-          ready: readiness(source.readiness(), pool.views(), policy.current().version),
+          ready: readiness(
+            source.readiness(),
+            pool.views(),
+            policy.current().version,
+            pool.unresponsiveAfterMs,
+          ),
         }),
       log: log.child({ component: 'admin' }),
     });
@@ -170,14 +177,25 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
 }
 
 /**
- * Ready when the source is, and every worker listens enforcing the current bundle version: a
- * worker restarting, or one that has not applied the latest bundle yet, makes the node unready.
+ * Ready when the source is, and every worker listens enforcing the current bundle version and
+ * answers: a worker restarting, one that has not applied the latest bundle yet, or one silent for
+ * `silentAfterMs` or more (its event loop blocked; the pool kills it at twice that) makes the node
+ * unready.
  */
-export function readiness(source: Readiness, workers: readonly SlotView[], version: number): Readiness {
+export function readiness(
+  source: Readiness,
+  workers: readonly SlotView[],
+  version: number,
+  silentAfterMs: number,
+): Readiness {
   const reasons = [...source.reasons];
   for (const w of workers) {
     if (w.state !== 'listening')
       reasons.push(`data-plane worker ${w.slot} of ${workers.length} is not serving (${w.state})`);
+    else if (w.silentMs !== null && w.silentMs >= silentAfterMs)
+      reasons.push(
+        `data-plane worker ${w.slot} of ${workers.length} has not answered for ${(w.silentMs / 1000).toFixed(1)} s (event loop blocked?)`,
+      );
     else if (w.version !== version)
       reasons.push(
         `data-plane worker ${w.slot} of ${workers.length} enforces bundle version ${w.version ?? 'none'}, not ${version}`,

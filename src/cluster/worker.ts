@@ -60,6 +60,10 @@ export function runWorker(opts: WorkerOptions): void {
   channel.onMessage((raw) => {
     const msg = asToWorker(raw);
     if (msg === null) return;
+    if (msg.t === 'ping') {
+      channel.send({ pl: 1, t: 'pong' });
+      return;
+    }
     if (msg.t === 'init') {
       running ??= startWorker(opts, msg).catch((err: unknown) => {
         const code = err instanceof PortlicenseError ? err.code : 'INTERNAL';
@@ -221,6 +225,7 @@ async function startWorker(
           return;
         }
         case 'init':
+        case 'ping':
           return;
       }
     },

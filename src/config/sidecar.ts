@@ -70,6 +70,7 @@ export const SIDECAR_DEFAULTS = {
   drainTimeout: 15 * SECOND,
   warnBefore: 72 * HOUR,
   workers: 1,
+  workerHangTimeout: 10 * SECOND,
 } as const;
 
 /** Most data-plane workers `workers:` accepts; far above any core count this runs on. */
@@ -193,6 +194,10 @@ const sidecarSchema = object({
   drainTimeout: withDefault(duration({ max: HOUR }), SIDECAR_DEFAULTS.drainTimeout),
   warnBefore: withDefault(duration({ max: 365 * DAY }), SIDECAR_DEFAULTS.warnBefore),
   workers: withDefault(workersSchema(), SIDECAR_DEFAULTS.workers),
+  workerHangTimeout: withDefault(
+    duration({ min: 2 * SECOND, max: 10 * MINUTE }),
+    SIDECAR_DEFAULTS.workerHangTimeout,
+  ),
 });
 
 /**

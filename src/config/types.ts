@@ -97,4 +97,9 @@ export interface SidecarConfig {
    * the control plane and forks this many data-plane workers (src/cluster/).
    */
   readonly workers?: number;
+  /**
+   * With workers: a worker that has not answered the control plane's heartbeat for this long (its
+   * event loop is blocked) is killed and restarted; from half of it on, /readyz names it.
+   */
+  readonly workerHangTimeout?: number;
 }

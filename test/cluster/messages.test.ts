@@ -71,6 +71,8 @@ describe('message guards', () => {
     expect(asToWorker({ pl: 1, t: 'policy', policy: payload })).not.toBeNull();
     expect(asToWorker({ pl: 1, t: 'drain', deadline: 5 })).not.toBeNull();
     expect(asToWorker({ pl: 1, t: 'reload-tls' })).not.toBeNull();
+    expect(asToWorker({ pl: 1, t: 'ping' })).not.toBeNull();
+    expect(asToPrimary({ pl: 1, t: 'pong' })).not.toBeNull();
     expect(asToPrimary({ pl: 1, t: 'hello' })).not.toBeNull();
     expect(
       asToPrimary({

@@ -317,7 +317,7 @@ describe('error messages', () => {
   it('list the known keys when nothing is close', () => {
     const { lines } = errorOf(`${BASE}color: blue\n`);
     expect(lines).toEqual([
-      'sidecar.yaml:14: color: unknown key "color" (known keys: node, trustDomains, tls, authority, ports, outbound, admin, log, drainTimeout, warnBefore, workers)',
+      'sidecar.yaml:14: color: unknown key "color" (known keys: node, trustDomains, tls, authority, ports, outbound, admin, log, drainTimeout, warnBefore, workers, workerHangTimeout)',
     ]);
   });
 

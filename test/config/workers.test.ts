@@ -77,3 +77,22 @@ describe('workers', () => {
     expect(ctx.problems[0]?.path).toBe('workers');
   });
 });
+
+describe('workerHangTimeout', () => {
+  it('defaults to 10 s and takes a duration from 2 s to 10 min', () => {
+    expect(load('')().workerHangTimeout).toBe(10_000);
+    expect(load('workerHangTimeout: 3s\n')().workerHangTimeout).toBe(3_000);
+    expect(load('workerHangTimeout: 10m\n')().workerHangTimeout).toBe(600_000);
+  });
+
+  it.each([['1s'], ['11m'], ['soon'], ['5']])(
+    'refuses workerHangTimeout: %s naming file, line and key',
+    (v) => {
+      const err = configErrorOf(load(`workerHangTimeout: ${v}\n`));
+      expect(err.problems).toHaveLength(1);
+      expect(err.message).toMatch(
+        new RegExp(`^${join(root, 'conf', 'sidecar.yaml')}:7: workerHangTimeout: `),
+      );
+    },
+  );
+});

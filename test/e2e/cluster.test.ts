@@ -89,7 +89,8 @@ describe('sidecar with workers: 2 (child processes)', () => {
       httpUpstream: up.address.port,
       tcpUpstream: echo.port,
       sidecarId: ID.orders,
-      sidecarExtra: 'workers: 2\n',
+      // A short hang timeout, so a stopped worker is replaced within the test.
+      sidecarExtra: 'workers: 2\nworkerHangTimeout: 2s\n',
     });
     writeFileSync(join(dir, 'services.yaml'), SERVICES_YAML);
     authority = startCli(['authority', '--config', 'authority.yaml'], { cwd: dir });
@@ -268,6 +269,36 @@ describe('sidecar with workers: 2 (child processes)', () => {
       (l) => l.msg === 'worker listening' && l.worker === 1 && l.pid !== pid,
     );
     expect(back).toMatchObject({ restarts: 1 });
+    await waitFor(async () => (await admin('/readyz')).status === 200, { what: 'ready with two workers' });
+    for (let i = 0; i < 6; i++) expect((await get('frontend')).status).toBe(200);
+  });
+
+  it('names a worker that stops answering in /readyz, then kills and replaces it', async () => {
+    const stuck = workerLines().findLast((l) => l.worker === 2)!;
+    const pid = stuck.pid as number;
+    // A stopped process answers nothing, like a worker whose event loop is blocked.
+    process.kill(pid, 'SIGSTOP');
+    const unready = await waitFor(
+      async () => {
+        const r = await admin('/readyz');
+        const body = (await r.json()) as { reasons: string[] };
+        return r.status === 503 && body.reasons.some((x) => /worker 2 of 2 has not answered for/.test(x))
+          ? body
+          : null;
+      },
+      { timeoutMs: 5_000, what: '/readyz naming the silent worker' },
+    );
+    expect(unready.reasons.join('\n')).toMatch(/event loop blocked\?/);
+    const killed = await sidecar.waitForLog(
+      (l) => /worker not answering/.test(String(l.msg)) && l.pid === pid,
+    );
+    expect(killed).toMatchObject({ level: 'error', worker: 2 });
+    expect(killed.silentMs as number).toBeGreaterThanOrEqual(2_000);
+    const back = await sidecar.waitForLog(
+      (l) => l.msg === 'worker listening' && l.worker === 2 && l.pid !== pid,
+    );
+    expect(back.pid).not.toBe(pid);
+    await waitFor(() => !alive(pid), { what: 'the stopped worker gone' });
     await waitFor(async () => (await admin('/readyz')).status === 200, { what: 'ready with two workers' });
     for (let i = 0; i < 6; i++) expect((await get('frontend')).status).toBe(200);
   });
