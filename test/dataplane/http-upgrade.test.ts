@@ -401,6 +401,22 @@ describe('http port: upgrade requests cannot carry undecided requests', () => {
     expect(received).toBe('');
   });
 
+  it('lets the upstream go as soon as a caller waiting for the upgrade answer resets its connection', async () => {
+    let upstreamClosed = false;
+    // (the upstream's socket is half-open, as http.Server makes them: our close is its 'end')
+    const up = await upstreamWith((_req, s) => s.on('end', () => (upstreamClosed = true)));
+    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
+    const tcp = net.connect({ host: '127.0.0.1', port: h.address.port });
+    await once(tcp, 'connect');
+    const socket = await tlsConnect({ ...h.address, ...h.creds, socket: tcp });
+    socket.write(wsRequest('/ws'));
+    await waitFor(() => up.upgrades.length === 1);
+    tcp.resetAndDestroy();
+    // The port's clock never moves here: upstreamTimeout cannot be what closes it.
+    await waitFor(() => upstreamClosed, { timeoutMs: 2_000, what: 'the upstream connection closed' });
+    expect(upstreamClosed).toBe(true);
+  });
+
   it('answers 502 when the upstream closes without answering the upgrade', async () => {
     const up = await upstreamWith((_req, s) => s.end());
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], upstream: up });
