@@ -158,7 +158,10 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private lineFor: CompiledLicense | null = null;
   /** A response head is open in RESPONSE_OUT, not written yet (only ever within one upstream read). */
   private headOpen = false;
-  /** The caller's bytes holding the request head in flight, while it may be sent again (`replayRequest`). */
+  /**
+   * The caller's bytes holding the request head in flight (one read's worth, the head first), while
+   * it may be sent again (`replayRequest`): until the response head arrives.
+   */
   private replay: Buffer | null = null;
   /** Whether the upstream connection of the exchange in flight had served a request before. */
   private upKept = false;
@@ -393,6 +396,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
       path: this.path,
     });
     this.respParser.begin(this.method);
+    this.upReusable = true; // a FIN on the old connection said otherwise of that one
     const up = this.port.pool.acquire(this, true);
     this.up = up;
     this.upKept = false;
