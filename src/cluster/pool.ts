@@ -27,7 +27,10 @@ export interface SlotView {
   /** Policy version the worker last said it enforces; null before it listens. */
   readonly version: number | null;
   readonly restarts: number;
-  /** Listening: how long since the worker last answered or sent anything, in ms; else null. */
+  /**
+   * Once it said hello: how long it has not answered the heartbeat, in ms (heartbeats missed in a
+   * row times their interval; 0 while it answers); null before.
+   */
   readonly silentMs: number | null;
 }
 
@@ -49,8 +52,8 @@ export interface PoolOptions {
   backoff?: { base: number; max: number };
   healthyAfterMs?: number;
   /**
-   * A listening worker silent this long (no answer to the heartbeat sent every quarter of it, no
-   * message at all) is killed and restarted: its event loop is blocked. Default 10 s.
+   * A worker that misses the heartbeat (sent every quarter of this) four times in a row is killed
+   * and restarted: its event loop is blocked. Default 10 s.
    */
   hangTimeoutMs?: number;
 }
@@ -62,8 +65,10 @@ interface Slot {
   version: number | null;
   inited: boolean;
   listeningAt: number;
-  /** clock.now() of the worker's last message. */
-  heardAt: number;
+  /** Whether the worker sent anything since the last heartbeat. */
+  heard: boolean;
+  /** Heartbeats in a row it did not answer. */
+  missed: number;
   /** Killed for not answering; its exit restarts it. */
   hung: boolean;
   restarts: number;
@@ -73,16 +78,22 @@ interface Slot {
 
 let primaryConfigured = false;
 
+/** Heartbeats per hang timeout: a worker that misses this many in a row is killed. */
+const BEATS = 4;
+
 export class WorkerPool {
   private readonly slots: Slot[];
   private readonly hangTimeout: number;
+  private readonly beatMs: number;
   private heartbeat: TimerHandle | null = null;
+  private lastBeat = 0;
   private stopping = false;
   private startup: { resolve: () => void; reject: (err: Error) => void } | null = null;
 
   constructor(private readonly opts: PoolOptions) {
     const b = opts.backoff ?? { base: 250, max: 30_000 };
     this.hangTimeout = opts.hangTimeoutMs ?? 10_000;
+    this.beatMs = Math.max(100, Math.floor(this.hangTimeout / BEATS));
     this.slots = Array.from({ length: opts.size }, (_, i) => ({
       slot: i + 1,
       worker: null,
@@ -90,7 +101,8 @@ export class WorkerPool {
       version: null,
       inited: false,
       listeningAt: 0,
-      heardAt: 0,
+      heard: false,
+      missed: 0,
       hung: false,
       restarts: 0,
       backoff: new Backoff({ base: b.base, max: b.max, min: b.base }),
@@ -114,31 +126,38 @@ export class WorkerPool {
   }
 
   /**
-   * The heartbeat: ping every listening worker, and kill one that has been silent for the hang
-   * timeout. A blocked event loop (an endless loop, a stuck native call) would otherwise keep its
-   * share of the connections, accepted and never served, on a node that says it is ready.
+   * The heartbeat: ping every worker that said hello, and kill one that missed BEATS of them in a
+   * row. A blocked event loop (an endless loop, a stuck native call) would otherwise keep its share
+   * of the connections, accepted and never served, on a node that says it is ready. Misses are
+   * counted, not measured on the clock, so a clock step cannot kill healthy workers; and a beat that
+   * comes late (this process was stalled, and the answers may still be unread) counts no misses.
    */
   private readonly beat = (): void => {
     this.heartbeat = null;
     if (this.stopping) return;
     const now = this.opts.clock.now();
+    const late = this.lastBeat !== 0 && now - this.lastBeat > 2 * this.beatMs;
+    this.lastBeat = now;
     for (const s of this.slots) {
       const w = s.worker;
-      if (s.state !== 'listening' || w === null || s.hung || !w.isConnected()) continue;
-      const silent = now - s.heardAt;
-      if (silent < this.hangTimeout) {
-        w.send({ pl: 1, t: 'ping' } satisfies ToWorker);
+      if (w === null || !s.inited || s.hung || s.state === 'exited') continue;
+      if (s.heard) s.missed = 0;
+      else if (!late) s.missed++;
+      s.heard = false;
+      if (s.missed < BEATS) {
+        if (w.isConnected()) w.send({ pl: 1, t: 'ping' } satisfies ToWorker);
         continue;
       }
       s.hung = true;
       this.opts.log.error('worker not answering; killing it to restart it (the other workers keep serving)', {
         worker: s.slot,
         pid: w.process.pid,
-        silentMs: silent,
+        state: s.state,
+        silentMs: s.missed * this.beatMs,
       });
       w.process.kill('SIGKILL');
     }
-    this.heartbeat = this.opts.clock.setTimer(this.beat, Math.max(100, Math.floor(this.hangTimeout / 4)));
+    this.heartbeat = this.opts.clock.setTimer(this.beat, this.beatMs);
   };
 
   /** Send to every worker that has its init (a later one gets the current state in its init). */
@@ -153,13 +172,13 @@ export class WorkerPool {
       pid: s.worker?.process.pid ?? null,
       version: s.version,
       restarts: s.restarts,
-      silentMs: s.state === 'listening' ? Math.max(0, this.opts.clock.now() - s.heardAt) : null,
+      silentMs: s.inited ? s.missed * this.beatMs : null,
     }));
   }
 
-  /** How long a listening worker may be silent before /readyz names it: half the hang timeout. */
+  /** How long a worker may be silent before /readyz names it: half the hang timeout. */
   get unresponsiveAfterMs(): number {
-    return Math.floor(this.hangTimeout / 2);
+    return (BEATS / 2) * this.beatMs;
   }
 
   /**
@@ -210,6 +229,8 @@ export class WorkerPool {
     s.version = null;
     s.inited = false;
     s.hung = false;
+    s.heard = false;
+    s.missed = 0;
     const w = cluster.fork();
     s.worker = w;
     w.on('message', (raw: unknown) => {
@@ -218,7 +239,7 @@ export class WorkerPool {
         this.opts.log.warn('unexpected message from a worker; ignored', { worker: s.slot });
         return;
       }
-      if (s.worker === w) s.heardAt = this.opts.clock.now();
+      if (s.worker === w) s.heard = true;
       this.onMessage(s, w, msg);
     });
     // An IPC error (the worker died mid-send) is followed by 'exit', which handles it.

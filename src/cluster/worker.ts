@@ -187,11 +187,19 @@ async function startWorker(
           version: p.version,
           error: errorMessage(err),
         });
-        clearInterval(timer);
-        flush();
-        channel.send({ pl: 1, t: 'policy-rejected', version: p.version, error: errorMessage(err) }, () =>
-          opts.exit(1),
-        );
+        const rejected: ToPrimary = {
+          pl: 1,
+          t: 'policy-rejected',
+          version: p.version,
+          error: errorMessage(err),
+        };
+        // Draining already: it exits (0) when that is done.
+        if (draining) channel.send(rejected);
+        else {
+          clearInterval(timer);
+          flush();
+          channel.send(rejected, () => opts.exit(1));
+        }
         return;
       }
     }
