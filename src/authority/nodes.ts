@@ -3,7 +3,9 @@
  * bundle pull records the node's identity, services, the version it now holds and when; each
  * usage report records when. A node is `stale` when its last sync is older than
  * 2 × limits.maxWait + 30 s: a healthy sidecar is always either holding a long poll or a moment
- * away from its next one, so two missed polls mean it is down, cut off or stuck.
+ * away from its next one, so two missed polls mean it is down, cut off or stuck. A node silent for
+ * limits.forgetNodesAfter (72 h by default, as Consul reaps a failed node) is forgotten: nodes
+ * come and go (autoscaling, re-imaging), and their records would otherwise pile up for good.
  * Denials reported by sidecars are summed in memory (they are telemetry, not state to keep).
  */
 import type { Clock, TimerHandle } from '../clock.js';
@@ -58,6 +60,7 @@ export class NodeTracker {
     private readonly clock: Clock,
     private readonly staleAfterMs: number,
     private readonly log: Logger,
+    private readonly forgetAfterMs = 72 * 3_600_000,
   ) {
     for (const n of store.listNodes()) this.nodes.set(n.node, n);
   }
@@ -83,6 +86,7 @@ export class NodeTracker {
   startFlushing(intervalMs = 5_000): { stop(): void } {
     const loop = (): void => {
       try {
+        this.forgetGone();
         this.flush();
       } catch (err) {
         this.log.error('could not record node contact times; retrying', { err });
@@ -96,6 +100,23 @@ export class NodeTracker {
         this.flush();
       },
     };
+  }
+
+  /** Forget the nodes silent for forgetAfterMs (last sync and last report both older). */
+  forgetGone(now = this.clock.now()): void {
+    for (const n of this.nodes.values()) {
+      const last = Math.max(n.lastSync ?? 0, n.lastReport ?? 0);
+      if (now - last < this.forgetAfterMs) continue;
+      this.store.deleteNode(n.node);
+      this.nodes.delete(n.node);
+      this.dirty.delete(n.node);
+      this.denials.delete(n.node);
+      this.log.info('node forgotten: silent for limits.forgetNodesAfter', {
+        node: n.node,
+        identity: n.identity,
+        lastContact: formatTime(last),
+      });
+    }
   }
 
   /** Write the last-contact times of nodes that only checked in since the last flush. */

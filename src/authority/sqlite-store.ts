@@ -192,6 +192,7 @@ export class SqliteStore implements AuthorityStore {
       ),
       getNode: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE node = ?'),
       listNodes: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY node'),
+      deleteNode: db.prepare<[string]>('DELETE FROM nodes WHERE node = ?'),
       appendAudit: db.prepare(
         `INSERT INTO audit (at, actor, action, license_id, subject, service, port, reason, detail)
          VALUES (@at, @actor, @action, @licenseId, @subject, @service, @port, @reason, @detail)`,
@@ -371,6 +372,10 @@ export class SqliteStore implements AuthorityStore {
 
   listNodes(): NodeRecord[] {
     return this.stmt.listNodes.all().map(toNode);
+  }
+
+  deleteNode(node: string): void {
+    this.stmt.deleteNode.run(node);
   }
 
   appendAudit(e: AuditInput): AuditEntry {

@@ -44,6 +44,7 @@ export interface AuthorityStore {
   putNode(n: NodeRecord): void;
   getNode(node: string): NodeRecord | undefined;
   listNodes(): NodeRecord[];
+  deleteNode(node: string): void;
 
   appendAudit(e: AuditInput): AuditEntry;
   /** Newest first. */

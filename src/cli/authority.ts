@@ -124,7 +124,13 @@ export async function startAuthority(
     const licensing = new Licensing(store, config.defaults, clock, log.child({ component: 'licensing' }));
     const longPoll = new LongPoll(clock);
     licensing.onChange((v) => longPoll.notify(v));
-    const nodes = new NodeTracker(store, clock, staleAfter(config.limits.maxWait), log);
+    const nodes = new NodeTracker(
+      store,
+      clock,
+      staleAfter(config.limits.maxWait),
+      log,
+      config.limits.forgetNodesAfter,
+    );
     const metrics = createAuthorityMetrics({
       clock,
       licenses: () => licensing.list(),

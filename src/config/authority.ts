@@ -104,6 +104,8 @@ export interface AuthorityConfig {
     readonly maxConnections: number;
     /** The whole request head must arrive within this. */
     readonly headersTimeout: number;
+    /** A node silent (no sync, no report) for this long is forgotten: gone from /v1/nodes and the store. */
+    readonly forgetNodesAfter: number;
   };
   /** On SIGTERM: how long in-flight requests may finish before they are cut. */
   readonly drainTimeout: number;
@@ -123,6 +125,7 @@ export const AUTHORITY_DEFAULTS = {
   maxWait: 60 * SECOND,
   maxConnections: 10_000,
   headersTimeout: 10 * SECOND,
+  forgetNodesAfter: 72 * HOUR,
   drainTimeout: 15 * SECOND,
 } as const;
 
@@ -211,6 +214,11 @@ const authoritySchema = object({
       headersTimeout: withDefault(
         duration({ min: 100, max: 10 * MINUTE }),
         AUTHORITY_DEFAULTS.headersTimeout,
+      ),
+      // At least an hour: longer than any node takes to go stale (2 × maxWait + 30 s).
+      forgetNodesAfter: withDefault(
+        duration({ min: HOUR, max: 365 * DAY }),
+        AUTHORITY_DEFAULTS.forgetNodesAfter,
       ),
     }),
   ),

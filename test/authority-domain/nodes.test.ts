@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { NodeTracker } from '../../src/authority/nodes.js';
 import { SqliteStore } from '../../src/authority/sqlite-store.js';
 import { ManualClock } from '../../src/clock.js';
-import { silentLogger } from '../../src/log.js';
+import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
 import { removeDir, tempDir } from '../helpers/tmp.js';
 
 const ID = 'spiffe://example.org/ns/default/sa/orders';
@@ -42,5 +42,51 @@ describe('NodeTracker', () => {
     const again = new NodeTracker(new SqliteStore(file), clock, 60_000, silentLogger);
     expect(again.list()).toHaveLength(1);
     expect(again.counts()).toEqual({ fresh: 1, stale: 0 });
+  });
+
+  it('forgets a node silent for forgetNodesAfter, in memory and in the store, and only that one', () => {
+    const dir = tempDir('pl-nodes-');
+    dirs.push(dir);
+    const file = join(dir, 'a.db');
+    const store = new SqliteStore(file);
+    const clock = new ManualClock('2026-11-28T10:00:00Z');
+    const sink = new MemorySink();
+    const HOURS = 3_600_000;
+    const nodes = new NodeTracker(store, clock, 60_000, createLogger({ sink }), 72 * HOURS);
+    const flushing = nodes.startFlushing(5_000);
+    nodes.synced('gone', ID, ['orders'], 7);
+    nodes.reported('gone', ID, [{ identity: ID, reason: 'no_license', count: 2 }]);
+    nodes.synced('syncing', ID, ['orders'], 7);
+    nodes.synced('reporting', ID, ['orders'], 7);
+
+    // 71 h 59 min on: every node is stale, none is forgotten; two are still heard from.
+    clock.advance(72 * HOURS - 60_000);
+    nodes.synced('syncing', ID, ['orders'], 7);
+    nodes.reported('reporting', ID, []);
+    expect(nodes.list().map((n) => [n.node, n.state])).toEqual([
+      ['gone', 'stale'],
+      ['reporting', 'stale'],
+      ['syncing', 'fresh'],
+    ]);
+
+    // A minute later `gone` has been silent for 72 h: the flush loop forgets it.
+    clock.advance(60_000);
+    expect(nodes.list().map((n) => n.node)).toEqual(['reporting', 'syncing']);
+    expect(store.getNode('gone')).toBeUndefined();
+    expect(nodes.counts()).toEqual({ fresh: 1, stale: 1 });
+    const line = sink.lines.find((l) => l.msg === 'node forgotten: silent for limits.forgetNodesAfter');
+    expect(line).toMatchObject({
+      level: 'info',
+      node: 'gone',
+      identity: ID,
+      lastContact: '2026-11-28T10:00:00Z',
+    });
+    flushing.stop();
+    store.close();
+
+    // Gone after a restart too; the name is free for anyone.
+    const again = new NodeTracker(new SqliteStore(file), clock, 60_000, silentLogger);
+    expect(again.list().map((n) => n.node)).toEqual(['reporting', 'syncing']);
+    expect(() => again.claim('gone', 'spiffe://example.org/ns/default/sa/other')).not.toThrow();
   });
 });

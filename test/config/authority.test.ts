@@ -75,7 +75,13 @@ describe('loadAuthorityConfig', () => {
       },
       admin: { listen: { host: '127.0.0.1', port: 9902 } },
       log: { level: 'info' },
-      limits: { maxBodyBytes: 1_048_576, maxWait: 60_000, maxConnections: 10_000, headersTimeout: 10_000 },
+      limits: {
+        maxBodyBytes: 1_048_576,
+        maxWait: 60_000,
+        maxConnections: 10_000,
+        headersTimeout: 10_000,
+        forgetNodesAfter: 72 * 3_600_000,
+      },
       drainTimeout: 15_000,
     });
     expect(Object.isFrozen(c.defaults)).toBe(true);
@@ -90,7 +96,7 @@ describe('loadAuthorityConfig', () => {
 defaults: { ttl: 1h, maxLifetime: 7d, autoRenew: false, warnBefore: 24h }
 admin: { listen: "[::1]:9999" }
 log: { level: warn }
-limits: { maxBodyBytes: 65536, maxWait: 2m, maxConnections: 100, headersTimeout: 5s }
+limits: { maxBodyBytes: 65536, maxWait: 2m, maxConnections: 100, headersTimeout: 5s, forgetNodesAfter: 7d }
 drainTimeout: 30s
 `;
     const c = loadAuthorityConfig(write(text.replace('tls: {', 'tls: { handshakeTimeout: 3s,')));
@@ -110,6 +116,7 @@ drainTimeout: 30s
       maxWait: 120_000,
       maxConnections: 100,
       headersTimeout: 5_000,
+      forgetNodesAfter: 7 * 86_400_000,
     });
     expect(c.drainTimeout).toBe(30_000);
     expect(c.tls.handshakeTimeout).toBe(3_000);
@@ -209,6 +216,12 @@ drainTimeout: 30s
       'authority.yaml:8: limits.maxBodyBytes: must be an integer from 1024 to 67108864',
       'authority.yaml:8: limits.maxWait: must be at most 10m',
       'authority.yaml:9: log.level: must be one of "debug", "info", "warn" or "error"',
+    ]);
+  });
+
+  it('refuses limits.forgetNodesAfter under an hour: a node would be forgotten before it is even stale', () => {
+    expect(lines(`${BASE}limits: { forgetNodesAfter: 30m }\n`)).toEqual([
+      'authority.yaml:7: limits.forgetNodesAfter: must be at least 1h',
     ]);
   });
 
