@@ -36,6 +36,9 @@ export interface NodeView {
   denials: DenialCount[];
 }
 
+/** Nodes forgotten per flush round at most (one transaction). */
+const FORGET_BATCH = 500;
+
 /** Distinct (identity, reason) pairs kept per node; further ones are summed under identity `*`. */
 const MAX_DENIAL_KEYS = 200;
 
@@ -87,6 +90,10 @@ export class NodeTracker {
     const loop = (): void => {
       try {
         this.forgetGone();
+      } catch (err) {
+        this.log.error('could not forget silent nodes; retrying', { err });
+      }
+      try {
         this.flush();
       } catch (err) {
         this.log.error('could not record node contact times; retrying', { err });
@@ -102,19 +109,31 @@ export class NodeTracker {
     };
   }
 
-  /** Forget the nodes silent for forgetAfterMs (last sync and last report both older). */
+  /**
+   * Forget the nodes silent for forgetAfterMs (last sync and last report both older): at most
+   * FORGET_BATCH per call, deleted in one transaction (one disk sync), so a backlog (the first start
+   * of a version that forgets, an authority down for days) is worked off a batch per flush interval
+   * without stalling the event loop.
+   */
   forgetGone(now = this.clock.now()): void {
+    const gone: NodeRecord[] = [];
     for (const n of this.nodes.values()) {
-      const last = Math.max(n.lastSync ?? 0, n.lastReport ?? 0);
-      if (now - last < this.forgetAfterMs) continue;
-      this.store.deleteNode(n.node);
+      if (now - Math.max(n.lastSync ?? 0, n.lastReport ?? 0) < this.forgetAfterMs) continue;
+      gone.push(n);
+      if (gone.length === FORGET_BATCH) break;
+    }
+    if (gone.length === 0) return;
+    this.store.transaction(() => {
+      for (const n of gone) this.store.deleteNode(n.node);
+    });
+    for (const n of gone) {
       this.nodes.delete(n.node);
       this.dirty.delete(n.node);
       this.denials.delete(n.node);
       this.log.info('node forgotten: silent for limits.forgetNodesAfter', {
         node: n.node,
         identity: n.identity,
-        lastContact: formatTime(last),
+        lastContact: formatTime(Math.max(n.lastSync ?? 0, n.lastReport ?? 0)),
       });
     }
   }

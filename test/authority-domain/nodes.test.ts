@@ -89,4 +89,27 @@ describe('NodeTracker', () => {
     expect(again.list().map((n) => n.node)).toEqual(['reporting', 'syncing']);
     expect(() => again.claim('gone', 'spiffe://example.org/ns/default/sa/other')).not.toThrow();
   });
+
+  it('forgets a backlog 500 nodes per flush round, each round one transaction', () => {
+    const dir = tempDir('pl-nodes-');
+    dirs.push(dir);
+    const store = new SqliteStore(join(dir, 'a.db'));
+    const clock = new ManualClock('2026-11-28T10:00:00Z');
+    const nodes = new NodeTracker(store, clock, 60_000, silentLogger, 3_600_000);
+    const flushing = nodes.startFlushing(5_000);
+    store.transaction(() => {
+      for (let i = 0; i < 1_002; i++) nodes.synced(`node-${String(i).padStart(4, '0')}`, ID, ['orders'], 1);
+    });
+    clock.advance(3_600_000 - 5_000); // no round has found anyone silent for an hour yet
+    expect(nodes.list()).toHaveLength(1_002);
+    clock.advance(5_000);
+    expect(nodes.list()).toHaveLength(502);
+    expect(store.listNodes()).toHaveLength(502);
+    clock.advance(5_000);
+    clock.advance(5_000);
+    expect(nodes.list()).toEqual([]);
+    expect(store.listNodes()).toEqual([]);
+    flushing.stop();
+    store.close();
+  });
 });
