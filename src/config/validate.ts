@@ -7,7 +7,7 @@ import { ConfigError } from '../errors.js';
 import { formatDuration } from './duration.js';
 import { readYamlFile } from './yaml.js';
 import { asRecord, formatHostPort } from './schema.js';
-import { sidecarConfigFrom, sidecarWarnings } from './sidecar.js';
+import { SIDECAR_DEFAULTS, sidecarConfigFrom, sidecarWarnings } from './sidecar.js';
 import { authorityConfigFrom, type AuthorityConfig } from './authority.js';
 import { declarativeFrom, type DeclarativeFile } from './declarative.js';
 import type { SidecarConfig } from './types.js';
@@ -81,6 +81,11 @@ function describeSidecar(c: SidecarConfig): string {
         `  outbound ${o.name}: ${formatHostPort(o.listen)} -> ${formatHostPort(o.target)} (server ${o.serverId})`,
     ),
     `  admin: http://${formatHostPort(c.admin.listen)}`,
+    ...((c.workers ?? 1) > 1
+      ? [
+          `  workers: ${c.workers} data-plane processes (one silent for ${formatDuration(c.workerHangTimeout ?? SIDECAR_DEFAULTS.workerHangTimeout)} is restarted)`,
+        ]
+      : []),
     ...sidecarWarnings(c).map((w) => `  warning: ${w.message}`),
   ];
   return lines.join('\n');

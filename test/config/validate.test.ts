@@ -116,6 +116,15 @@ describe('validateConfigFile', () => {
     expect(summary).toContain('outbound payments: 127.0.0.1:7001 -> payments.internal:8443');
     expect(summary).toContain('admin: http://127.0.0.1:9901');
     expect(summary).not.toContain('warning');
+    expect(summary).not.toContain('workers');
+  });
+
+  it('names the workers and their hang timeout when there is more than one', () => {
+    const file = join(root, 'config/sidecar.yaml');
+    writeFileSync(file, `${readFileSync(file, 'utf8')}workers: 4\nworkerHangTimeout: 30s\n`);
+    expect(validateConfigFile(file).summary).toContain(
+      'workers: 4 data-plane processes (one silent for 30s is restarted)',
+    );
   });
 
   it('warns when the authority is reached by URL without authority.serverId, and only then', () => {
