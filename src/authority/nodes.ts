@@ -118,7 +118,7 @@ export class NodeTracker {
   forgetGone(now = this.clock.now()): void {
     const gone: NodeRecord[] = [];
     for (const n of this.nodes.values()) {
-      if (now - Math.max(n.lastSync ?? 0, n.lastReport ?? 0) < this.forgetAfterMs) continue;
+      if (now - lastContact(n) < this.forgetAfterMs) continue;
       gone.push(n);
       if (gone.length === FORGET_BATCH) break;
     }
@@ -133,7 +133,7 @@ export class NodeTracker {
       this.log.info('node forgotten: silent for limits.forgetNodesAfter', {
         node: n.node,
         identity: n.identity,
-        lastContact: formatTime(Math.max(n.lastSync ?? 0, n.lastReport ?? 0)),
+        lastContact: formatTime(lastContact(n)),
       });
     }
   }
@@ -246,4 +246,9 @@ export class NodeTracker {
     for (const n of this.nodes.values()) out[this.state(n, now)]++;
     return out;
   }
+}
+
+/** When a node was last heard from: its last sync or its last report. */
+function lastContact(n: NodeRecord): number {
+  return Math.max(n.lastSync ?? 0, n.lastReport ?? 0);
 }

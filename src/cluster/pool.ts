@@ -83,7 +83,6 @@ const BEATS = 4;
 
 export class WorkerPool {
   private readonly slots: Slot[];
-  private readonly hangTimeout: number;
   private readonly beatMs: number;
   private heartbeat: TimerHandle | null = null;
   private lastBeat = 0;
@@ -92,8 +91,7 @@ export class WorkerPool {
 
   constructor(private readonly opts: PoolOptions) {
     const b = opts.backoff ?? { base: 250, max: 30_000 };
-    this.hangTimeout = opts.hangTimeoutMs ?? 10_000;
-    this.beatMs = Math.max(100, Math.floor(this.hangTimeout / BEATS));
+    this.beatMs = Math.max(100, Math.floor((opts.hangTimeoutMs ?? 10_000) / BEATS));
     this.slots = Array.from({ length: opts.size }, (_, i) => ({
       slot: i + 1,
       worker: null,
