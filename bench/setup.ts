@@ -230,11 +230,24 @@ log: { level: warn }
   return file;
 }
 
-/** A port that was free a moment ago (the usual race, fine on a quiet loopback). */
+/** Ports `freePort` has handed out in this process. */
+const handedOut = new Set<number>();
+
+/**
+ * A port that was free a moment ago, and not one this process was handed before: the kernel may
+ * give the port it just released to the next bind, and a port handed out is not bound until its
+ * process starts (a run once died on a sidecar whose admin port was its tcp port). Ports bound
+ * by others meanwhile are the usual race, fine on a quiet loopback.
+ */
 export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  for (let tries = 0; tries < 100; tries++) {
+    const s = createServer();
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const { port } = s.address() as AddressInfo;
+    await new Promise<void>((r) => s.close(() => r()));
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error('freePort: the kernel kept handing out ports this run already uses');
 }
