@@ -52,6 +52,22 @@ export function renderStatus(body: unknown): string {
     );
     out.push('\n');
   }
+  if (s.workers && s.workers.length > 0) {
+    out.push(
+      table([
+        ['WORKER', 'STATE', 'PID', 'BUNDLE', 'RESTARTS', 'HEARTBEAT'],
+        ...s.workers.map((w) => [
+          String(w.slot),
+          w.state,
+          w.pid === null ? '-' : String(w.pid),
+          w.bundleVersion === null ? '-' : String(w.bundleVersion),
+          String(w.restarts),
+          w.silentSeconds === null ? '-' : w.silentSeconds === 0 ? 'ok' : `silent ${w.silentSeconds}s`,
+        ]),
+      ]),
+    );
+    out.push('\n');
+  }
   if (s.outbound && s.outbound.length > 0) {
     out.push(
       table([

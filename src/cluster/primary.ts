@@ -133,6 +133,7 @@ export async function startCluster(cp: ControlPlane, opts: ClusterOptions = {}):
           usage,
           warnBefore: config.warnBefore,
           mayRenew: (id) => source.mayRenew(id),
+          workers: pool.views(),
           ready: readiness(
             source.readiness(),
             pool.views(),

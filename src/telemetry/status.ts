@@ -73,6 +73,18 @@ export interface StatusInput {
    */
   mayRenew?: (licenseId: string) => boolean;
   ready?: Readiness;
+  /** With `workers` above 1: the data-plane processes; the `workers` section is left out otherwise. */
+  workers?: readonly StatusWorkerInput[];
+}
+
+/** One data-plane worker slot (the cluster pool's view of it). */
+export interface StatusWorkerInput {
+  readonly slot: number;
+  readonly state: 'starting' | 'listening' | 'exited';
+  readonly pid: number | null;
+  readonly version: number | null;
+  readonly restarts: number;
+  readonly silentMs: number | null;
 }
 
 export type { LicenseState } from '../policy/state.js';
@@ -107,6 +119,16 @@ export interface SidecarStatus {
     listen: string;
     mode: PortMode;
     activeConnections: number;
+  }>;
+  /** With `workers` above 1: each worker slot (1-based), its process and the bundle it enforces. */
+  workers?: Array<{
+    slot: number;
+    state: 'starting' | 'listening' | 'exited';
+    pid: number | null;
+    bundleVersion: number | null;
+    restarts: number;
+    /** Since it last answered the heartbeat, once it said hello; null before. */
+    silentSeconds: number | null;
   }>;
   outbound?: Array<{
     name: string;
@@ -157,6 +179,18 @@ export function buildStatus(input: StatusInput): SidecarStatus {
       mode: p.mode,
       activeConnections: p.activeConnections,
     })),
+    ...(input.workers
+      ? {
+          workers: input.workers.map((w) => ({
+            slot: w.slot,
+            state: w.state,
+            pid: w.pid,
+            bundleVersion: w.version,
+            restarts: w.restarts,
+            silentSeconds: w.silentMs === null ? null : seconds(w.silentMs),
+          })),
+        }
+      : {}),
     ...(input.outbound ? { outbound: input.outbound.map(outboundStatus) } : {}),
     bundle: {
       version: policy.version,

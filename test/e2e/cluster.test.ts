@@ -241,7 +241,18 @@ describe('sidecar with workers: 2 (child processes)', () => {
     const status = (await (await admin('/status')).json()) as {
       recentDenials: Array<{ identity: string; reason: string }>;
       ports: Array<{ port: string; listen: string }>;
+      workers: Array<{
+        slot: number;
+        state: string;
+        pid: number;
+        bundleVersion: number;
+        silentSeconds: number;
+      }>;
     };
+    expect(status.workers.map((w) => [w.slot, w.state, alive(w.pid)])).toEqual([
+      [1, 'listening', true],
+      [2, 'listening', true],
+    ]);
     expect(status.ports.map((p) => p.listen)).toEqual([`127.0.0.1:${ports.http}`, `127.0.0.1:${ports.tcp}`]);
     expect(status.recentDenials[0]).toMatchObject({ identity: ID.intruder, reason: 'no_license' });
   });

@@ -13,6 +13,7 @@ import {
   type StatusInput,
 } from '../../src/telemetry/status.js';
 import { UsageTracker } from '../../src/telemetry/usage.js';
+import { renderStatus } from '../../src/cli/status-render.js';
 import { compiled, handSnapshot, TestPolicyView } from './helpers.js';
 
 const FRONTEND = 'spiffe://example.org/ns/default/sa/frontend';
@@ -158,6 +159,30 @@ describe('buildStatus', () => {
     });
     expect(s.licenses).toEqual([]);
     expect(s.ready).toEqual({ ok: false, reasons: ['no bundle yet'] });
+  });
+
+  it('lists the data-plane workers with workers above 1, and renders them; leaves them out otherwise', () => {
+    expect(buildStatus(input(new UsageTracker())).workers).toBeUndefined();
+    const s = buildStatus(
+      input(new UsageTracker(), {
+        workers: [
+          { slot: 1, state: 'listening', pid: 4101, version: 7, restarts: 0, silentMs: 0 },
+          { slot: 2, state: 'listening', pid: 4102, version: 7, restarts: 2, silentMs: 5_000 },
+          { slot: 3, state: 'exited', pid: null, version: null, restarts: 3, silentMs: null },
+        ],
+      }),
+    );
+    expect(s.workers).toEqual([
+      { slot: 1, state: 'listening', pid: 4101, bundleVersion: 7, restarts: 0, silentSeconds: 0 },
+      { slot: 2, state: 'listening', pid: 4102, bundleVersion: 7, restarts: 2, silentSeconds: 5 },
+      { slot: 3, state: 'exited', pid: null, bundleVersion: null, restarts: 3, silentSeconds: null },
+    ]);
+    const text = renderStatus(JSON.parse(JSON.stringify(s)));
+    expect(text).toContain('WORKER  STATE      PID   BUNDLE  RESTARTS  HEARTBEAT\n');
+    expect(text).toContain('1       listening  4101  7       0         ok\n');
+    expect(text).toContain('2       listening  4102  7       2         silent 5s\n');
+    expect(text).toContain('3       exited     -     -       3         -\n');
+    expect(renderStatus(buildStatus(input(new UsageTracker())))).not.toContain('WORKER');
   });
 
   it('licenseState follows SPEC: revoked wins, then pending, expired at expiresAt exactly', () => {
