@@ -63,6 +63,8 @@ export const SIDECAR_DEFAULTS = {
   idleTimeoutHttp: 60 * SECOND,
   headersTimeout: 10 * SECOND,
   maxHeaderSize: 16_384,
+  // Below Node's 5 s server keep-alive timeout, the commonest upstream's.
+  upstreamIdleTimeout: 4 * SECOND,
   handshakeTimeout: 10 * SECOND,
   adminListen: { host: '127.0.0.1', port: 9901 },
   logLevel: 'info',
@@ -77,7 +79,7 @@ export const SIDECAR_DEFAULTS = {
 export const MAX_WORKERS = 256;
 
 /** Keys that only mean something on an http port. */
-const HTTP_ONLY_KEYS = ['upstreamTimeout', 'headersTimeout', 'maxHeaderSize'] as const;
+const HTTP_ONLY_KEYS = ['upstreamTimeout', 'headersTimeout', 'maxHeaderSize', 'upstreamIdleTimeout'] as const;
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 
@@ -102,6 +104,7 @@ const portSchema = map(
     idleTimeout: optional(duration({ min: SECOND, max: DAY })),
     headersTimeout: optional(duration({ min: 100, max: 10 * MINUTE })),
     maxHeaderSize: optional(integer({ min: 1024, max: 1024 * 1024 })),
+    upstreamIdleTimeout: optional(duration({ min: 100, max: HOUR })),
   }),
   (p): PortConfig => {
     const upstreamTimeout = p.upstreamTimeout ?? SIDECAR_DEFAULTS.upstreamTimeout;
@@ -126,6 +129,7 @@ const portSchema = map(
         (p.protocol === 'tcp' ? SIDECAR_DEFAULTS.idleTimeoutTcp : SIDECAR_DEFAULTS.idleTimeoutHttp),
       headersTimeout: p.headersTimeout ?? SIDECAR_DEFAULTS.headersTimeout,
       maxHeaderSize: p.maxHeaderSize ?? SIDECAR_DEFAULTS.maxHeaderSize,
+      upstreamIdleTimeout: p.upstreamIdleTimeout ?? SIDECAR_DEFAULTS.upstreamIdleTimeout,
     };
   },
 );

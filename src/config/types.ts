@@ -36,6 +36,12 @@ export interface PortConfig {
   readonly headersTimeout: number;
   /** http: largest accepted request head in bytes; beyond it 431. */
   readonly maxHeaderSize: number;
+  /**
+   * http: a kept upstream connection idle this long is closed by the sidecar. Below the upstream's
+   * own keep-alive timeout, the sidecar closes first, so a request never goes out on a connection
+   * the upstream is closing (the keep-alive race).
+   */
+  readonly upstreamIdleTimeout: number;
 }
 
 export interface OutboundConfig {

@@ -66,7 +66,10 @@ export function createHttpPort(deps: PortDeps): PortListener {
   const { responses } = ctx;
   const fast = {
     ctx,
-    pool: new UpstreamPool(port.upstream, { connectTimeout: port.connectTimeout }),
+    pool: new UpstreamPool(port.upstream, {
+      connectTimeout: port.connectTimeout,
+      idleTimeout: port.upstreamIdleTimeout,
+    }),
     live: new Set<FastConnection>(),
     handover(socket: TLSSocket, bytes: Buffer | null): void {
       if (bytes !== null) socket.unshift(bytes);

@@ -37,6 +37,10 @@ export function createUpstreamPool(port: PortConfig): Pool {
     pipelining: 1,
     headersTimeout: port.upstreamTimeout,
     bodyTimeout: port.idleTimeout,
+    // Idle kept connections close after upstreamIdleTimeout, or sooner when the upstream says so
+    // (Keep-Alive: timeout=N, less undici's 2 s threshold).
+    keepAliveTimeout: port.upstreamIdleTimeout,
+    keepAliveMaxTimeout: port.upstreamIdleTimeout,
     maxHeaderSize: MAX_RESPONSE_HEAD,
     connect: { timeout: port.connectTimeout },
   });

@@ -95,6 +95,7 @@ describe('a valid config', () => {
         idleTimeout: 60_000,
         headersTimeout: 10_000,
         maxHeaderSize: 16_384,
+        upstreamIdleTimeout: 4_000,
       },
       {
         name: 'db',
@@ -110,6 +111,7 @@ describe('a valid config', () => {
         idleTimeout: 300_000,
         headersTimeout: 10_000,
         maxHeaderSize: 16_384,
+        upstreamIdleTimeout: 4_000,
       },
     ]);
     expect(c.outbound).toEqual([]);
@@ -604,13 +606,24 @@ describe('listeners and ports', () => {
   it('refuses http-only keys on a tcp port', () => {
     const text = BASE.replace(
       'protocol: tcp,',
-      'protocol: tcp, headersTimeout: 5s, maxHeaderSize: 2048, upstreamTimeout: 1s,',
+      'protocol: tcp, headersTimeout: 5s, maxHeaderSize: 2048, upstreamTimeout: 1s, upstreamIdleTimeout: 1s,',
     );
     expect(errorOf(text).lines).toEqual([
       'sidecar.yaml:13: ports[1].upstreamTimeout: only applies to http ports (this port is tcp)',
       'sidecar.yaml:13: ports[1].headersTimeout: only applies to http ports (this port is tcp)',
       'sidecar.yaml:13: ports[1].maxHeaderSize: only applies to http ports (this port is tcp)',
+      'sidecar.yaml:13: ports[1].upstreamIdleTimeout: only applies to http ports (this port is tcp)',
     ]);
+  });
+
+  it('takes upstreamIdleTimeout on an http port, from 100ms to 1h', () => {
+    const c = loadSidecarConfig(
+      write(edit('    protocol: http', '    protocol: http\n    upstreamIdleTimeout: 1500ms')),
+    );
+    expect(c.ports[0]!.upstreamIdleTimeout).toBe(1_500);
+    expect(
+      errorOf(edit('    protocol: http', '    protocol: http\n    upstreamIdleTimeout: 50ms')).lines,
+    ).toEqual(['sidecar.yaml:10: ports[0].upstreamIdleTimeout: must be at least 100ms']);
   });
 
   it("bounds an http port's connect by a shorter upstreamTimeout unless connectTimeout is set", () => {

@@ -519,6 +519,30 @@ describe('fast lane: upstream responses', () => {
       },
     );
 
+    it("closes a kept upstream connection after the port's upstreamIdleTimeout, before the upstream would", async () => {
+      raw = await rawUpstream((_n, s) => s.write(OK));
+      h = await startHttpHarness({
+        licenses: [{ id: 'lic_1' }],
+        port: { upstream: raw, upstreamIdleTimeout: 300 },
+      });
+      const rx = await rawRequest(h.address, h.creds, GET('/1'));
+      await rx.until((t) => responses(t).length === 1);
+      const idle = Date.now();
+      await waitFor(
+        () => raw!.sockets.length === 1 && raw!.sockets.every((s) => s.destroyed || s.readableEnded),
+        {
+          timeoutMs: 3_000,
+          what: 'the sidecar closing its idle upstream connection',
+        },
+      );
+      expect(Date.now() - idle).toBeGreaterThanOrEqual(250);
+      rx.socket.write(GET('/2'));
+      await rx.until((t) => responses(t).length === 2);
+      expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
+      expect(raw.accepted()).toBe(2);
+      rx.socket.destroy();
+    });
+
     it('answers 502 when the new connection closes too: a request is sent again at most once', async () => {
       raw = await rawUpstream((n, s) => {
         if (n === 1 || n === 2) s.destroy();

@@ -214,6 +214,7 @@ export async function startHttpHarness(
     idleTimeout: 5_000,
     headersTimeout: 2_000,
     maxHeaderSize: 16_384,
+    upstreamIdleTimeout: 4_000,
     ...opts.port,
   };
   const iso = (ms: number): string => new Date(t0 + ms).toISOString();

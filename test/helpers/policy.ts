@@ -24,6 +24,7 @@ export function dbPortConfig(over: Partial<PortConfig> = {}): PortConfig {
     idleTimeout: 60_000,
     headersTimeout: 10_000,
     maxHeaderSize: 16_384,
+    upstreamIdleTimeout: 4_000,
     ...over,
   };
 }
