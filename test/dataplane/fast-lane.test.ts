@@ -9,6 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createConnection, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { PortConfig } from '../../src/config/types.js';
 import { startHttpHarness, type HttpHarness } from '../helpers/http.js';
 import { parseRaw, rawRequest } from '../helpers/http-client.js';
 import { Received, startTcpServer, tlsConnect, waitFor, type TestServer } from '../helpers/net.js';
@@ -60,10 +61,29 @@ function responses(text: string): { status: number; body: string }[] {
 }
 
 /** The log lines of requests the fast lane sent again on a new upstream connection. */
-function retries(x: HttpHarness): Record<string, unknown>[] {
-  return x.logs.lines
+function retries(): Record<string, unknown>[] {
+  if (h === undefined) throw new Error('retries(): no harness started');
+  return h.logs.lines
     .filter((l) => l.msg === 'request sent again on a new upstream connection')
     .map((l) => ({ level: l.level, method: l.method, path: l.path }));
+}
+
+/** A harness in front of `up`, and a caller whose `first` request has been answered. */
+async function answeredFirst(
+  up: TestServer,
+  first: string,
+  port: Partial<PortConfig> = {},
+): Promise<Received> {
+  h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: up, ...port } });
+  const rx = await rawRequest(h.address, h.creds, first);
+  await rx.until((t) => responses(t).length === 1);
+  return rx;
+}
+
+/** Send `request` on the caller's connection and wait for its `n`th response. */
+async function exchange(rx: Received, request: string, n: number): Promise<void> {
+  rx.socket.write(request);
+  await rx.until((t) => responses(t).length === n);
 }
 
 /**
@@ -460,12 +480,9 @@ describe('fast lane: upstream responses', () => {
 
   it('opens a new upstream connection when the kept one was closed by the upstream', async () => {
     raw = await rawUpstream((_n, s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
-    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
-    const rx = await rawRequest(h.address, h.creds, GET('/1'));
-    await rx.until((t) => responses(t).length === 1);
+    const rx = await answeredFirst(raw, GET('/1'));
     await waitFor(() => raw!.sockets.every((s) => s.destroyed));
-    rx.socket.write(GET('/2'));
-    await rx.until((t) => responses(t).length === 2);
+    await exchange(rx, GET('/2'), 2);
     expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
     expect(raw.accepted()).toBe(2);
     rx.socket.destroy();
@@ -476,14 +493,11 @@ describe('fast lane: upstream responses', () => {
       if (n === 0) s.destroy();
       else s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
     });
-    h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
-    const rx = await rawRequest(h.address, h.creds, GET('/gone'));
-    await rx.until((t) => responses(t).length === 1);
-    rx.socket.write(GET('/again'));
-    await rx.until((t) => responses(t).length === 2);
+    const rx = await answeredFirst(raw, GET('/gone'));
+    await exchange(rx, GET('/again'), 2);
     expect(responses(rx.text).map((r) => r.status)).toEqual([502, 200]);
     // A new connection's first request is not sent again: the upstream may be what fails it.
-    expect(retries(h)).toEqual([]);
+    expect(retries()).toEqual([]);
     rx.socket.destroy();
   });
 
@@ -500,13 +514,9 @@ describe('fast lane: upstream responses', () => {
           else if (how === 'reset') s.destroy();
           else s.end();
         });
-        h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
-        const rx = await rawRequest(h.address, h.creds, GET('/first'));
-        await rx.until((t) => responses(t).length === 1);
-        rx.socket.write(GET('/second'));
-        await rx.until((t) => responses(t).length === 2);
-        rx.socket.write(GET('/third'));
-        await rx.until((t) => responses(t).length === 3);
+        const rx = await answeredFirst(raw, GET('/first'));
+        await exchange(rx, GET('/second'), 2);
+        await exchange(rx, GET('/third'), 3);
         expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200, 200]);
         // The same head both times, the proxy's fields included; the second time on a new connection,
         // which is then kept for the next request.
@@ -514,19 +524,14 @@ describe('fast lane: upstream responses', () => {
         expect(heads[2]).toBe(heads[1]);
         expect(heads[2]).toContain('x-portlicense-identity: spiffe://example.org/ns/default/sa/frontend');
         expect(raw.accepted()).toBe(2);
-        expect(retries(h)).toEqual([{ level: 'info', method: 'GET', path: '/second' }]);
+        expect(retries()).toEqual([{ level: 'info', method: 'GET', path: '/second' }]);
         rx.socket.destroy();
       },
     );
 
     it("closes a kept upstream connection after the port's upstreamIdleTimeout, before the upstream would", async () => {
       raw = await rawUpstream((_n, s) => s.write(OK));
-      h = await startHttpHarness({
-        licenses: [{ id: 'lic_1' }],
-        port: { upstream: raw, upstreamIdleTimeout: 300 },
-      });
-      const rx = await rawRequest(h.address, h.creds, GET('/1'));
-      await rx.until((t) => responses(t).length === 1);
+      const rx = await answeredFirst(raw, GET('/1'), { upstreamIdleTimeout: 300 });
       const idle = Date.now();
       await waitFor(
         () => raw!.sockets.length === 1 && raw!.sockets.every((s) => s.destroyed || s.readableEnded),
@@ -536,8 +541,7 @@ describe('fast lane: upstream responses', () => {
         },
       );
       expect(Date.now() - idle).toBeGreaterThanOrEqual(250);
-      rx.socket.write(GET('/2'));
-      await rx.until((t) => responses(t).length === 2);
+      await exchange(rx, GET('/2'), 2);
       expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
       expect(raw.accepted()).toBe(2);
       rx.socket.destroy();
@@ -548,16 +552,12 @@ describe('fast lane: upstream responses', () => {
         if (n === 1 || n === 2) s.destroy();
         else s.write(OK);
       });
-      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
-      const rx = await rawRequest(h.address, h.creds, GET('/1'));
-      await rx.until((t) => responses(t).length === 1);
-      rx.socket.write(GET('/2'));
-      await rx.until((t) => responses(t).length === 2);
-      rx.socket.write(GET('/3'));
-      await rx.until((t) => responses(t).length === 3);
+      const rx = await answeredFirst(raw, GET('/1'));
+      await exchange(rx, GET('/2'), 2);
+      await exchange(rx, GET('/3'), 3);
       expect(responses(rx.text).map((r) => r.status)).toEqual([200, 502, 200]);
       expect(raw.accepted()).toBe(3);
-      expect(retries(h)).toHaveLength(1);
+      expect(retries()).toHaveLength(1);
       rx.socket.destroy();
     });
 
@@ -586,13 +586,10 @@ describe('fast lane: upstream responses', () => {
         if (n === 1) fail(s);
         else s.write(OK);
       });
-      h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
-      const rx = await rawRequest(h.address, h.creds, GET('/first'));
-      await rx.until((t) => responses(t).length === 1);
-      rx.socket.write(request);
-      await rx.until((t) => responses(t).length === 2);
+      const rx = await answeredFirst(raw, GET('/first'));
+      await exchange(rx, request, 2);
       expect(responses(rx.text).map((r) => r.status)).toEqual([200, 502]);
-      expect(retries(h)).toEqual([]);
+      expect(retries()).toEqual([]);
       expect(raw.accepted()).toBe(1);
       // (the GET's body reads as one more head at the upstream, which answers it on a closed socket)
       expect(seen).toBeGreaterThanOrEqual(2);
