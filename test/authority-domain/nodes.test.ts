@@ -12,12 +12,16 @@ describe('NodeTracker', () => {
   const dirs: string[] = [];
   afterEach(() => dirs.splice(0).forEach(removeDir));
 
-  it('writes a changed node at once, batches bare check-ins, and flushes them on stop', () => {
+  /** A new store file (removed after the test) and a clock at 2026-11-28T10:00:00Z. */
+  const fresh = (): { file: string; store: SqliteStore; clock: ManualClock } => {
     const dir = tempDir('pl-nodes-');
     dirs.push(dir);
     const file = join(dir, 'a.db');
-    const store = new SqliteStore(file);
-    const clock = new ManualClock('2026-11-28T10:00:00Z');
+    return { file, store: new SqliteStore(file), clock: new ManualClock('2026-11-28T10:00:00Z') };
+  };
+
+  it('writes a changed node at once, batches bare check-ins, and flushes them on stop', () => {
+    const { file, store, clock } = fresh();
     const nodes = new NodeTracker(store, clock, 60_000, silentLogger);
     const flushing = nodes.startFlushing(5_000);
 
@@ -45,11 +49,7 @@ describe('NodeTracker', () => {
   });
 
   it('forgets a node silent for forgetNodesAfter, in memory and in the store, and only that one', () => {
-    const dir = tempDir('pl-nodes-');
-    dirs.push(dir);
-    const file = join(dir, 'a.db');
-    const store = new SqliteStore(file);
-    const clock = new ManualClock('2026-11-28T10:00:00Z');
+    const { file, store, clock } = fresh();
     const sink = new MemorySink();
     const HOURS = 3_600_000;
     const nodes = new NodeTracker(store, clock, 60_000, createLogger({ sink }), 72 * HOURS);
@@ -91,10 +91,7 @@ describe('NodeTracker', () => {
   });
 
   it('forgets a backlog 500 nodes per flush round, each round one transaction', () => {
-    const dir = tempDir('pl-nodes-');
-    dirs.push(dir);
-    const store = new SqliteStore(join(dir, 'a.db'));
-    const clock = new ManualClock('2026-11-28T10:00:00Z');
+    const { store, clock } = fresh();
     const nodes = new NodeTracker(store, clock, 60_000, silentLogger, 3_600_000);
     const flushing = nodes.startFlushing(5_000);
     store.transaction(() => {
