@@ -14,25 +14,12 @@ import { Backoff } from '../control/backoff.js';
 import { PortlicenseError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { asToPrimary, type BoundListener, type ToPrimary, type ToWorker } from './messages.js';
+import type { StatusWorkerInput } from '../telemetry/status.js';
 import type { TelemetryBatch } from './telemetry-export.js';
 
-export type SlotState = 'starting' | 'listening' | 'exited';
-
-/** One worker slot: the configured count never changes, the process in a slot does. */
-export interface SlotView {
-  /** 1-based, stable across restarts (`worker 2 of 4`). */
-  readonly slot: number;
-  readonly state: SlotState;
-  readonly pid: number | null;
-  /** Policy version the worker last said it enforces; null before it listens. */
-  readonly version: number | null;
-  readonly restarts: number;
-  /**
-   * Once it said hello: how long it has not answered the heartbeat, in ms (heartbeats missed in a
-   * row times their interval; 0 while it answers); null before.
-   */
-  readonly silentMs: number | null;
-}
+/** One worker slot, as /status and /readyz show it. */
+export type SlotView = StatusWorkerInput;
+export type SlotState = SlotView['state'];
 
 export interface PoolOptions {
   size: number;

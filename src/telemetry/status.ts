@@ -77,13 +77,23 @@ export interface StatusInput {
   workers?: readonly StatusWorkerInput[];
 }
 
-/** One data-plane worker slot (the cluster pool's view of it). */
+/**
+ * One data-plane worker slot, as the cluster pool sees it (its `SlotView`): the configured count
+ * never changes, the process in a slot does.
+ */
 export interface StatusWorkerInput {
+  /** 1-based, stable across restarts (`worker 2 of 4`). */
   readonly slot: number;
+  /** starting (forked, no listeners yet), listening (serving), exited (restart scheduled). */
   readonly state: 'starting' | 'listening' | 'exited';
   readonly pid: number | null;
+  /** Policy version the worker last said it enforces; null before it listens. */
   readonly version: number | null;
   readonly restarts: number;
+  /**
+   * Once it said hello: how long it has not answered the heartbeat, in ms (heartbeats missed in a
+   * row times their interval; 0 while it answers); null before.
+   */
   readonly silentMs: number | null;
 }
 
@@ -123,7 +133,7 @@ export interface SidecarStatus {
   /** With `workers` above 1: each worker slot (1-based), its process and the bundle it enforces. */
   workers?: Array<{
     slot: number;
-    state: 'starting' | 'listening' | 'exited';
+    state: StatusWorkerInput['state'];
     pid: number | null;
     bundleVersion: number | null;
     restarts: number;
