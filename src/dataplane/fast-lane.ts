@@ -32,7 +32,12 @@ import type { TLSSocket } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { normalizeTarget, type RequestTarget } from '../policy/path.js';
 import type { CompiledLicense, DenyReason } from '../policy/types.js';
-import type { UpstreamConn, UpstreamOwner, UpstreamPool } from './fast-upstream.js';
+import {
+  KEEP_ALIVE_MARGIN_MS,
+  type UpstreamConn,
+  type UpstreamOwner,
+  type UpstreamPool,
+} from './fast-upstream.js';
 import type { HttpConnection, Verdict } from './http-authorize.js';
 import type { HttpPortContext } from './http-context.js';
 import {
@@ -140,6 +145,8 @@ export class FastConnection implements UpstreamOwner, Verdict {
   private discardLeft = 0;
   private keepAlive = true;
   private upReusable = true;
+  /** How long the upstream connection may idle after this exchange (its Keep-Alive hint), in ms. */
+  private upIdleLimit = Infinity;
   started = 0;
   method = '';
   path = '';
@@ -294,6 +301,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.st = St.Busy;
     this.resp = Resp.Head;
     this.upReusable = true;
+    this.upIdleLimit = Infinity;
     this.heard = false;
     const body = this.reqFramer;
     body.begin(head.framing, head.contentLength);
@@ -600,6 +608,12 @@ export class FastConnection implements UpstreamOwner, Verdict {
     this.status = head.status;
     const closeDelimited = head.framing === 'close';
     if (!head.keepAlive) this.upReusable = false;
+    else if (head.keepAliveTimeout !== -1) {
+      // The upstream closes an idle connection after that many seconds: stop handing it out a
+      // margin earlier, or (too short to bother) not keep it at all. The full path does the same.
+      this.upIdleLimit = head.keepAliveTimeout * 1000 - KEEP_ALIVE_MARGIN_MS;
+      if (this.upIdleLimit <= 0) this.upReusable = false;
+    }
     const close = !this.keepAlive || closeDelimited || ctx.draining || this.uploading;
     if (close) this.keepAlive = false;
     const chunked = head.framing === 'chunked';
@@ -699,7 +713,7 @@ export class FastConnection implements UpstreamOwner, Verdict {
     const up = this.up;
     this.up = null;
     if (up !== null) {
-      if (this.upReusable && !this.uploading) this.port.pool.release(up);
+      if (this.upReusable && !this.uploading) this.port.pool.release(up, this.upIdleLimit);
       else up.destroy();
     }
     this.port.ctx.finish(this);

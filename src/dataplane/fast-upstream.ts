@@ -6,8 +6,10 @@
  *
  * An idle connection that the upstream closes (or that sends anything) leaves the pool at once; one
  * idle longer than `idleTimeout` is closed by us first, before a typical upstream keep-alive timeout
- * (Node's is 5 s) can close it under a request. The pool is LIFO: the most recently used connection
- * is the least likely to have been closed by the other side.
+ * (Node's is 5 s) can close it under a request. An upstream that says how long it keeps a connection
+ * (`Keep-Alive: timeout=N`) has it closed sooner when N is shorter: the exchange passes the limit to
+ * `release`. The pool is LIFO: the most recently used connection is the least likely to have been
+ * closed by the other side.
  *
  * Only dialing uses a socket timer (the connect timeout). Idle connections are closed by one sweep
  * per pool, so handing a kept connection out and back costs no timer change per request.
@@ -46,6 +48,13 @@ export interface UpstreamPoolOptions {
 }
 
 /**
+ * How much sooner than an upstream's `Keep-Alive: timeout=N` its idle connections stop being handed
+ * out, so that a request is not sent just as the upstream closes the connection. Node's own http
+ * Agent keeps the same second; the full path passes it to undici (`keepAliveTimeoutThreshold`).
+ */
+export const KEEP_ALIVE_MARGIN_MS = 1_000;
+
+/**
  * The read buffer of every upstream socket: one read at a time is handed to its owner synchronously,
  * so they can share it. 64 KiB is what libuv asks for per read.
  */
@@ -59,8 +68,8 @@ export class UpstreamConn {
   dead = false;
   /** In the pool's idle list. */
   idle = false;
-  /** performance.now() when it went back to the idle list. */
-  idleSince = 0;
+  /** performance.now() after which it is too old to hand out (set when it goes back to the idle list). */
+  idleUntil = 0;
 
   /** Read through `onread` (READ_BUFFER): it emits no 'data'. */
   readonly socket: Socket;
@@ -165,11 +174,11 @@ export class UpstreamPool {
    */
   acquire(owner: UpstreamOwner, fresh = false): UpstreamConn {
     // A connection that dies leaves the list at once (forget); `dead` also covers the FIN seen
-    // while it was being handed back. One past idleTimeout that the sweep (every quarter of it) has
-    // not reached yet is closed here rather than handed out.
-    const oldest = this.idle.length === 0 ? 0 : performance.now() - this.idleTimeout;
+    // while it was being handed back. One past its idle limit that the sweep (every quarter of
+    // idleTimeout) has not reached yet is closed here rather than handed out.
+    const now = this.idle.length === 0 ? 0 : performance.now();
     let c = fresh ? undefined : this.idle.pop();
-    while (c !== undefined && (c.dead || c.idleSince <= oldest)) {
+    while (c !== undefined && (c.dead || c.idleUntil <= now)) {
       c.idle = false;
       c.destroy();
       c = this.idle.pop();
@@ -185,8 +194,11 @@ export class UpstreamPool {
     return c;
   }
 
-  /** Give back a connection whose exchange ended cleanly; it is kept for the next request. */
-  release(c: UpstreamConn): void {
+  /**
+   * Give back a connection whose exchange ended cleanly; it is kept for the next request, for at most
+   * `idleTimeout`, or `limit` ms if that is shorter (the upstream's own keep-alive, less a margin).
+   */
+  release(c: UpstreamConn, limit = Infinity): void {
     c.owner = null;
     if (c.dead || this.closed || !c.connected || this.idle.length >= this.maxIdle) {
       c.destroy();
@@ -196,7 +208,7 @@ export class UpstreamPool {
     // upstream close it (or send what it should not), and the next owner gets its response.
     if (c.socket.isPaused()) c.socket.resume();
     c.idle = true;
-    c.idleSince = performance.now();
+    c.idleUntil = performance.now() + Math.min(limit, this.idleTimeout);
     this.idle.push(c);
     this.sweep ??= setInterval(this.closeExpired, Math.max(50, Math.floor(this.idleTimeout / 4))).unref();
   }
@@ -206,16 +218,23 @@ export class UpstreamPool {
     return this.sweep !== null;
   }
 
-  /** Close connections idle for longer than `idleTimeout` (oldest first: the list is LIFO). */
+  /**
+   * Close connections past their idle limit. Limits differ between connections (an upstream's
+   * Keep-Alive hint), so the whole list (at most `maxIdle`) is looked at, keeping the others' order.
+   */
   private readonly closeExpired = (): void => {
-    const oldest = performance.now() - this.idleTimeout;
-    let n = 0;
-    while (n < this.idle.length && this.idle[n]!.idleSince <= oldest) n++;
-    if (n > 0)
-      for (const c of this.idle.splice(0, n)) {
+    const now = performance.now();
+    const idle = this.idle;
+    let kept = 0;
+    for (let i = 0; i < idle.length; i++) {
+      const c = idle[i]!;
+      if (c.idleUntil > now) idle[kept++] = c;
+      else {
         c.idle = false;
-        c.destroy();
+        c.destroy(); // forget() finds it no longer marked idle, so leaves the list to this loop
       }
+    }
+    idle.length = kept;
     // Nothing left to expire: no timer until a connection is handed back again.
     if (this.idle.length === 0 && this.sweep !== null) {
       clearInterval(this.sweep);

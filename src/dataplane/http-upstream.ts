@@ -17,6 +17,7 @@ import type { HttpConnection, Verdict } from './http-authorize.js';
 import { callerResponseHeaders } from './http-headers.js';
 import { sendCanned, type GatewayReason } from './http-responses.js';
 import type { HttpPortContext } from './http-context.js';
+import { KEEP_ALIVE_MARGIN_MS } from './fast-upstream.js';
 
 /** Largest upstream response head accepted (also for upgrades); beyond it the caller gets a 502. */
 export const MAX_RESPONSE_HEAD = 64 * 1024;
@@ -38,9 +39,10 @@ export function createUpstreamPool(port: PortConfig): Pool {
     headersTimeout: port.upstreamTimeout,
     bodyTimeout: port.idleTimeout,
     // Idle kept connections close after upstreamIdleTimeout, or sooner when the upstream says so
-    // (Keep-Alive: timeout=N, less undici's 2 s threshold).
+    // (Keep-Alive: timeout=N, less the same margin as the fast lane's).
     keepAliveTimeout: port.upstreamIdleTimeout,
     keepAliveMaxTimeout: port.upstreamIdleTimeout,
+    keepAliveTimeoutThreshold: KEEP_ALIVE_MARGIN_MS,
     maxHeaderSize: MAX_RESPONSE_HEAD,
     connect: { timeout: port.connectTimeout },
   });

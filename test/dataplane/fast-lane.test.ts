@@ -196,7 +196,7 @@ describe('fast lane: one connection, many requests', () => {
     rx.socket.destroy();
   });
 
-  it('hands a head its parser does not take (obs-text) to the full path, which serves it', async () => {
+  it('passes obs-text in a field value on as the bytes it came in', async () => {
     h = await startHttpHarness({ licenses: [{ id: 'lic_1' }] });
     const rx = await rawRequest(h.address, h.creds, Buffer.from(GET('/x', 'X-Name: caf\xe9\r\n'), 'latin1'));
     await rx.until((t) => responses(t).length === 1);
@@ -545,6 +545,55 @@ describe('fast lane: upstream responses', () => {
       expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
       expect(raw.accepted()).toBe(2);
       rx.socket.destroy();
+    });
+
+    describe("the upstream's own keep-alive (Keep-Alive: timeout=N)", () => {
+      const KEPT_2S = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=2, max=100\r\n\r\nok';
+
+      it('keeps the connection for a second less than the upstream says, when that is sooner', async () => {
+        raw = await rawUpstream((_n, s) => s.write(KEPT_2S));
+        const rx = await answeredFirst(raw, GET('/1'), { upstreamIdleTimeout: 4_000 });
+        await exchange(rx, GET('/2'), 2);
+        expect(raw.accepted()).toBe(1);
+        // Kept for 1 s (2 s less the margin), not the port's 4 s: no condition to wait on but time.
+        await new Promise((r) => setTimeout(r, 1_200));
+        await exchange(rx, GET('/3'), 3);
+        expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200, 200]);
+        expect(raw.accepted()).toBe(2);
+        expect(raw.sockets[0]!.destroyed || raw.sockets[0]!.readableEnded).toBe(true);
+        expect(retries()).toEqual([]);
+        rx.socket.destroy();
+      });
+
+      it('does not keep a connection the upstream closes within a second (timeout=1)', async () => {
+        raw = await rawUpstream((_n, s) =>
+          s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=1\r\n\r\nok'),
+        );
+        const rx = await answeredFirst(raw, GET('/1'));
+        await exchange(rx, GET('/2'), 2);
+        expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
+        expect(raw.accepted()).toBe(2);
+        // Closed by the sidecar once answered, not left to idle (upstreamIdleTimeout is 4 s here).
+        await waitFor(() => raw!.sockets[0]!.destroyed || raw!.sockets[0]!.readableEnded, {
+          timeoutMs: 1_000,
+          what: 'the sidecar closing the first connection after its response',
+        });
+        rx.socket.destroy();
+      });
+
+      it('the full path keeps it too, with the same margin (undici would drop it at its 2 s default)', async () => {
+        raw = await rawUpstream((_n, s) => s.write(KEPT_2S));
+        h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
+        // HTTP/1.0 is the full path's (http.Server and undici), and stays there on this connection.
+        const old = (path: string): string =>
+          `GET ${path} HTTP/1.0\r\nHost: orders\r\nConnection: keep-alive\r\n\r\n`;
+        const rx = await rawRequest(h.address, h.creds, old('/1'));
+        await rx.until((t) => responses(t).length === 1);
+        await exchange(rx, old('/2'), 2);
+        expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
+        expect(raw.accepted()).toBe(1);
+        rx.socket.destroy();
+      });
     });
 
     it('answers 502 when the new connection closes too: a request is sent again at most once', async () => {

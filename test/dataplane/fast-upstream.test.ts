@@ -1,8 +1,9 @@
 /**
  * The fast lane's upstream pool (src/dataplane/fast-upstream.ts) on real sockets: a released
  * connection is handed out again while fresh, closed by the pool's sweep once idle past
- * idleTimeout (the sweep's timer armed only while something is idle), never handed out past it,
- * and reading again when handed back paused; a dial that hangs ends in connect_timeout.
+ * idleTimeout or the shorter limit it was released with (the sweep's timer armed only while
+ * something is idle), never handed out past it, and reading again when handed back paused; a dial
+ * that hangs ends in connect_timeout.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -134,6 +135,33 @@ describe('UpstreamPool', () => {
     expect(fresh).not.toBe(c);
     expect(c.dead).toBe(true);
     await waitFor(() => fresh.connected && up.accepted.length === 2, { what: 'a new connection' });
+  });
+
+  it("keeps a connection released with a shorter limit (the upstream's Keep-Alive) only that long", async () => {
+    const up = await upstream();
+    // idleTimeout 2 s: the sweep runs every 500 ms. `short` may idle 100 ms, `long` the full 2 s.
+    pool = new UpstreamPool(
+      { host: '127.0.0.1', port: up.port },
+      { connectTimeout: 1_000, idleTimeout: 2_000 },
+    );
+    const long = await dial(pool);
+    const short = await dial(pool);
+    pool.release(long);
+    pool.release(short, 100);
+    const until = Date.now() + 150;
+    while (Date.now() < until) {
+      // busy: no timers run, so only acquire's own check refuses `short`
+    }
+    // LIFO: `short` is on top; past its limit, it is closed and `long` handed out instead.
+    expect(pool.acquire(owner())).toBe(long);
+    expect(short.dead).toBe(true);
+    // The sweep closes one past its limit while keeping the others (the list is not in expiry order).
+    const third = await dial(pool);
+    pool.release(long);
+    pool.release(third, 100);
+    await waitFor(() => third.dead, { timeoutMs: 3_000, what: 'the sweep closing the short-lived one' });
+    expect(long.dead).toBe(false);
+    expect(pool.acquire(owner())).toBe(long);
   });
 
   it('tells its owner connect_timeout when dialing hangs, and never hands that connection out', async () => {

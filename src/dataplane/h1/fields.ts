@@ -1,6 +1,6 @@
 /**
  * Reading the header fields that frame a message — Content-Length, Transfer-Encoding, Connection,
- * Expect — straight from the head's bytes, with the same acceptance rules as node's parser where
+ * Expect — and the Keep-Alive hint of a response straight from the head's bytes, with the same acceptance rules as node's parser where
  * that parser is strict and RFC 9110/9112's where it is lenient.
  */
 import { CLASS, HTAB, OWS, equalsLower } from './chars.js';
@@ -105,6 +105,7 @@ export const F_TRANSFER_ENCODING = 2;
 export const F_CONNECTION = 3;
 export const F_UPGRADE = 4;
 export const F_EXPECT = 5;
+export const F_KEEP_ALIVE = 6;
 
 /** Classify the header name `buf[start, end)`. */
 export function fieldKind(buf: Uint8Array, start: number, end: number): number {
@@ -114,7 +115,8 @@ export function fieldKind(buf: Uint8Array, start: number, end: number): number {
     case 7:
       return equalsLower(buf, start, end, 'upgrade') ? F_UPGRADE : F_OTHER;
     case 10:
-      return equalsLower(buf, start, end, 'connection') ? F_CONNECTION : F_OTHER;
+      if (equalsLower(buf, start, end, 'connection')) return F_CONNECTION;
+      return equalsLower(buf, start, end, 'keep-alive') ? F_KEEP_ALIVE : F_OTHER;
     case 14:
       return equalsLower(buf, start, end, 'content-length') ? F_CONTENT_LENGTH : F_OTHER;
     case 17:
@@ -122,4 +124,50 @@ export function fieldKind(buf: Uint8Array, start: number, end: number): number {
     default:
       return F_OTHER;
   }
+}
+
+/** The most seconds `keepAliveTimeout` reports; larger values are clamped (the pool caps it anyway). */
+export const KEEP_ALIVE_TIMEOUT_MAX = 86_400;
+
+/**
+ * The `timeout` parameter of a Keep-Alive field (`Keep-Alive: timeout=5, max=100`, RFC 2068
+ * §19.7.1.1, kept by RFC 9112 for HTTP/1.0-style hints): how many seconds the sender keeps an idle
+ * connection open. Parameters are comma-separated `name=value` pairs, the name case-insensitive, the
+ * value digits, optionally quoted. -1 when there is no `timeout` or its value is not a number.
+ */
+export function keepAliveTimeout(buf: Uint8Array, start: number, end: number): number {
+  let s = start;
+  while (s < end) {
+    let e = s;
+    while (e < end && buf[e] !== 0x2c) e++;
+    let a = s;
+    while (a < e && (CLASS[buf[a]!]! & OWS) !== 0) a++;
+    let eq = a;
+    while (eq < e && buf[eq] !== 0x3d) eq++;
+    let n = eq;
+    while (n > a && (CLASS[buf[n - 1]!]! & OWS) !== 0) n--;
+    if (eq < e && n - a === 7 && equalsLower(buf, a, n, 'timeout')) return seconds(buf, eq + 1, e);
+    s = e + 1;
+  }
+  return -1;
+}
+
+/** Digits between `start` and `end`, around which whitespace and one pair of quotes may stand; or -1. */
+function seconds(buf: Uint8Array, start: number, end: number): number {
+  let a = start;
+  let z = end;
+  while (a < z && (CLASS[buf[a]!]! & OWS) !== 0) a++;
+  while (z > a && (CLASS[buf[z - 1]!]! & OWS) !== 0) z--;
+  if (z - a >= 2 && buf[a] === 0x22 && buf[z - 1] === 0x22) {
+    a++;
+    z--;
+  }
+  if (a === z) return -1;
+  let v = 0;
+  for (let i = a; i < z; i++) {
+    const d = buf[i]! - 0x30;
+    if (d < 0 || d > 9) return -1;
+    v = Math.min(v * 10 + d, KEEP_ALIVE_TIMEOUT_MAX);
+  }
+  return v;
 }

@@ -11,12 +11,14 @@ import {
   F_CONNECTION,
   F_CONTENT_LENGTH,
   F_EXPECT,
+  F_KEEP_ALIVE,
   F_TRANSFER_ENCODING,
   F_UPGRADE,
   addCodings,
   connectionFlags,
   contentLength,
   fieldKind,
+  keepAliveTimeout,
   type CodingList,
 } from './fields.js';
 import { FIELD_SLOTS, type HeadScanner } from './head-scanner.js';
@@ -32,6 +34,8 @@ export class FieldNotes {
   /** Expect fields seen, and whether all of them were 100-continue. */
   expect = 0;
   expectContinueOnly = true;
+  /** The smallest `timeout` of the Keep-Alive fields, in seconds; -1 when none gave one. */
+  keepAliveTimeout = -1;
 
   clear(): void {
     this.contentLength = -1;
@@ -41,6 +45,7 @@ export class FieldNotes {
     this.upgrade = false;
     this.expect = 0;
     this.expectContinueOnly = true;
+    this.keepAliveTimeout = -1;
   }
 }
 
@@ -75,6 +80,12 @@ export function noteFields(sc: HeadScanner, notes: FieldNotes): H1Error | undefi
         notes.expect++;
         if (!equalsLower(buf, vs, ve, '100-continue')) notes.expectContinueOnly = false;
         break;
+      case F_KEEP_ALIVE: {
+        const t = keepAliveTimeout(buf, vs, ve);
+        if (t !== -1 && (notes.keepAliveTimeout === -1 || t < notes.keepAliveTimeout))
+          notes.keepAliveTimeout = t;
+        break;
+      }
     }
   }
   return undefined;

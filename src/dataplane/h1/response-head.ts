@@ -33,6 +33,11 @@ export interface ResponseHead {
   readonly informational: boolean;
   /** Whether the upstream connection may carry another request after this response. */
   readonly keepAlive: boolean;
+  /**
+   * How long the upstream says it keeps the connection open while idle (its Keep-Alive `timeout`,
+   * the smallest if several), in seconds; -1 when it did not say.
+   */
+  readonly keepAliveTimeout: number;
   /** Offset in the last buffer passed to execute() just past the head. */
   readonly end: number;
   readonly size: number;
@@ -112,6 +117,7 @@ export class ResponseHeadParser extends HeadParser<ResponseHead> {
       contentLength: framing === 'length' ? notes.contentLength : -1,
       informational,
       keepAlive,
+      keepAliveTimeout: keepAlive ? notes.keepAliveTimeout : -1,
       end: sc.end,
       size: sc.size,
     };

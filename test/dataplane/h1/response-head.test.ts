@@ -46,6 +46,35 @@ describe('response heads', () => {
     expect(f('HTTP/1.1 200 OK\r\n\r\n')).toBe('close');
   });
 
+  it("reads the upstream's Keep-Alive timeout hint, in seconds", () => {
+    const t = (fields: string): number | string => {
+      const r = parse(`HTTP/1.1 200 OK\r\nContent-Length: 0\r\n${fields}\r\n`);
+      return typeof r === 'string' ? r : r.keepAliveTimeout;
+    };
+    expect(t('')).toBe(-1);
+    expect(t('Keep-Alive: timeout=5, max=100\r\n')).toBe(5);
+    expect(t('keep-alive: max=100, TIMEOUT = 7 \r\n')).toBe(7);
+    expect(t('Keep-Alive: timeout="3"\r\n')).toBe(3);
+    expect(t('Keep-Alive: timeout=0\r\n')).toBe(0);
+    // The smallest of several fields; a value that is not a number does not count.
+    expect(t('Keep-Alive: timeout=9\r\nKeep-Alive: timeout=4\r\n')).toBe(4);
+    expect(t('Keep-Alive: timeout=soon\r\nKeep-Alive: timeout=6\r\n')).toBe(6);
+    for (const bad of [
+      'timeout',
+      'timeout=',
+      'timeout=-1',
+      'timeout=1.5',
+      'timeouts=5',
+      'max=5',
+      'timeout="5',
+    ]) {
+      expect(t(`Keep-Alive: ${bad}\r\n`), bad).toBe(-1);
+    }
+    // Clamped, not overflowing; and nothing to say for a connection that is not kept.
+    expect(t('Keep-Alive: timeout=99999999999999999999999\r\n')).toBe(86_400);
+    expect(t('Keep-Alive: timeout=5\r\nConnection: close\r\n')).toBe(-1);
+  });
+
   it('marks informational heads and keep-alive', () => {
     expect(parse('HTTP/1.1 100 Continue\r\n\r\n')).toMatchObject({ informational: true, keepAlive: true });
     expect(parse('HTTP/1.1 200 OK\r\n\r\n')).toMatchObject({ keepAlive: false });
