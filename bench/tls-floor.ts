@@ -12,7 +12,10 @@
  *   each caller connection to a connection of its own to the upstream (`pipe` both ways), with
  *   the sidecar's TLS and socket settings and allocator. No HTTP parsing, no policy, no fields
  *   added; it is not a product, only node's share of each request. (A server answering the open
- *   loop itself is not a floor for a proxy: it wakes once per request instead of twice.)
+ *   loop itself is not a floor for a proxy: it wakes once per request instead of twice.) The
+ *   sidecar's tcp port, spliced to the same upstream, runs too (`portlicense-tcp`): the same
+ *   process as the http port, with its heap, timers and metrics, but no HTTP work, so the steps
+ *   from the floor to the sidecar can be told apart.
  *
  * Each target is pinned like `npm run bench`, gets one unmeasured run first, and the order
  * rotates each round. Between the floor
@@ -95,7 +98,7 @@ interface Figures {
   p50Ms: number;
   p99Ms: number;
 }
-type Name = 'floor' | 'portlicense' | 'haproxy';
+type Name = 'floor' | 'portlicense' | 'portlicense-tcp' | 'haproxy';
 
 /**
  * The floor's allocator settings, by bin/portlicense's rules (an operator's LD_PRELOAD wins,
@@ -121,7 +124,10 @@ function tcmalloc(): string | undefined {
 
 try {
   const up = await startUpstream(loadgen);
-  const sidecar = await startPortlicense(pki, up, { nodeFlags: nodeFlagsFrom('BENCH_NODE_FLAGS') });
+  // In the open mode its tcp port splices to the http upstream: the open loop runs over it too.
+  const sidecar = await startPortlicense(pki, MODE === 'open' ? { http: up.http, tcp: up.http } : up, {
+    nodeFlags: nodeFlagsFrom('BENCH_NODE_FLAGS'),
+  });
   const floorPort = await freePort();
   // With the sidecar's OpenSSL settings (one session ticket per handshake) and allocator, so that
   // the difference is the sidecar's own work.
@@ -148,6 +154,7 @@ try {
     ['floor', floorPort, floor],
     ['portlicense', sidecar.httpPort, sidecar.proc!],
   ];
+  if (MODE === 'open') targets.push(['portlicense-tcp', sidecar.tcpPort!, sidecar.proc!]);
   if (haproxy !== null) targets.push(['haproxy', haproxy.httpPort, haproxy.proc!]);
 
   /** One run against `port`, with the CPU of `proc`'s tree over it (warm-up included). */
@@ -215,7 +222,7 @@ try {
       process.stderr.write(
         MODE === 'conn'
           ? `round ${round}/${ROUNDS}  ${name.padEnd(11)}  ${fmt(r.rate)} conn/s  ${fmt(r.cpuUs)} µs CPU/conn\n`
-          : `round ${round}/${ROUNDS}  ${name.padEnd(11)}  p50 ${fmt(r.p50Ms)} ms  p99 ${fmt(r.p99Ms)} ms  ${fmt(r.cpuUs)} µs CPU/request\n`,
+          : `round ${round}/${ROUNDS}  ${name.padEnd(15)}  p50 ${fmt(r.p50Ms)} ms  p99 ${fmt(r.p99Ms)} ms  ${fmt(r.cpuUs)} µs CPU/request\n`,
       );
     }
   }
@@ -229,6 +236,7 @@ process.exit(0);
 function report(rows: Map<Name, Figures[]>): string {
   const names = [...rows.keys()];
   const pairs: Array<[Name, Name]> = [['portlicense', 'floor']];
+  if (rows.has('portlicense-tcp')) pairs.push(['portlicense-tcp', 'floor']);
   if (rows.has('haproxy')) pairs.push(['floor', 'haproxy'], ['portlicense', 'haproxy']);
   const lines: Array<[string, keyof Figures]> =
     MODE === 'conn'
