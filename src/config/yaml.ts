@@ -48,6 +48,8 @@ export function readYamlFile(file: string): YamlDocument {
  * @throws ConfigError on syntax errors, duplicate keys, non-string keys and multiple documents.
  */
 export function parseYamlText(text: string, file: string, absPath: string = resolve(file)): YamlDocument {
+  const deep = tooDeep(text);
+  if (deep !== undefined) throw new ConfigError([{ file, line: deep.line, path: '', message: deep.message }]);
   const lineCounter = new LineCounter();
   // uniqueKeys off: duplicates are reported below with their key path, which the parser cannot do.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
@@ -84,6 +86,60 @@ export function parseYamlText(text: string, file: string, absPath: string = reso
       return 0;
     },
   };
+}
+
+/** Flow collections (`[`, `{`) open at once, at most. */
+export const MAX_FLOW_DEPTH = 64;
+/** Columns of indentation plus block indicators (`- `, `? `) before a line's content, at most. */
+export const MAX_BLOCK_DEPTH = 256;
+
+/**
+ * A first look for nesting no config or license file has: the parser and the walks over its
+ * result recurse once per level, and a request body of nothing but `[` (100 KB is 50,000 levels)
+ * exhausted the stack, then crashed the process. A bound, not a parse: brackets count wherever
+ * they stand (quoted, or in comments), and a line's block depth is taken as its indentation plus
+ * its leading `- ` and `? ` indicators; both over-count, never under. O(length), no allocation.
+ */
+function tooDeep(text: string): { line: number; message: string } | undefined {
+  let flow = 0;
+  let line = 1;
+  let atStart = true;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x0a) {
+      line++;
+      atStart = true;
+      depth = 0;
+      continue;
+    }
+    if (atStart) {
+      if (c === 0x20 || c === 0x09) depth++;
+      else if (
+        (c === 0x2d || c === 0x3f) &&
+        (text.charCodeAt(i + 1) === 0x20 || text.charCodeAt(i + 1) === 0x09)
+      )
+        depth++;
+      else atStart = false;
+      if (depth > MAX_BLOCK_DEPTH)
+        return {
+          line,
+          message:
+            `YAML: nested more than ${MAX_BLOCK_DEPTH} levels deep (indentation and "- " entries ` +
+            'before the content of this line); no config or license file needs that',
+        };
+    }
+    if (c === 0x5b || c === 0x7b) {
+      if (++flow > MAX_FLOW_DEPTH)
+        return {
+          line,
+          message:
+            `YAML: more than ${MAX_FLOW_DEPTH} "[" or "{" open at once (counted everywhere, ` +
+            'quoted text and comments too); no config or license file needs that',
+        };
+    } else if ((c === 0x5d || c === 0x7d) && flow > 0) flow--;
+  }
+  return undefined;
 }
 
 interface WalkState {

@@ -327,6 +327,17 @@ describe('authority API: services and licenses', () => {
     expect(bad.json.detail).toMatch(/line 2: licenses\[0\]\.subject/);
   });
 
+  it('answers a YAML apply nested beyond any license file with 400, as often as it is sent', async () => {
+    // Such a body (100 KB) once crashed the whole authority on its second or third try.
+    const deep = `licenses: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`;
+    for (let i = 0; i < 3; i++) {
+      const res = await admin.post('/v1/apply', undefined, { raw: deep, contentType: 'application/yaml' });
+      expect(res.status).toBe(400);
+      expect(res.json.detail).toMatch(/^line 1: YAML: more than 64 "\[" or "\{" open at once/);
+    }
+    expect((await admin.get('/v1/services')).status).toBe(200);
+  });
+
   it('paginates licenses with limit and after', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {

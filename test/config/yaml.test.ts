@@ -93,6 +93,45 @@ describe('parseYamlText', () => {
     expect(doc.value).toEqual({ a: { b: 1 }, c: { b: 1 } });
   });
 
+  it('refuses nesting no config or license file needs, before the parser recurses into it', () => {
+    // 50,000 levels of "[" once exhausted the stack of the authority's apply route, then crashed it.
+    const flow = configErrorOf(() =>
+      parseYamlText(`a: 1\nlicenses: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`, 'f.yaml'),
+    );
+    expect(flow.problems).toEqual([
+      {
+        file: 'f.yaml',
+        line: 2,
+        path: '',
+        message:
+          'YAML: more than 64 "[" or "{" open at once (counted everywhere, quoted text and comments too); ' +
+          'no config or license file needs that',
+      },
+    ]);
+    const compact = configErrorOf(() => parseYamlText(`a:\n${'- '.repeat(200_000)}x\n`, 'c.yaml'));
+    expect(compact.problems[0]).toMatchObject({ file: 'c.yaml', line: 2 });
+    expect(compact.problems[0]!.message).toMatch(/^YAML: nested more than 256 levels deep/);
+    let indented = 'a:\n';
+    for (let i = 1; i <= 300; i++) indented += `${' '.repeat(i)}k${i}:\n`;
+    expect(configErrorOf(() => parseYamlText(indented, 'i.yaml')).problems[0]).toMatchObject({ line: 258 });
+  });
+
+  it('takes nesting up to those bounds, and brackets that close count for nothing', () => {
+    const nested = `a: ${'['.repeat(64)}1${']'.repeat(64)}\n`;
+    let v: unknown = (parseYamlText(nested, 'n.yaml').value as { a: unknown }).a;
+    let depth = 0;
+    while (Array.isArray(v)) {
+      v = v[0];
+      depth++;
+    }
+    expect(depth).toBe(64);
+    const many = Array.from({ length: 1000 }, (_, i) => `k${i}: [[x], {y: [z]}]`).join('\n');
+    expect(Object.keys(parseYamlText(many, 'm.yaml').value as object)).toHaveLength(1000);
+    let block = 'a:\n';
+    for (let i = 1; i <= 100; i++) block += `${' '.repeat(2 * i)}k${i}:\n`;
+    expect(parseYamlText(`${block}${' '.repeat(202)}end: 1\n`, 'b.yaml').lineOf('a.k1.k2')).toBe(3);
+  });
+
   it('gives an empty document a null value', () => {
     expect(parseYamlText('# nothing\n', 'e.yaml').value).toBeNull();
   });
