@@ -39,6 +39,9 @@ export interface UsageReportInput {
 
 export type Defaults = AuthorityConfig['defaults'];
 
+/** Where a license applies, and its HTTP rules: what `checkPort` looks at. */
+type LicenseTarget = Pick<DeclarativeLicense, 'service' | 'port' | 'methods' | 'paths'>;
+
 export function newLicenseId(): string {
   return 'lic_' + randomBytes(12).toString('hex');
 }
@@ -140,24 +143,28 @@ export class Licensing {
    * The license's port exists, and only an http port gets method or path rules: a tcp port
    * decides without them, so a rule there would admit every connection it seemed to narrow.
    */
-  private checkPort(spec: DeclarativeLicense): void {
+  private checkPort(spec: LicenseTarget): void {
+    const problem = this.portProblem(spec);
+    if (problem !== null) throw badRequest(problem);
+  }
+
+  /** What `checkPort` refuses, or null. */
+  private portProblem(spec: LicenseTarget): string | null {
     const { service, port } = spec;
     const services = this.store.listServices();
     const svc = services.find((s) => s.name === service);
     if (!svc) {
       const known =
         services.map((s) => s.name).join(', ') || 'none; register one with POST /v1/services or apply';
-      throw badRequest(`unknown service "${service}"; known services: ${known}`);
+      return `unknown service "${service}"; known services: ${known}`;
     }
     const p = svc.ports.find((x) => x.name === port);
-    if (!p) {
-      throw badRequest(
-        `service "${service}" has no port "${port}"; its ports: ${svc.ports.map((x) => x.name).join(', ')}`,
-      );
-    }
+    if (!p)
+      return `service "${service}" has no port "${port}"; its ports: ${svc.ports.map((x) => x.name).join(', ')}`;
     const rule = spec.methods?.length ? 'methods' : spec.paths?.length ? 'paths' : null;
     if (p.protocol === 'tcp' && rule !== null)
-      throw badRequest(`${rule}: only http ports have methods and paths (${service}/${port} is tcp)`);
+      return `${rule}: only http ports have methods and paths (${service}/${port} is tcp)`;
+    return null;
   }
 
   private build(spec: DeclarativeLicense, now: number): LicenseRecord {
@@ -200,6 +207,53 @@ export class Licensing {
       revokeReason: null,
       renewedAt: now,
       expiryAudited: false,
+    };
+  }
+
+  /**
+   * A live license as `spec` declares it (apply), by the rules `build` grants with, from the
+   * license's own createdAt: a fixed `expiresAt` is checked against the maximum lifetime (declared,
+   * or the default) and becomes the hard end, so applying the same file again changes nothing and
+   * use never renews past it; omitted fields keep their values. An apply never ends a license (an
+   * end not in the future is a 400: revoke it instead).
+   */
+  private updated(existing: LicenseRecord, spec: DeclarativeLicense, now: number): LicenseRecord {
+    const { createdAt } = existing;
+    let ttl = spec.ttl ?? existing.ttl;
+    let maxLifetime = spec.maxLifetime ?? existing.maxLifetime;
+    let expiresAt: number;
+    if (spec.expiresAt !== undefined) {
+      const cap = createdAt + (spec.maxLifetime ?? Math.max(this.defaults.maxLifetime, ttl));
+      if (spec.expiresAt > cap)
+        throw badRequest(
+          `expiresAt ${formatTime(spec.expiresAt)} is beyond createdAt + maxLifetime (${formatTime(cap)}) ` +
+            `of license ${existing.id}`,
+        );
+      expiresAt = spec.expiresAt;
+      maxLifetime = spec.expiresAt - createdAt;
+      ttl = Math.min(ttl, maxLifetime);
+    } else expiresAt = Math.min(existing.expiresAt, createdAt + maxLifetime);
+    if (expiresAt <= now)
+      throw badRequest(
+        `license ${existing.id} would end ${formatTime(expiresAt)}, not in the future: an apply does not ` +
+          'end a license; revoke it instead',
+      );
+    const notBefore = spec.notBefore ?? existing.notBefore;
+    if (notBefore >= expiresAt)
+      throw badRequest(
+        `notBefore ${formatTime(notBefore)} is not before the expiry of license ${existing.id} ` +
+          `(${formatTime(expiresAt)}): it could never be active`,
+      );
+    return {
+      ...existing,
+      methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
+      paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
+      notBefore,
+      expiresAt,
+      ttl,
+      maxLifetime,
+      autoRenew: spec.autoRenew ?? existing.autoRenew,
+      reason: spec.reason ?? existing.reason,
     };
   }
 
@@ -246,6 +300,15 @@ export class Licensing {
       const now = this.clock.now();
       if (l.revokedAt !== null)
         throw conflict(`license ${id} is revoked (${l.revokeReason ?? 'no reason given'}); grant a new one`);
+      // Its port may have changed since the grant (an expired license is not in the way of a port
+      // becoming tcp): a renewal must not bring back rules its port cannot apply, or a port that is gone.
+      const gone = this.portProblem({
+        service: l.service,
+        port: l.port,
+        methods: l.methods ?? undefined,
+        paths: l.paths ?? undefined,
+      });
+      if (gone !== null) throw conflict(`license ${id} cannot be renewed: ${gone}; grant a new license`);
       const ttl = opts.ttl ?? l.ttl;
       const cap = hardExpiry(l);
       const target = Math.min(Math.max(now, l.notBefore) + ttl, cap);
@@ -262,6 +325,7 @@ export class Licensing {
         );
       const next: LicenseRecord = { ...l, expiresAt: target, renewedAt: now, expiryAudited: false };
       this.store.putLicense(next);
+      this.warned.delete(id); // a new expiry, to be warned about in its turn
       this.audit({
         actor,
         action: 'renew',
@@ -358,17 +422,7 @@ export class Licensing {
           bumps = true;
           continue;
         }
-        const next: LicenseRecord = {
-          ...existing,
-          methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
-          paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
-          ttl: spec.ttl ?? existing.ttl,
-          maxLifetime: spec.maxLifetime ?? existing.maxLifetime,
-          autoRenew: spec.autoRenew ?? existing.autoRenew,
-          reason: spec.reason ?? existing.reason,
-          expiresAt: spec.expiresAt ?? existing.expiresAt,
-        };
-        next.expiresAt = Math.min(next.expiresAt, hardExpiry(next));
+        const next = this.updated(existing, spec, now);
         const diff = (Object.keys(next) as (keyof LicenseRecord)[]).filter(
           (k) => JSON.stringify(next[k]) !== JSON.stringify(existing[k]),
         );
@@ -377,6 +431,7 @@ export class Licensing {
           continue;
         }
         this.store.putLicense(next);
+        this.warned.delete(next.id);
         this.audit({
           actor,
           action: 'apply',

@@ -19,6 +19,17 @@ const ORDERS = {
   ],
 };
 
+/** The ApiError `fn` throws. */
+function apiErrorOf(fn: () => unknown): ApiError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ApiError) return e;
+    throw e;
+  }
+  throw new Error('expected an ApiError, none was thrown');
+}
+
 describe('Licensing', () => {
   let dir: string;
   let store: SqliteStore;
@@ -100,6 +111,37 @@ describe('Licensing', () => {
     expect((err as ApiError).message).toMatch(/maximum lifetime/);
   });
 
+  it('renews an expired license only while its port can still apply it: not once it became tcp or is gone', () => {
+    const ruled = lic.grant(
+      {
+        subject: FRONTEND,
+        service: 'orders',
+        port: 'http',
+        ttl: 2 * H,
+        methods: ['GET'],
+        paths: ['/health'],
+      },
+      'a',
+    );
+    const plain = lic.grant({ subject: FRONTEND, service: 'orders', port: 'db', ttl: 2 * H }, 'a');
+    clock.advance(3 * H);
+    // Expired, so nothing stops the port from becoming tcp, or the db port from being dropped.
+    lic.putService({ name: 'orders', ports: [{ name: 'http', protocol: 'tcp' }] }, 'admin');
+    const tcp = apiErrorOf(() => lic.renew(ruled.id, 'a'));
+    expect(tcp.status).toBe(409);
+    expect(tcp.message).toBe(
+      `license ${ruled.id} cannot be renewed: methods: only http ports have methods and paths ` +
+        '(orders/http is tcp); grant a new license',
+    );
+    expect(apiErrorOf(() => lic.renew(plain.id, 'a')).message).toMatch(
+      /cannot be renewed: service "orders" has no port "db"; its ports: http; grant a new license$/,
+    );
+    expect(licenseState(lic.get(ruled.id), clock.now())).toBe('expired');
+    // Back to http, the expired license may be renewed (an admin's act, within its maximum lifetime).
+    lic.putService(ORDERS, 'admin');
+    expect(licenseState(lic.renew(ruled.id, 'a'), clock.now())).toBe('active');
+  });
+
   it('revokes one license, and every license under a subject prefix', () => {
     const a = lic.grant(
       { subject: 'spiffe://example.org/ns/payments/sa/a', service: 'orders', port: 'http' },
@@ -141,6 +183,72 @@ describe('Licensing', () => {
     const third = lic.apply({ ...decl, licenses: [{ ...decl.licenses[0]!, methods: ['GET', 'POST'] }] }, 'a');
     expect(third.changed[0]).toMatch(/methods/);
     expect(lic.version()).toBe(v + 1);
+  });
+
+  it('apply takes a fixed expiresAt by the rules of a grant: the hard end, the same on every apply', () => {
+    const fixed = clock.now() + 24 * H;
+    const decl = {
+      hasServices: false,
+      services: [],
+      licenses: [
+        { subject: FRONTEND, service: 'orders', port: 'http', expiresAt: fixed, maxLifetime: 30 * 24 * H },
+      ],
+    };
+    const first = lic.apply(decl, 'a');
+    expect(first.created).toHaveLength(1);
+    const id = lic.list()[0]!.id;
+    const v = lic.version();
+    expect(lic.apply(decl, 'a')).toMatchObject({ created: [], changed: [] });
+    expect(lic.version()).toBe(v);
+    // Use near the end renews nothing past the fixed end.
+    clock.advance(20 * H);
+    const use = { licenseId: id, identity: FRONTEND, origin: 'o', at: clock.now(), count: 1 };
+    expect(lic.ingestUsage({ usage: [use], denials: [] }, 's').renewed).toEqual([]);
+    expect(lic.get(id).expiresAt).toBe(fixed);
+
+    // A license granted with a ttl, given a fixed end by a file: that end holds against use too.
+    const other = lic.grant({ subject: FRONTEND, service: 'orders', port: 'db', ttl: 24 * H }, 'a');
+    const end = clock.now() + 10 * H;
+    const moved = lic.apply(
+      { ...decl, licenses: [{ subject: FRONTEND, service: 'orders', port: 'db', expiresAt: end }] },
+      'a',
+    );
+    expect(moved.changed[0]).toMatch(/expiresAt/);
+    clock.advance(8 * H);
+    const used = { ...use, licenseId: other.id, at: clock.now() };
+    expect(lic.ingestUsage({ usage: [used], denials: [] }, 's').renewed).toEqual([]);
+    expect(lic.get(other.id).expiresAt).toBe(end);
+  });
+
+  it('apply refuses what a grant refuses, and never ends a license', () => {
+    const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 24 * H }, 'a');
+    const v = lic.version();
+    const with_ = (fields: Record<string, unknown>) => ({
+      hasServices: false,
+      services: [],
+      licenses: [{ subject: FRONTEND, service: 'orders', port: 'http', ...fields }],
+    });
+    const past = apiErrorOf(() => lic.apply(with_({ expiresAt: clock.now() - H }), 'a'));
+    expect(past.status).toBe(400);
+    expect(past.message).toBe(
+      `license ${l.id} would end 2026-11-28T09:00:00Z, not in the future: an apply does not end a license; revoke it instead`,
+    );
+    expect(apiErrorOf(() => lic.apply(with_({ expiresAt: clock.now() + 40 * 24 * H }), 'a')).message).toBe(
+      `expiresAt 2027-01-07T10:00:00Z is beyond createdAt + maxLifetime (2026-12-28T10:00:00Z) of license ${l.id}`,
+    );
+    clock.advance(2 * H);
+    expect(apiErrorOf(() => lic.apply(with_({ maxLifetime: H }), 'a')).message).toMatch(
+      /would end 2026-11-28T11:00:00Z/,
+    );
+    expect(apiErrorOf(() => lic.apply(with_({ notBefore: clock.now() + 30 * H }), 'a')).message).toMatch(
+      /^notBefore 2026-11-29T18:00:00Z is not before the expiry of license .*: it could never be active$/,
+    );
+    expect(lic.version()).toBe(v);
+    expect(lic.get(l.id).expiresAt).toBe(l.expiresAt);
+    // A notBefore it can reach is taken, not ignored.
+    const later = lic.apply(with_({ notBefore: clock.now() + H }), 'a');
+    expect(later.changed[0]).toMatch(/notBefore/);
+    expect(licenseState(lic.get(l.id), clock.now())).toBe('pending');
   });
 
   it('renews automatically only licenses used since their last renewal with under half their ttl left', () => {
@@ -200,6 +308,26 @@ describe('Licensing', () => {
     const warnings = sink.lines.filter((x) => x.msg === 'license in use will expire and cannot be renewed');
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ license: l.id, subject: FRONTEND, port: 'orders/http' });
+  });
+
+  it('warns again about a license an admin renewed, as its new expiry nears', () => {
+    const l = lic.grant(
+      { subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, autoRenew: false },
+      'a',
+    );
+    const warnings = (): number =>
+      sink.lines.filter((x) => x.msg === 'license in use will expire and cannot be renewed').length;
+    const use = () => ({
+      usage: [{ licenseId: l.id, identity: FRONTEND, origin: 'o', at: clock.now(), count: 1 }],
+      denials: [],
+    });
+    clock.advance(8 * H);
+    lic.ingestUsage(use(), 's');
+    expect(warnings()).toBe(1);
+    lic.renew(l.id, 'admin');
+    clock.advance(8 * H);
+    lic.ingestUsage(use(), 's');
+    expect(warnings()).toBe(2);
   });
 
   it('ignores usage for unknown licenses and clamps future timestamps', () => {
