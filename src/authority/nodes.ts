@@ -48,10 +48,11 @@ export function staleAfter(maxWaitMs: number): number {
 }
 
 /**
- * Nodes live in memory and in the store. A change of identity, services or bundle version is
- * written at once; a bare "still here" (lastSync, lastReport) only marks the node dirty, and dirty
- * nodes are written together by `flush()` (periodically and at shutdown), so a thousand sidecars
- * long-polling do not cost a thousand fsyncs per wait period.
+ * Nodes live in memory and in the store. A new node, or a node name now used by another identity,
+ * is written at once (who holds a name must survive a restart); anything else — a new bundle
+ * version, services, lastSync, lastReport — only marks the node dirty, and dirty nodes are written
+ * together by `flush()` (periodically and at shutdown). So a thousand sidecars long-polling do not
+ * cost a thousand fsyncs per wait period, nor a thousand when one change wakes them all.
  */
 export class NodeTracker {
   private readonly denials = new Map<string, Map<string, DenialCount>>();
@@ -70,12 +71,7 @@ export class NodeTracker {
 
   private put(next: NodeRecord, prev: NodeRecord | undefined): void {
     this.nodes.set(next.node, next);
-    const same =
-      prev !== undefined &&
-      prev.identity === next.identity &&
-      prev.bundleVersion === next.bundleVersion &&
-      prev.services.join(',') === next.services.join(',');
-    if (same) {
+    if (prev !== undefined && prev.identity === next.identity) {
       this.dirty.add(next.node);
       return;
     }

@@ -20,10 +20,11 @@ describe('NodeTracker', () => {
     return { file, store: new SqliteStore(file), clock: new ManualClock('2026-11-28T10:00:00Z') };
   };
 
-  it('writes a changed node at once, batches bare check-ins, and flushes them on stop', () => {
+  it('writes a new node at once, batches check-ins and new versions, and flushes them on stop', () => {
     const { file, store, clock } = fresh();
     const nodes = new NodeTracker(store, clock, 60_000, silentLogger);
     const flushing = nodes.startFlushing(5_000);
+    const B = 'spiffe://example.org/ns/default/sa/other';
 
     nodes.synced('node-a', ID, ['orders'], 7);
     expect(store.getNode('node-a')).toMatchObject({ bundleVersion: 7, lastSync: clock.now() });
@@ -32,9 +33,20 @@ describe('NodeTracker', () => {
     nodes.synced('node-a', ID, ['orders'], 7); // a 304: nothing changed but the time
     expect(store.getNode('node-a')!.lastSync).toBe(clock.now() - 1_000);
     expect(nodes.list()[0]).toMatchObject({ lastSync: '2026-11-28T10:00:01Z', state: 'fresh' });
+    // A change wakes every sidecar at once: their new versions wait for the flush too.
+    nodes.synced('node-a', ID, ['orders', 'payments'], 8);
+    expect(store.getNode('node-a')).toMatchObject({ bundleVersion: 7, services: ['orders'] });
+    expect(nodes.list()[0]).toMatchObject({ bundleVersion: 8, services: ['orders', 'payments'] });
 
     clock.advance(4_000); // the flush timer fires
-    expect(store.getNode('node-a')!.lastSync).toBe(clock.now() - 4_000);
+    expect(store.getNode('node-a')).toMatchObject({
+      bundleVersion: 8,
+      services: ['orders', 'payments'],
+      lastSync: clock.now() - 4_000,
+    });
+    // Another identity on a name (here a new node) is written at once.
+    nodes.synced('node-b', B, ['orders'], 8);
+    expect(store.getNode('node-b')).toMatchObject({ identity: B });
 
     clock.advance(1_000);
     nodes.reported('node-a', ID, []);
@@ -44,8 +56,8 @@ describe('NodeTracker', () => {
 
     // A restarted authority knows the node from the store.
     const again = new NodeTracker(new SqliteStore(file), clock, 60_000, silentLogger);
-    expect(again.list()).toHaveLength(1);
-    expect(again.counts()).toEqual({ fresh: 1, stale: 0 });
+    expect(again.list()).toHaveLength(2);
+    expect(again.counts()).toEqual({ fresh: 2, stale: 0 });
   });
 
   it('forgets a node silent for forgetNodesAfter, in memory and in the store, and only that one', () => {
