@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ManualClock } from '../../src/clock.js';
 import { formatTime } from '../../src/config/duration.js';
+import { STATE_SCAN_ROWS } from '../../src/authority/license-routes.js';
 import {
   ADMIN,
   BACKEND,
@@ -375,6 +376,43 @@ describe('authority API: services and licenses', () => {
     expect(typo.status).toBe(400);
     expect(typo.json.detail).toMatch(/unknown query parameter "servce" \(did you mean "service"\?\)/);
     expect((await admin.get('/v1/licenses?state=gone')).status).toBe(400);
+  });
+
+  it('reads at most STATE_SCAN_ROWS rows per request for a state filter, then goes on from the last one read', async () => {
+    // One pending license among more than STATE_SCAN_ROWS active ones (ids are random, so it may
+    // stand anywhere): found by following `next`, each request reading a bounded number of rows.
+    const subjects = Array.from(
+      { length: STATE_SCAN_ROWS + 50 },
+      (_, i) => `spiffe://example.org/ns/bulk/sa/a${i}`,
+    );
+    t.running.licensing.apply(
+      {
+        hasServices: false,
+        services: [],
+        licenses: subjects.map((subject) => ({ subject, service: 'orders', port: 'db' })),
+      },
+      ADMIN,
+    );
+    const future = await admin.post('/v1/licenses', {
+      subject: FRONTEND,
+      service: 'orders',
+      port: 'db',
+      notBefore: formatTime(clock.now() + H),
+    });
+    let next: string | null = null;
+    const found: string[] = [];
+    let pages = 0;
+    do {
+      const res = await admin.get(`/v1/licenses?state=pending&limit=5${next ? `&after=${next}` : ''}`);
+      expect(res.status).toBe(200);
+      expect(res.json.licenses.length).toBeLessThanOrEqual(5);
+      found.push(...(pluck(res.json.licenses, 'id') as string[]));
+      next = res.json.next;
+      pages++;
+    } while (next !== null && pages < 10);
+    expect(found).toEqual([future.json.id]);
+    // STATE_SCAN_ROWS + 51 rows, read STATE_SCAN_ROWS at a time: two requests.
+    expect(pages).toBe(2);
   });
 
   it('pages the audit log newest first, with since', async () => {
