@@ -63,6 +63,9 @@ export interface AuthoritySyncDeps {
   usage: UsageTracker;
 }
 
+/** How long a stopping sidecar tries to deliver its last usage report. */
+export const FINAL_REPORT_MS = 2_000;
+
 export type SyncFailure =
   'connect' | 'tls' | 'timeout' | 'http_4xx' | 'http_5xx' | 'invalid' | 'signature' | 'rollback';
 
@@ -71,6 +74,10 @@ export class AuthoritySync {
   private agent: Agent;
   private readonly backoff = new Backoff({ base: 500, max: 30_000, min: 100 });
   private readonly abort = new AbortController();
+  /** Stops usage reports: at close, only once the last report's time is up (FINAL_REPORT_MS). */
+  private readonly reportAbort = new AbortController();
+  /** The report under way, if any. */
+  private reporting: Promise<void> | null = null;
   private closed = false;
   private sleepTimer: TimerHandle | null = null;
   private reportTimer: TimerHandle | null = null;
@@ -280,7 +287,12 @@ export class AuthoritySync {
   private scheduleReport(): void {
     if (this.closed) return;
     this.reportTimer = this.deps.clock.setTimer(() => {
-      void this.report().finally(() => this.scheduleReport());
+      const run = this.report();
+      this.reporting = run;
+      void run.finally(() => {
+        this.reporting = null;
+        this.scheduleReport();
+      });
     }, this.deps.config.authority.reportInterval);
   }
 
@@ -315,7 +327,6 @@ export class AuthoritySync {
       try {
         answer = await this.postUsage(batch, denials);
       } catch (err) {
-        if (this.closed) return;
         const status = err instanceof SyncError ? err.status : 0;
         if (status === 413 && batch.length > 1) {
           size = Math.ceil(batch.length / 2);
@@ -364,7 +375,7 @@ export class AuthoritySync {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body,
-      signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(15_000)]),
+      signal: AbortSignal.any([this.reportAbort.signal, AbortSignal.timeout(15_000)]),
     });
     const text = await res.body.text();
     const status = res.statusCode;
@@ -427,6 +438,11 @@ export class AuthoritySync {
     }
   }
 
+  /**
+   * Stop syncing. What was used since the last report (the drain's requests included) is sent once
+   * more, within FINAL_REPORT_MS, so a restart does not lose it; what the authority does not take by
+   * then is dropped, counted and logged.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -435,8 +451,29 @@ export class AuthoritySync {
     this.reportTimer?.cancel();
     this.unsubscribeTls();
     await this.loop?.catch(() => undefined);
+    await this.finalReport();
     await this.cacheWrite;
     await this.agent.close().catch(() => undefined);
+  }
+
+  private async finalReport(): Promise<void> {
+    const { log, metrics } = this.deps;
+    // A deadline on I/O, in real time like the requests' own timeouts.
+    const limit = setTimeout(() => this.reportAbort.abort(), FINAL_REPORT_MS);
+    try {
+      await this.reporting; // it took its usage already: let it finish (or keep it pending)
+      await this.report();
+    } finally {
+      clearTimeout(limit);
+    }
+    const left = this.pending === null ? 0 : this.pending.usage.length + this.pending.denials.length;
+    if (left === 0) return;
+    this.pending = null;
+    metrics.reportsDropped(left);
+    log.warn('usage not reported before stopping: the authority did not take it in time; dropped', {
+      entries: left,
+      authority: this.url.origin,
+    });
   }
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
-import { AuthoritySync, REPORT_BATCH } from '../../src/control/authority-sync.js';
+import { AuthoritySync, FINAL_REPORT_MS, REPORT_BATCH } from '../../src/control/authority-sync.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
 import { loadEd25519PublicKey } from '../../src/policy/bundle.js';
@@ -61,6 +61,7 @@ admin: { listen: 127.0.0.1:0 }
     const config = loadSidecarConfig(file);
     const policy = new PolicyStore();
     const usage = new UsageTracker({ policy });
+    const metrics = createSidecarMetrics({ policy, usage, clock: systemClock, defaultMetrics: false });
     sync = new AuthoritySync({
       config,
       policy,
@@ -68,11 +69,11 @@ admin: { listen: 127.0.0.1:0 }
       publicKey: loadEd25519PublicKey(config.authority.signingPublicKey),
       clock: systemClock,
       log: sink === undefined ? silentLogger : createLogger({ sink, level: 'debug' }),
-      metrics: createSidecarMetrics({ policy, usage, clock: systemClock, defaultMetrics: false }),
+      metrics,
       usage,
     });
     sync.start();
-    return { policy, sync, usage };
+    return { policy, sync, usage, metrics };
   };
 
   it('installs bundles from an authority that presents the configured SPIFFE ID', async () => {
@@ -99,7 +100,12 @@ admin: { listen: 127.0.0.1:0 }
    */
   const synced = async (service = 'orders', authority: TestAuthorityOptions = {}, waitForBundle = true) => {
     const sink = new MemorySink();
-    const { policy, sync: s, usage } = await start('spiffe://example.org/authority', authority, sink);
+    const {
+      policy,
+      sync: s,
+      usage,
+      metrics,
+    } = await start('spiffe://example.org/authority', authority, sink);
     if (waitForBundle)
       await waitFor(() => policy.current().version > 0, { what: 'a bundle from the authority' });
     const admin = t!.client(ADMIN);
@@ -116,7 +122,10 @@ admin: { listen: 127.0.0.1:0 }
       e.count += count;
     };
     const logged = (re: RegExp) => sink.lines.filter((l) => re.test(String(l.msg)));
-    return { s, admin, id, use, logged };
+    /** The value of a sidecar counter without labels. */
+    const counter = async (name: string): Promise<number | undefined> =>
+      (await metrics.registry.getSingleMetric(name)?.get())?.values[0]?.value;
+    return { s, admin, id, use, logged, counter };
   };
 
   it('warns once when usage reports cannot be delivered, not at every interval', async () => {
@@ -129,6 +138,32 @@ admin: { listen: 127.0.0.1:0 }
     const lines = logged(/usage report not delivered/);
     expect(lines.map((l) => l.level)).toEqual(['warn', 'debug']);
     expect(lines[0]).toMatchObject({ authority: expect.stringMatching(/^https:\/\/127\.0\.0\.1:\d+$/) });
+  });
+
+  it('sends what was used since the last report when it stops, so a restart loses none of it', async () => {
+    const { s, admin, id, use, logged } = await synced();
+    use('10.0.0.7', 3);
+    await s.close();
+    expect((await admin.get(`/v1/licenses/${id}`)).json.lastAccess).toMatchObject({
+      count: 3,
+      origin: '10.0.0.7',
+    });
+    expect(logged(/usage not reported before stopping/)).toEqual([]);
+  });
+
+  it('counts and logs the usage it could not deliver before stopping', async () => {
+    const { s, use, logged, counter } = await synced();
+    use('10.0.0.7', 1);
+    use('10.0.0.8', 1);
+    await t!.close();
+    t = undefined;
+    const started = Date.now();
+    await s.close();
+    expect(Date.now() - started).toBeLessThan(FINAL_REPORT_MS + 1_000);
+    expect(logged(/usage not reported before stopping/)).toEqual([
+      expect.objectContaining({ level: 'warn', entries: 2 }),
+    ]);
+    expect(await counter('portlicense_usage_reports_dropped_total')).toBe(2);
   });
 
   it("warns once per license whose use the authority ignored (a service outside the sidecar's entries)", async () => {
