@@ -1,7 +1,8 @@
 /**
  * The expiry ticker: expiry is never silent (SPEC §3). Licenses lapse by the clock alone, so
  * nothing in the API notices the moment; this ticker writes each lapse to the audit log (and the
- * log) shortly after it happens.
+ * log) shortly after it happens. It also renews licenses used since their last renewal once half
+ * their ttl is left, when no report came at that moment to do it (Licensing.renewUsed).
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import { formatTime } from '../config/duration.js';
@@ -22,10 +23,23 @@ export function startExpiryTicker(
   clock: Clock,
   log: Logger,
   intervalMs = EXPIRY_INTERVAL_MS,
+  renewed: (n: number) => void = () => undefined,
 ): ExpiryTicker {
   let timer: TimerHandle | undefined;
   let stopped = false;
   const tick = (): string[] => {
+    try {
+      const ids = licensing.renewUsed();
+      renewed(ids.length);
+      if (ids.length > 0)
+        log.info('licenses renewed automatically', {
+          licenses: ids,
+          actor: 'authority',
+          why: 'used since their last renewal, half their ttl left',
+        });
+    } catch (err) {
+      log.error('renewal check failed; retrying', { err });
+    }
     try {
       const ids = licensing.auditExpiries();
       for (const id of ids) {

@@ -496,6 +496,36 @@ export class Licensing {
     });
   }
 
+  /**
+   * Renew, as a report would have, licenses used since their last renewal that now have less than
+   * half their ttl left: a use reported while more than half was left renewed nothing then, and
+   * without more use no later report names the license (SPEC §3: used since the last renewal,
+   * under half the ttl left). Run by the expiry ticker. Returns the ids renewed.
+   */
+  renewUsed(): string[] {
+    return this.change(() => {
+      const now = this.clock.now();
+      const renewed: string[] = [];
+      for (const l of this.store.usedAndDue(now)) {
+        const target = Math.min(now + l.ttl, hardExpiry(l));
+        if (target <= l.expiresAt) continue;
+        this.store.putLicense({ ...l, expiresAt: target, renewedAt: now });
+        this.audit({
+          actor: 'authority',
+          action: 'auto_renew',
+          licenseId: l.id,
+          subject: l.subject,
+          service: l.service,
+          port: l.port,
+          reason: 'used since its last renewal',
+          detail: { from: formatTime(l.expiresAt), to: formatTime(target) },
+        });
+        renewed.push(l.id);
+      }
+      return { value: renewed, bumps: renewed.length > 0 };
+    });
+  }
+
   private warnUnrenewable(l: LicenseRecord, now: number): void {
     if (l.expiresAt - now > this.defaults.warnBefore || this.warned.has(l.id)) return;
     this.warned.add(l.id);
@@ -522,7 +552,9 @@ export class Licensing {
           subject: l.subject,
           service: l.service,
           port: l.port,
-          reason: l.autoRenew ? 'not used within its ttl, or maximum lifetime reached' : 'autoRenew off',
+          reason: l.autoRenew
+            ? 'not used since its last renewal, or maximum lifetime reached'
+            : 'autoRenew off',
           detail: { expiresAt: formatTime(l.expiresAt) },
         });
         this.warned.delete(l.id);

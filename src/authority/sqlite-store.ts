@@ -166,6 +166,13 @@ export class SqliteStore implements AuthorityStore {
       expiredUnaudited: db.prepare<[number], LicenseRow>(
         'SELECT * FROM licenses WHERE expiry_audited = 0 AND revoked_at IS NULL AND expires_at <= ? ORDER BY expires_at',
       ),
+      usedAndDue: db.prepare<{ now: number }, LicenseRow>(
+        `SELECT * FROM licenses l WHERE l.expiry_audited = 0 AND l.revoked_at IS NULL AND l.expires_at > @now
+           AND l.auto_renew = 1 AND l.not_before <= @now AND (l.expires_at - @now) * 2 < l.ttl
+           AND l.expires_at < l.created_at + l.max_lifetime
+           AND EXISTS (SELECT 1 FROM usage u WHERE u.license_id = l.id AND u.at > l.renewed_at)
+         ORDER BY l.id`,
+      ),
       liveLicenses: db.prepare<[number], LicenseRow>(
         'SELECT * FROM licenses WHERE revoked_at IS NULL AND expires_at > ?',
       ),
@@ -292,6 +299,10 @@ export class SqliteStore implements AuthorityStore {
 
   expiredUnaudited(now: number): LicenseRecord[] {
     return this.stmt.expiredUnaudited.all(now).map(toLicense);
+  }
+
+  usedAndDue(now: number): LicenseRecord[] {
+    return this.stmt.usedAndDue.all({ now }).map(toLicense);
   }
 
   liveLicenses(since: number): LicenseRecord[] {

@@ -35,6 +35,11 @@ export interface AuthorityStore {
   putLicense(l: LicenseRecord): void;
   /** Licenses not revoked whose expiresAt has passed and whose expiry is not yet in the audit log. */
   expiredUnaudited(now: number): LicenseRecord[];
+  /**
+   * Active licenses with autoRenew, short of their maximum lifetime, with less than half their ttl
+   * left at `now`, and used (a usage row) after their last renewal.
+   */
+  usedAndDue(now: number): LicenseRecord[];
 
   /** Merge usage: last access is the later one, counts add. */
   addUsage(rows: readonly UsageRow[]): void;

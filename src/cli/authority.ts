@@ -183,7 +183,9 @@ export async function startAuthority(
       log: log.child({ component: 'admin' }),
     });
     admin = adm;
-    const ticker = startExpiryTicker(licensing, clock, log, opts.expiryInterval ?? EXPIRY_INTERVAL_MS);
+    const ticker = startExpiryTicker(licensing, clock, log, opts.expiryInterval ?? EXPIRY_INTERVAL_MS, (n) =>
+      metrics.renewed('auto', n),
+    );
     const nodeFlush = nodes.startFlushing();
     log.info('authority started', {
       address: formatHostPort(address),

@@ -281,6 +281,37 @@ describe('Licensing', () => {
     expect(store.listAudit({ limit: 10 }).map((e) => e.action)).toContain('auto_renew');
   });
 
+  it('renews a license used early in its ttl once half of it is left, as a report then would have', () => {
+    const used = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H }, 'a');
+    const idle = lic.grant({ subject: FRONTEND, service: 'orders', port: 'db', ttl: 10 * H }, 'a');
+    const off = lic.grant(
+      { subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H, autoRenew: false },
+      'a',
+    );
+    clock.advance(H);
+    const at = clock.now();
+    const report = {
+      usage: [used, off].map((l) => ({ licenseId: l.id, identity: FRONTEND, origin: 'o', at, count: 1 })),
+      denials: [],
+    };
+    expect(lic.ingestUsage(report, 'sidecar').renewed).toEqual([]); // 9h of 10 left
+    clock.advance(3 * H);
+    expect(lic.renewUsed()).toEqual([]); // 6h left: more than half
+    clock.advance(2 * H); // 4h left, and no report names the license any more
+    expect(lic.renewUsed()).toEqual([used.id]);
+    expect(lic.get(used.id)).toMatchObject({ expiresAt: clock.now() + 10 * H, renewedAt: clock.now() });
+    expect(lic.renewUsed()).toEqual([]);
+    const [entry] = store.listAudit({ limit: 1 });
+    expect(entry).toMatchObject({ actor: 'authority', action: 'auto_renew', licenseId: used.id });
+    // Not used since that renewal: it is not renewed again, and lapses as unused.
+    clock.advance(6 * H);
+    expect(lic.renewUsed()).toEqual([]);
+    clock.advance(4 * H);
+    expect(licenseState(lic.get(used.id), clock.now())).toBe('expired');
+    expect(licenseState(lic.get(idle.id), clock.now())).toBe('expired');
+    expect(licenseState(lic.get(off.id), clock.now())).toBe('expired');
+  });
+
   it('does not let use by an identity the license does not cover renew it', () => {
     const l = lic.grant({ subject: FRONTEND, service: 'orders', port: 'http', ttl: 10 * H }, 'a');
     clock.advance(6 * H);

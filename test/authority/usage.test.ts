@@ -44,6 +44,28 @@ describe('authority API: usage reports and automatic renewal', () => {
   const report = (usage: unknown[], denials: unknown[] = []) =>
     sidecar.post('/v1/usage', { node: 'node-a', usage, denials });
 
+  it('renews a license whose use was reported early once half its ttl is left, with no report then', async () => {
+    const early = await grant({ subject: FRONTEND, ttl: '10h' });
+    clock.advance(H);
+    expect((await report([used(early.id)])).json.renewed).toEqual([]); // 9 h of 10 left
+    clock.advance(5 * H); // the expiry ticker (every minute here) passes the half-way mark
+    const renewed = (await admin.get(`/v1/licenses/${early.id}`)).json;
+    expect(Date.parse(renewed.expiresAt)).toBeGreaterThan(Date.parse(early.expiresAt));
+    expect((await admin.get('/v1/audit?limit=1')).json.entries[0]).toMatchObject({
+      action: 'auto_renew',
+      actor: 'authority',
+      license: early.id,
+      reason: 'used since its last renewal',
+    });
+    expect(
+      t.sink.lines.some((l) => l.msg === 'licenses renewed automatically' && l.actor === 'authority'),
+    ).toBe(true);
+    const metrics = await fetch(`http://127.0.0.1:${t.running.adminAddress.port}/metrics`).then((r) =>
+      r.text(),
+    );
+    expect(metrics).toContain('portlicense_authority_renewals_total{kind="auto"} 1');
+  });
+
   it('renews a license in use with less than half its ttl left, and only that one', async () => {
     const inUse = await grant({ subject: FRONTEND, ttl: '10h' });
     const unused = await grant({ subject: BACKEND, ttl: '10h' });
