@@ -50,7 +50,7 @@ describe('authority API: usage reports and automatic renewal', () => {
     expect((await report([used(early.id)])).json.renewed).toEqual([]); // 9 h of 10 left
     clock.advance(5 * H); // the expiry ticker (every minute here) passes the half-way mark
     const renewed = (await admin.get(`/v1/licenses/${early.id}`)).json;
-    expect(Date.parse(renewed.expiresAt)).toBeGreaterThan(Date.parse(early.expiresAt));
+    expect(Date.parse(renewed.expiresAt as string)).toBeGreaterThan(Date.parse(early.expiresAt));
     expect((await admin.get('/v1/audit?limit=1')).json.entries[0]).toMatchObject({
       action: 'auto_renew',
       actor: 'authority',
