@@ -5,8 +5,6 @@
  * (exit 1 naming the address when it cannot) -> admin server -> expiry ticker -> ready.
  * SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the TLS certificate. Shutdown runs backwards.
  */
-import { readFileSync } from 'node:fs';
-import { createSecureContext } from 'node:tls';
 import { Authorizer } from '../authority/auth.js';
 import { BundleCache } from '../authority/bundles.js';
 import type { ApiDeps } from '../authority/deps.js';
@@ -17,16 +15,16 @@ import { createAuthorityMetrics } from '../authority/metrics.js';
 import { NodeTracker, staleAfter } from '../authority/nodes.js';
 import { Router } from '../authority/router.js';
 import { createRoutes } from '../authority/routes.js';
-import { AuthorityServer, type TlsMaterial } from '../authority/server.js';
+import { AuthorityServer } from '../authority/server.js';
 import { SqliteStore } from '../authority/sqlite-store.js';
 import { systemClock, type Clock } from '../clock.js';
 import { loadAuthorityConfig, type AuthorityConfig } from '../config/authority.js';
 import type { HostPort } from '../config/types.js';
-import { ConfigError, errorMessage } from '../errors.js';
 import { createLogger, type LogSink } from '../log.js';
-import { loadEd25519PrivateKey } from '../policy/bundle.js';
 import { formatHostPort, startAdminServer, type AdminServer } from '../telemetry/admin-server.js';
+import { errorMessage } from '../errors.js';
 import { parseFlags, required } from './args.js';
+import { authorityMaterial } from './material.js';
 import { waitForSignals } from './sidecar.js';
 
 const HELP = `Usage: portlicense authority --config FILE
@@ -59,53 +57,6 @@ export interface RunningAuthority {
   shutdown(): Promise<void>;
 }
 
-/** Read and check the TLS files and the signing key; problems are config errors (exit 2). */
-function loadMaterial(config: AuthorityConfig): {
-  tls: TlsMaterial;
-  signingKey: ReturnType<typeof loadEd25519PrivateKey>;
-} {
-  const problems: ConstructorParameters<typeof ConfigError>[0] = [];
-  const problem = (path: string, message: string): void => {
-    problems.push({ file: config.file, line: 0, path, message });
-  };
-  const read = (path: string, file: string): string => {
-    try {
-      return readFileSync(file, 'utf8');
-    } catch (err) {
-      problem(path, `cannot read ${file}: ${errorMessage(err)}`);
-      return '';
-    }
-  };
-  const tls = {
-    ca: read('tls.ca', config.tls.ca),
-    cert: read('tls.cert', config.tls.cert),
-    key: read('tls.key', config.tls.key),
-  };
-  if (tls.ca)
-    try {
-      createSecureContext({ ca: tls.ca });
-    } catch (err) {
-      problem('tls.ca', `${config.tls.ca} is not a usable CA bundle: ${errorMessage(err)}`);
-    }
-  if (tls.cert && tls.key)
-    try {
-      createSecureContext({ cert: tls.cert, key: tls.key });
-    } catch (err) {
-      problem(
-        'tls.cert',
-        `${config.tls.cert} with ${config.tls.key} is not a usable certificate and key: ${errorMessage(err)}`,
-      );
-    }
-  let signingKey: ReturnType<typeof loadEd25519PrivateKey> | undefined;
-  try {
-    signingKey = loadEd25519PrivateKey(config.signingKey);
-  } catch (err) {
-    problem('signingKey', errorMessage(err));
-  }
-  if (problems.length > 0 || !signingKey) throw new ConfigError(problems);
-  return { tls, signingKey };
-}
-
 export async function startAuthority(
   config: AuthorityConfig,
   opts: AuthorityOptions = {},
@@ -116,7 +67,7 @@ export async function startAuthority(
     ...(opts.logSink ? { sink: opts.logSink } : {}),
     fields: { component: 'authority' },
   });
-  const material = loadMaterial(config);
+  const material = authorityMaterial(config);
   const store = new SqliteStore(config.store.sqlite);
   let server: AuthorityServer | undefined;
   let admin: AdminServer | undefined;
@@ -202,7 +153,7 @@ export async function startAuthority(
       heldPolls: () => longPoll.size,
       reloadTls: () => {
         try {
-          const next = loadMaterial(config).tls;
+          const next = authorityMaterial(config).tls;
           srv.setTls(next);
           log.info('certificates reloaded', { cert: config.tls.cert });
         } catch (err) {

@@ -2,11 +2,13 @@
 import { validateConfigFile } from '../config/validate.js';
 import { UsageError } from '../errors.js';
 import { parseFlags } from './args.js';
+import { authorityMaterial, checkSidecarMaterial } from './material.js';
 
 const HELP = `Usage: portlicense config validate FILE
 
-Checks a sidecar, authority or declarative (licenses) file: every problem is printed as
-FILE:LINE: key.path: message. Exit 0 when valid, 2 when not.
+Checks a sidecar, authority or declarative (licenses) file, and the certificates and keys it
+names, as the process would: every problem is printed as FILE:LINE: key.path: message. Exit 0
+when valid, 2 when not.
 `;
 
 export async function configValidateCommand(argv: string[]): Promise<number> {
@@ -18,6 +20,8 @@ export async function configValidateCommand(argv: string[]): Promise<number> {
   const file = p.positionals[0];
   if (!file) throw new UsageError('config validate: FILE is required\n\n' + HELP);
   const result = await Promise.resolve(validateConfigFile(file));
+  if (result.sidecar) checkSidecarMaterial(result.sidecar);
+  if (result.authority) authorityMaterial(result.authority);
   process.stdout.write(`${file}: valid ${result.kind} config (${result.summary})\n`);
   return 0;
 }

@@ -26,6 +26,7 @@ import { buildStatus } from '../telemetry/status.js';
 import { UsageTracker } from '../telemetry/usage.js';
 import { allocatorInUse } from './allocator.js';
 import { parseFlags, required } from './args.js';
+import { checkSidecarMaterial } from './material.js';
 
 const HELP = `Usage: portlicense sidecar --config FILE
 
@@ -254,6 +255,7 @@ export async function sidecarCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadSidecarConfig(required('sidecar', p, 'config'));
+  checkSidecarMaterial(config); // bad certificates or keys: exit 2 before anything starts
   const sidecar =
     (config.workers ?? 1) > 1
       ? await startClusterSidecar(config, { logSink: lineAtomicSink() })

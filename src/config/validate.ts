@@ -18,6 +18,9 @@ export interface ValidationResult {
   kind: ConfigKind;
   /** Human-readable, multi-line description of the validated file. */
   summary: string;
+  /** The loaded config, for checks of the files it names (src/cli/material.ts). */
+  sidecar?: SidecarConfig;
+  authority?: AuthorityConfig;
 }
 
 /**
@@ -45,10 +48,14 @@ export function validateConfigFile(file: string): ValidationResult {
   const doc = readYamlFile(file);
   const kind = detectKind(doc.value);
   switch (kind) {
-    case 'sidecar':
-      return { kind, summary: describeSidecar(sidecarConfigFrom(doc)) };
-    case 'authority':
-      return { kind, summary: describeAuthority(authorityConfigFrom(doc)) };
+    case 'sidecar': {
+      const sidecar = sidecarConfigFrom(doc);
+      return { kind, summary: describeSidecar(sidecar), sidecar };
+    }
+    case 'authority': {
+      const authority = authorityConfigFrom(doc);
+      return { kind, summary: describeAuthority(authority), authority };
+    }
     case 'declarative':
       return { kind, summary: describeDeclarative(declarativeFrom(doc)) };
     case undefined:

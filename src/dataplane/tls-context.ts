@@ -51,13 +51,17 @@ const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g
 type Role = keyof TlsFiles;
 const ROLE_LABEL: Record<Role, string> = { ca: 'tls.ca', cert: 'tls.cert', key: 'tls.key' };
 
-class MaterialProblem extends Error {
+/** What is wrong with one TLS file: the `cause` of load()'s TLS_MATERIAL_INVALID error. */
+export class MaterialProblem extends Error {
+  /** The config key that names the file: `tls.ca`, `tls.cert` or `tls.key`. */
+  readonly key: string;
   constructor(
     readonly role: Role,
     readonly file: string,
-    what: string,
+    readonly what: string,
   ) {
     super(`${ROLE_LABEL[role]} (${file}): ${what}`);
+    this.key = ROLE_LABEL[role];
   }
 }
 

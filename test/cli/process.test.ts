@@ -185,6 +185,19 @@ describe('portlicense against the real authority', () => {
     expect((all.json as { licenses: unknown[] }).licenses).toHaveLength(2);
   });
 
+  it('config validate checks the keys an authority config names, as the authority does at start', async () => {
+    const { readFileSync } = await import('node:fs');
+    const text = readFileSync(authority.configFile, 'utf8');
+    expect((await cli(['config', 'validate', authority.configFile], {})).code).toBe(0);
+    const file = join(authority.dir, 'misfit.yaml');
+    writeFileSync(file, text.replace('signingKey: signing-key.pem', 'signingKey: authority-key.pem'));
+    const r = await cli(['config', 'validate', file], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /misfit\.yaml:4: signingKey: \S*authority-key\.pem: holds a rsa key, but bundle signing needs Ed25519/,
+    );
+  });
+
   it('authority errors exit 1 as "portlicense: <status> <error>: <detail>"', async () => {
     const missing = await cli(['license', 'show', 'lic_000000000000000000000000'], env);
     expect(missing.code).toBe(1);

@@ -262,6 +262,23 @@ admin: { listen: 127.0.0.1:0 }
     expect(v.code).toBe(2);
   });
 
+  it('exits 2 on a key or a signing key that does not fit, as config validate says beforehand', async () => {
+    const bad = config('127.0.0.1:0')
+      .replace('key: certs/orders-key.pem', 'key: certs/ca-key.pem')
+      .replace('signingPublicKey: certs/bundle-signing.pub.pem', 'signingPublicKey: certs/ca.pem');
+    writeFileSync(join(dir, 'misfit.yaml'), bad);
+    const v = await runCli(['config', 'validate', 'misfit.yaml'], { cwd: dir });
+    const r = await runCli(['sidecar', '--config', 'misfit.yaml'], { cwd: dir });
+    for (const out of [v, r]) {
+      expect(out.code).toBe(2);
+      expect(out.stderr).toMatch(/misfit\.yaml:3: tls\.key: \S*ca-key\.pem: .*does not match/);
+      expect(out.stderr).toMatch(
+        /misfit\.yaml:4: authority\.signingPublicKey: \S*ca\.pem: is not an SPKI PEM public key/,
+      );
+    }
+    expect(r.stdout + r.stderr).not.toMatch(/sidecar started/);
+  });
+
   it('exits 2 on unknown commands and flags', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     const r = await runCli(['sidecar', '--confg', 'x']);
