@@ -302,7 +302,7 @@ function crossCheck(raw: Record<string, unknown>, ctx: SchemaContext): void {
     report(
       ctx,
       adminRaw === undefined || adminRaw === null ? 'listen' : 'admin.listen',
-      `${formatHostPort(listen)} and admin.listen ${formatHostPort(admin)} clash: the API and the admin server need their own ports`,
+      `listen ${formatHostPort(listen)} and admin.listen ${formatHostPort(admin)} clash: the API and the admin server need their own ports`,
     );
 
   const sqlite = asRecord(raw.store)?.sqlite ?? AUTHORITY_DEFAULTS.sqlite;

@@ -236,10 +236,10 @@ drainTimeout: 30s
 
   it('refuses the API and admin server on one address', () => {
     expect(lines(BASE.replace('0.0.0.0:7443', '0.0.0.0:9902'))).toEqual([
-      'authority.yaml:1: listen: 0.0.0.0:9902 and admin.listen 127.0.0.1:9902 clash: the API and the admin server need their own ports',
+      'authority.yaml:1: listen: listen 0.0.0.0:9902 and admin.listen 127.0.0.1:9902 clash: the API and the admin server need their own ports',
     ]);
     expect(lines(`${BASE}admin: { listen: 127.0.0.1:7443 }\n`)).toEqual([
-      'authority.yaml:7: admin.listen: 0.0.0.0:7443 and admin.listen 127.0.0.1:7443 clash: the API and the admin server need their own ports',
+      'authority.yaml:7: admin.listen: listen 0.0.0.0:7443 and admin.listen 127.0.0.1:7443 clash: the API and the admin server need their own ports',
     ]);
   });
 
