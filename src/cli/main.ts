@@ -78,6 +78,9 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`portlicense: unknown command "${argv.slice(0, 2).join(' ')}"\n\n${USAGE}`);
     return 2;
   }
+  // `ps` and `pgrep portlicense` show what runs (node's own command line names only node and
+  // dist/cli/main.js). Linux keeps at most the length of the original command line.
+  process.title = ['portlicense', ...argv].join(' ');
   const command = await COMMANDS[found.name]!();
   return command(found.rest);
 }

@@ -13,6 +13,7 @@ import type { ToPrimary } from './messages.js';
 import { runWorker } from './worker.js';
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => {});
+process.title = `portlicense sidecar worker ${cluster.worker?.id ?? 0}`;
 
 const sink = lineAtomicSink();
 runWorker({

@@ -97,6 +97,13 @@ describe('portlicense sidecar (child process)', () => {
     removeDir(dir);
   });
 
+  it('shows as portlicense in ps and pgrep, with its command line', () => {
+    // The launcher execs node: the same pid.
+    const cmdline = readFileSync(`/proc/${sidecar.child.pid}/cmdline`, 'utf8');
+    expect(cmdline.replace(/\0+$/, '')).toBe('portlicense sidecar --config sidecar.yaml');
+    expect(readFileSync(`/proc/${sidecar.child.pid}/comm`, 'utf8').trim()).toBe('portlicense sid');
+  });
+
   it('allows a licensed caller, adds identity and license headers and strips spoofed ones', async () => {
     const r = await get('frontend', '/api/orders', {
       'x-portlicense-identity': 'spiffe://example.org/admin',
