@@ -1,6 +1,7 @@
 /** `portlicense ca init` and `portlicense cert issue`: thin flag parsing over src/pki. */
 import { initCa } from '../pki/ca.js';
 import { issueCert } from '../pki/issue.js';
+import { PortlicenseError, UsageError } from '../errors.js';
 import { flag, list, parseFlags, required, str } from './args.js';
 
 const CA_HELP = `Usage: portlicense ca init --dir DIR --trust-domain TD [--force]
@@ -52,14 +53,25 @@ export async function certIssueCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const ttl = str(p, 'ttl');
-  const cert = issueCert({
-    caDir: required('cert issue', p, 'ca-dir'),
-    spiffeId: required('cert issue', p, 'spiffe-id'),
-    out: required('cert issue', p, 'out'),
-    dns: list(p, 'dns'),
-    ips: list(p, 'ip'),
-    ...(ttl !== undefined ? { ttl } : {}),
-  });
+  let cert: ReturnType<typeof issueCert>;
+  try {
+    cert = issueCert({
+      caDir: required('cert issue', p, 'ca-dir'),
+      spiffeId: required('cert issue', p, 'spiffe-id'),
+      out: required('cert issue', p, 'out'),
+      dns: list(p, 'dns'),
+      ips: list(p, 'ip'),
+      ...(ttl !== undefined ? { ttl } : {}),
+    });
+  } catch (err) {
+    // A --ca-dir that holds no usable CA is a bad argument (exit 2), as a bad --spiffe-id is.
+    if (
+      err instanceof PortlicenseError &&
+      (err.code === 'FILE_UNREADABLE' || err.code === 'TLS_MATERIAL_INVALID')
+    )
+      throw new UsageError(`cert issue: --ca-dir: ${err.message}`);
+    throw err;
+  }
   process.stdout.write(
     `${cert.spiffeId}: wrote ${cert.certFile} and ${cert.keyFile} (valid until ${cert.notAfter.toISOString()})\n`,
   );

@@ -286,6 +286,29 @@ admin: { listen: 127.0.0.1:0 }
     expect(r.stdout + r.stderr).not.toMatch(/sidecar started/);
   });
 
+  it('bundle sign and cert issue exit 2 on a bad key, a version sidecars would refuse, or no CA', async () => {
+    const rsa = await bundleSign(dir, '--key', 'certs/ca-key.pem'); // a later --key wins
+    expect(rsa.code).toBe(2);
+    expect(rsa.stderr).toMatch(
+      /bundle sign: --key \S*ca-key\.pem: holds a \w+ key, but bundle signing needs Ed25519/,
+    );
+    const now = JSON.parse(readFileSync(join(dir, 'bundle.json'), 'utf8')) as SignedBundle;
+    const old = await bundleSign(dir, '--version', String(now.payload.version));
+    expect(old.code).toBe(2);
+    expect(old.stderr).toMatch(
+      new RegExp(
+        `--version ${now.payload.version} is not above the version of bundle\\.json \\(${now.payload.version}\\)`,
+      ),
+    );
+    expect(JSON.parse(readFileSync(join(dir, 'bundle.json'), 'utf8'))).toEqual(now);
+    const noCa = await runCli(
+      ['cert', 'issue', '--ca-dir', 'nowhere', '--spiffe-id', 'spiffe://example.org/x', '--out', 'x'],
+      { cwd: dir },
+    );
+    expect(noCa.code).toBe(2);
+    expect(noCa.stderr).toMatch(/cert issue: --ca-dir: CA folder nowhere: not found/);
+  });
+
   it('exits 2 on unknown commands and flags', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     const r = await runCli(['sidecar', '--confg', 'x']);
