@@ -13,7 +13,7 @@ import { certificateIdentity } from '../dataplane/identity.js';
 import { subjectMatches } from '../policy/spiffe.js';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { SidecarConfig } from '../config/types.js';
-import { formatTime } from '../config/duration.js';
+import { formatDuration, formatTime } from '../config/duration.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TlsMaterialStore } from '../dataplane/tls-context.js';
@@ -91,6 +91,10 @@ export class AuthoritySync {
   private unsubscribeTls: () => void;
   lastSuccess: number | null = null;
   lastError: string | null = null;
+  /** When the current run of failed syncs began; null while syncs succeed. */
+  private failingSince: number | null = null;
+  /** Whether this outage's "not ready" warning was logged. */
+  private staleSaid = false;
 
   /** The services this sidecar fronts, sorted: what it asks the authority for. */
   private readonly services: readonly string[];
@@ -251,6 +255,8 @@ export class AuthoritySync {
         this.lastError = errorMessage(err);
         metrics.syncFailed(reason);
         const delay = this.backoff.next();
+        const now = this.deps.clock.now();
+        this.failingSince ??= now;
         const level = this.backoff.consecutiveFailures > 1 ? 'debug' : 'warn';
         log[level]('bundle sync failed; keeping the bundle in force and retrying', {
           reason,
@@ -259,6 +265,20 @@ export class AuthoritySync {
           version: current,
           authority: this.url.origin,
         });
+        // The moment /readyz turns (the failures before it are debug lines): said once per outage.
+        const stale = now - (this.lastSuccess ?? this.failingSince) > this.deps.config.authority.maxStaleness;
+        if (stale && !this.staleSaid) {
+          this.staleSaid = true;
+          log.warn(
+            'no bundle sync within maxStaleness: /readyz reports not ready; still enforcing the bundle in force',
+            {
+              version: current,
+              lastSync: this.lastSuccess === null ? null : formatTime(this.lastSuccess),
+              error: this.lastError,
+              authority: this.url.origin,
+            },
+          );
+        }
         await this.sleep(delay);
       }
     }
@@ -266,6 +286,16 @@ export class AuthoritySync {
 
   private succeeded(): void {
     const now = this.deps.clock.now();
+    if (this.failingSince !== null) {
+      this.deps.log.info('bundle sync recovered', {
+        failedFor: formatDuration(now - this.failingSince),
+        failures: this.backoff.consecutiveFailures,
+        version: this.deps.policy.current().version,
+        authority: this.url.origin,
+      });
+      this.failingSince = null;
+      this.staleSaid = false;
+    }
     this.lastSuccess = now;
     this.lastError = null;
     this.backoff.reset();

@@ -41,6 +41,7 @@ describe('AuthoritySync and authority.serverId', () => {
     authority: TestAuthorityOptions = {},
     sink?: MemorySink,
     url?: (t: TestAuthority) => string,
+    authorityExtra = '',
   ) => {
     t = await startTestAuthority(authority);
     expect((await t.client(ADMIN).post('/v1/services', ORDERS_SERVICE)).status).toBeLessThan(300);
@@ -52,7 +53,7 @@ describe('AuthoritySync and authority.serverId', () => {
       `node: node-a
 trustDomains: [example.org]
 tls: { ca: ${files.ca}, cert: ${files.cert}, key: ${files.key} }
-authority: { url: "${url?.(t) ?? `https://127.0.0.1:${t.running.address.port}`}", serverId: "${serverId}", signingPublicKey: signing.pub.pem, wait: 1s }
+authority: { url: "${url?.(t) ?? `https://127.0.0.1:${t.running.address.port}`}", serverId: "${serverId}", signingPublicKey: signing.pub.pem, wait: 1s${authorityExtra} }
 ports:
   - { name: http, service: orders, protocol: http, listen: 127.0.0.1:0, upstream: 127.0.0.1:9 }
 admin: { listen: 127.0.0.1:0 }
@@ -228,6 +229,48 @@ admin: { listen: 127.0.0.1:0 }
       ['debug', 1], // the three were not kept
     ]);
     expect(String(refused[0]!.error)).toContain('usage report answered 403');
+  });
+
+  it('logs when an outage makes it unready and when syncs come back, beyond the first failure', async () => {
+    let up = false;
+    const id = svid('spiffe://example.org/authority');
+    const server = createServer(
+      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
+      (_req, res) => {
+        if (up) res.writeHead(304).end();
+        else res.writeHead(503).end('down for maintenance');
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const sink = new MemorySink();
+      await start(
+        'spiffe://example.org/authority',
+        {},
+        sink,
+        () => `https://127.0.0.1:${port}`,
+        ', maxStaleness: 1500ms',
+      );
+      const said = (msg: string) => sink.lines.filter((l) => l.msg === msg);
+      const unready =
+        'no bundle sync within maxStaleness: /readyz reports not ready; still enforcing the bundle in force';
+      await waitFor(() => said(unready).length > 0, { timeoutMs: 10_000, what: 'the not-ready warning' });
+      up = true;
+      await waitFor(() => said('bundle sync recovered').length > 0, {
+        timeoutMs: 20_000,
+        what: 'the recovery line',
+      });
+      expect(said(unready)).toHaveLength(1);
+      expect(said(unready)[0]).toMatchObject({ level: 'warn', error: expect.stringMatching(/503/) });
+      expect(said('bundle sync recovered')[0]).toMatchObject({
+        level: 'info',
+        failures: expect.any(Number),
+        failedFor: expect.any(String),
+      });
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('keeps only what was not delivered when a later batch fails, and sends denials once', async () => {
