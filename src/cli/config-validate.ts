@@ -1,4 +1,4 @@
-/** `portlicense config validate FILE`: exit 0 with a one-line summary, or 2 with every problem. */
+/** `portlicense config validate FILE`: exit 0 with a summary of what the file configures, or 2 with every problem. */
 import { validateConfigFile } from '../config/validate.js';
 import { UsageError } from '../errors.js';
 import { parseFlags } from './args.js';
@@ -22,6 +22,6 @@ export async function configValidateCommand(argv: string[]): Promise<number> {
   const result = await Promise.resolve(validateConfigFile(file));
   if (result.sidecar) checkSidecarMaterial(result.sidecar);
   if (result.authority) authorityMaterial(result.authority);
-  process.stdout.write(`${file}: valid ${result.kind} config (${result.summary})\n`);
+  process.stdout.write(`${file}: valid ${result.summary}\n`);
   return 0;
 }

@@ -38,10 +38,13 @@ export interface ApplyResultJson {
 
 /** `90s`, `15m`, `5h`, `3d`: the rough size of a span, for "in 5h" and "3d ago". */
 export function span(ms: number): string {
-  const s = Math.abs(ms) / 1000;
-  if (s < 120) return `${Math.round(s)}s`;
-  if (s < 7200) return `${Math.round(s / 60)}m`;
-  if (s < 172_800) return `${Math.round(s / 3600)}h`;
+  // Rounded before the unit is chosen: a 2-minute ttl read back 0.1 s later is "2m", not "120s".
+  const s = Math.round(Math.abs(ms) / 1000);
+  if (s < 120) return `${s}s`;
+  const m = Math.round(s / 60);
+  if (m < 120) return `${m}m`;
+  const h = Math.round(s / 3600);
+  if (h < 48) return `${h}h`;
   return `${Math.round(s / 86_400)}d`;
 }
 
