@@ -275,6 +275,12 @@ export class TlsMaterialStore {
       raw = readAll(this.files);
       const cur = this.material;
       if (sameBytes(raw, cur)) {
+        // The files are back to the ones in force after a failed reload: say the warning is over.
+        if (this.lastFailed !== undefined)
+          this.log.info('TLS files match the certificates in force again; nothing to reload', {
+            cert: this.files.cert,
+            generation: cur.generation,
+          });
         this.lastFailed = undefined;
         return { ok: true, changed: false };
       }

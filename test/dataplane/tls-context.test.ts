@@ -1,5 +1,5 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TlsMaterialStore, type TlsFiles } from '../../src/dataplane/tls-context.js';
 import { PortlicenseError } from '../../src/errors.js';
@@ -212,6 +212,21 @@ describe('TlsMaterialStore.watch', () => {
     expect(failures()).toBe(1);
     write(serverB);
     await waitFor(() => store!.current().generation === 2, { what: 'recovery' });
+  });
+
+  it('says so when a broken file is put back as it was, with nothing to reload', async () => {
+    store = TlsMaterialStore.load(files, log());
+    store.watch({ debounceMs: 60_000, pollMs: 20 });
+    const good = readFileSync(files.cert);
+    writeFileSync(files.cert, 'garbage');
+    await waitFor(() => sink.lines.some((l) => String(l.msg).startsWith('TLS reload failed')), {
+      what: 'the warning',
+    });
+    writeFileSync(files.cert, good);
+    const back = 'TLS files match the certificates in force again; nothing to reload';
+    await waitFor(() => sink.lines.some((l) => l.msg === back), { what: 'the all-clear' });
+    expect(store.current().generation).toBe(1);
+    expect(sink.lines.filter((l) => l.msg === back)).toHaveLength(1);
   });
 
   it('stops after close()', async () => {
