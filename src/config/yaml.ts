@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
+import { CST, Lexer, LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import { indexPath, keyPath } from './schema.js';
 
@@ -96,12 +96,16 @@ export const MAX_BLOCK_DEPTH = 256;
 /**
  * A first look for nesting no config or license file has: the parser and the walks over its
  * result recurse once per level, and a request body of nothing but `[` (100 KB is 50,000 levels)
- * exhausted the stack, then crashed the process. A bound, not a parse: brackets count wherever
- * they stand (quoted, or in comments), and a line's block depth is taken as its indentation plus
- * its leading `- ` and `? ` indicators; both over-count, never under. O(length), no allocation.
+ * exhausted the stack, then crashed the process.
+ *
+ * - Block nesting is bounded from the text: a line's depth is at most its indentation plus its
+ *   leading `- ` and `? ` indicators (an over-count: quoted or literal text counts too).
+ * - Flow nesting is counted on the tokens of yaml's own lexer, which does not recurse, so a
+ *   bracket inside quotes or a comment neither opens nor closes anything (a plain count of the
+ *   characters could be fooled by closing brackets hidden in quotes). It stops at the first
+ *   collection past the bound.
  */
 function tooDeep(text: string): { line: number; message: string } | undefined {
-  let flow = 0;
   let line = 1;
   let atStart = true;
   let depth = 0;
@@ -113,33 +117,45 @@ function tooDeep(text: string): { line: number; message: string } | undefined {
       depth = 0;
       continue;
     }
-    if (atStart) {
-      if (c === 0x20 || c === 0x09) depth++;
-      else if (
-        (c === 0x2d || c === 0x3f) &&
-        (text.charCodeAt(i + 1) === 0x20 || text.charCodeAt(i + 1) === 0x09)
-      )
-        depth++;
-      else atStart = false;
-      if (depth > MAX_BLOCK_DEPTH)
-        return {
-          line,
-          message:
-            `YAML: nested more than ${MAX_BLOCK_DEPTH} levels deep (indentation and "- " entries ` +
-            'before the content of this line); no config or license file needs that',
-        };
-    }
-    if (c === 0x5b || c === 0x7b) {
+    if (!atStart) continue;
+    if (c === 0x20 || c === 0x09) depth++;
+    else if (
+      (c === 0x2d || c === 0x3f) &&
+      (text.charCodeAt(i + 1) === 0x20 || text.charCodeAt(i + 1) === 0x09)
+    )
+      depth++;
+    else atStart = false;
+    if (depth > MAX_BLOCK_DEPTH)
+      return {
+        line,
+        message:
+          `YAML: nested more than ${MAX_BLOCK_DEPTH} levels deep (indentation and "- " entries ` +
+          'before the content of this line); no config or license file needs that',
+      };
+  }
+  let flow = 0;
+  let at = 0; // offset in `text` of the token
+  for (const token of new Lexer().lex(text)) {
+    if (token === '[' || token === '{') {
       if (++flow > MAX_FLOW_DEPTH)
         return {
-          line,
+          line: lineAt(text, at),
           message:
-            `YAML: more than ${MAX_FLOW_DEPTH} "[" or "{" open at once (counted everywhere, ` +
-            'quoted text and comments too); no config or license file needs that',
+            `YAML: more than ${MAX_FLOW_DEPTH} "[" or "{" open at once; ` +
+            'no config or license file needs that',
         };
-    } else if ((c === 0x5d || c === 0x7d) && flow > 0) flow--;
+    } else if (token === ']' || token === '}') flow--;
+    // The lexer's own markers (document, scalar, flow end) are not text.
+    if (token !== CST.DOCUMENT && token !== CST.SCALAR && token !== CST.FLOW_END) at += token.length;
   }
   return undefined;
+}
+
+/** 1-based line of `offset` in `text`. */
+function lineAt(text: string, offset: number): number {
+  let line = 1;
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) line++;
+  return line;
 }
 
 interface WalkState {

@@ -103,11 +103,18 @@ describe('parseYamlText', () => {
         file: 'f.yaml',
         line: 2,
         path: '',
-        message:
-          'YAML: more than 64 "[" or "{" open at once (counted everywhere, quoted text and comments too); ' +
-          'no config or license file needs that',
+        message: 'YAML: more than 64 "[" or "{" open at once; no config or license file needs that',
       },
     ]);
+    // Closing brackets hidden in quotes or comments close nothing (a review found that a plain count
+    // of characters let these through, and they crashed the process too).
+    const quoted = `licenses: ${`${'['.repeat(60)}'${']'.repeat(60)}', `.repeat(800)}\n`;
+    expect(configErrorOf(() => parseYamlText(quoted, 'q.yaml')).problems[0]).toMatchObject({ line: 1 });
+    const commented = `licenses:\n${`  ${'['.repeat(60)} # ${']'.repeat(60)}\n`.repeat(800)}`;
+    expect(configErrorOf(() => parseYamlText(commented, 'k.yaml')).problems[0]).toMatchObject({
+      line: 3,
+      message: expect.stringMatching(/^YAML: more than 64 "\[" or "\{" open at once/) as unknown,
+    });
     const compact = configErrorOf(() => parseYamlText(`a:\n${'- '.repeat(200_000)}x\n`, 'c.yaml'));
     expect(compact.problems[0]).toMatchObject({ file: 'c.yaml', line: 2 });
     expect(compact.problems[0]!.message).toMatch(/^YAML: nested more than 256 levels deep/);
@@ -116,7 +123,7 @@ describe('parseYamlText', () => {
     expect(configErrorOf(() => parseYamlText(indented, 'i.yaml')).problems[0]).toMatchObject({ line: 258 });
   });
 
-  it('takes nesting up to those bounds, and brackets that close count for nothing', () => {
+  it('takes nesting up to those bounds; brackets in quotes and comments open nothing', () => {
     const nested = `a: ${'['.repeat(64)}1${']'.repeat(64)}\n`;
     let v: unknown = (parseYamlText(nested, 'n.yaml').value as { a: unknown }).a;
     let depth = 0;
@@ -125,7 +132,7 @@ describe('parseYamlText', () => {
       depth++;
     }
     expect(depth).toBe(64);
-    const many = Array.from({ length: 1000 }, (_, i) => `k${i}: [[x], {y: [z]}]`).join('\n');
+    const many = Array.from({ length: 1000 }, (_, i) => `k${i}: [[x], {y: [z]}, '[[[['] # {{{{`).join('\n');
     expect(Object.keys(parseYamlText(many, 'm.yaml').value as object)).toHaveLength(1000);
     let block = 'a:\n';
     for (let i = 1; i <= 100; i++) block += `${' '.repeat(2 * i)}k${i}:\n`;
