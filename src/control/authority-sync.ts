@@ -364,8 +364,8 @@ export class AuthoritySync {
         }
         const refused = status >= 400 && status < 500 && status !== 408 && status !== 429;
         // Until reports get through, licenses in use here are not renewed: say so once, like a
-        // failed bundle sync, not at every interval.
-        if (!failed)
+        // failed bundle sync, not at every interval. (Stopping, close() says what was dropped.)
+        if (!failed && (refused || !this.closed))
           log[this.reportFailures === 0 ? 'warn' : 'debug'](
             refused
               ? 'usage report entries refused by the authority; dropped (the rest of the report is still sent)'

@@ -30,7 +30,8 @@ export interface BundleSource {
   state(): SyncState;
   /** Whether anything may still renew this license (the authority, unless it said it cannot). */
   mayRenew(licenseId: string): boolean;
-  close(): void;
+  /** Stop; resolves once the last usage report was sent or given up (authority sources). */
+  close(): Promise<void> | void;
 }
 
 export interface BundleSourceDeps {
@@ -126,6 +127,6 @@ function startAuthoritySync(deps: BundleSourceDeps, publicKey: KeyObject): Bundl
         );
       return { ok: reasons.length === 0, reasons };
     },
-    close: () => void sync.close(),
+    close: () => sync.close(),
   };
 }

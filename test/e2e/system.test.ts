@@ -190,6 +190,13 @@ describe('authority + sidecar (child processes)', () => {
 
     sidecar.child.kill('SIGTERM');
     expect((await sidecar.exited).code).toBe(0);
+    // It tried to deliver the use since its last report before it stopped, and said what it dropped.
+    const said = sidecar.logs().map((l) => String(l.msg));
+    const dropped = said.indexOf(
+      'usage not reported before stopping: the authority did not take it in time; dropped',
+    );
+    expect(dropped).toBeGreaterThan(-1);
+    expect(dropped).toBeLessThan(said.indexOf('sidecar stopped'));
     await startSidecar();
     await sidecar.waitForLog((l) => l.msg === 'enforcing cached bundle until the authority answers');
     expect((await get('frontend')).status).toBe(200);
