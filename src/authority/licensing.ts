@@ -479,17 +479,7 @@ export class Licensing {
           this.warnUnrenewable(l, now);
           continue;
         }
-        this.store.putLicense({ ...l, expiresAt: target, renewedAt: now });
-        this.audit({
-          actor,
-          action: 'auto_renew',
-          licenseId: id,
-          subject: l.subject,
-          service: l.service,
-          port: l.port,
-          reason: 'in use',
-          detail: { from: formatTime(l.expiresAt), to: formatTime(target) },
-        });
+        this.autoRenewTx(l, target, now, actor, 'in use');
         renewed.push(id);
       }
       return { value: { renewed }, bumps: renewed.length > 0 };
@@ -509,20 +499,25 @@ export class Licensing {
       for (const l of this.store.usedAndDue(now)) {
         const target = Math.min(now + l.ttl, hardExpiry(l));
         if (target <= l.expiresAt) continue;
-        this.store.putLicense({ ...l, expiresAt: target, renewedAt: now });
-        this.audit({
-          actor: 'authority',
-          action: 'auto_renew',
-          licenseId: l.id,
-          subject: l.subject,
-          service: l.service,
-          port: l.port,
-          reason: 'used since its last renewal',
-          detail: { from: formatTime(l.expiresAt), to: formatTime(target) },
-        });
+        this.autoRenewTx(l, target, now, 'authority', 'used since its last renewal');
         renewed.push(l.id);
       }
       return { value: renewed, bumps: renewed.length > 0 };
+    });
+  }
+
+  /** Renew `l` to `target` because it is in use: stored and audited (inside a change). */
+  private autoRenewTx(l: LicenseRecord, target: number, now: number, actor: string, reason: string): void {
+    this.store.putLicense({ ...l, expiresAt: target, renewedAt: now });
+    this.audit({
+      actor,
+      action: 'auto_renew',
+      licenseId: l.id,
+      subject: l.subject,
+      service: l.service,
+      port: l.port,
+      reason,
+      detail: { from: formatTime(l.expiresAt), to: formatTime(target) },
     });
   }
 

@@ -21,6 +21,18 @@ const MAX_USE_COUNT = Number.MAX_SAFE_INTEGER;
  */
 export const MAX_USAGE_ROWS_PER_LICENSE = 1_000;
 
+/**
+ * Licenses due a renewal for use since their last one (AuthorityStore.usedAndDue). The first line is
+ * the licenses_half_ttl index (the same expression and conditions): only licenses past half their
+ * ttl are read, not every live one, though it runs every second.
+ */
+export const USED_AND_DUE_SQL = `SELECT * FROM licenses l
+  WHERE l.expires_at - l.ttl / 2 <= @now AND l.auto_renew = 1 AND l.expiry_audited = 0 AND l.revoked_at IS NULL
+    AND l.expires_at > @now AND (l.expires_at - @now) * 2 < l.ttl AND l.not_before <= @now
+    AND l.expires_at < l.created_at + l.max_lifetime
+    AND EXISTS (SELECT 1 FROM usage u WHERE u.license_id = l.id AND u.at > l.renewed_at)
+  ORDER BY l.id`;
+
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    -- Versions start at the creation time in seconds, so a new store that replaces an old one
@@ -43,6 +55,9 @@ const MIGRATIONS: readonly string[] = [
      action TEXT NOT NULL, license_id TEXT, subject TEXT, service TEXT, port TEXT, reason TEXT, detail TEXT);
    CREATE INDEX audit_at ON audit (at);`,
   `CREATE INDEX licenses_expiry_unaudited ON licenses (expires_at) WHERE expiry_audited = 0 AND revoked_at IS NULL;`,
+  // When a live autoRenew license reaches half its ttl (usedAndDue, every second): past it only.
+  `CREATE INDEX licenses_half_ttl ON licenses (expires_at - ttl / 2)
+     WHERE auto_renew = 1 AND expiry_audited = 0 AND revoked_at IS NULL;`,
 ];
 
 interface LicenseRow {
@@ -166,13 +181,7 @@ export class SqliteStore implements AuthorityStore {
       expiredUnaudited: db.prepare<[number], LicenseRow>(
         'SELECT * FROM licenses WHERE expiry_audited = 0 AND revoked_at IS NULL AND expires_at <= ? ORDER BY expires_at',
       ),
-      usedAndDue: db.prepare<{ now: number }, LicenseRow>(
-        `SELECT * FROM licenses l WHERE l.expiry_audited = 0 AND l.revoked_at IS NULL AND l.expires_at > @now
-           AND l.auto_renew = 1 AND l.not_before <= @now AND (l.expires_at - @now) * 2 < l.ttl
-           AND l.expires_at < l.created_at + l.max_lifetime
-           AND EXISTS (SELECT 1 FROM usage u WHERE u.license_id = l.id AND u.at > l.renewed_at)
-         ORDER BY l.id`,
-      ),
+      usedAndDue: db.prepare<{ now: number }, LicenseRow>(USED_AND_DUE_SQL),
       liveLicenses: db.prepare<[number], LicenseRow>(
         'SELECT * FROM licenses WHERE revoked_at IS NULL AND expires_at > ?',
       ),

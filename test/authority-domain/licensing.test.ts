@@ -3,7 +3,12 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/authority/api-error.js';
 import { Licensing } from '../../src/authority/licensing.js';
 import { licenseState } from '../../src/authority/model.js';
-import { MAX_USAGE_ROWS_PER_LICENSE, SqliteStore } from '../../src/authority/sqlite-store.js';
+import {
+  MAX_USAGE_ROWS_PER_LICENSE,
+  SqliteStore,
+  USED_AND_DUE_SQL,
+} from '../../src/authority/sqlite-store.js';
+import Database from 'better-sqlite3';
 import { ManualClock } from '../../src/clock.js';
 import { subjectCovers } from '../../src/policy/spiffe.js';
 import { createLogger, MemorySink } from '../../src/log.js';
@@ -310,6 +315,21 @@ describe('Licensing', () => {
     expect(licenseState(lic.get(used.id), clock.now())).toBe('expired');
     expect(licenseState(lic.get(idle.id), clock.now())).toBe('expired');
     expect(licenseState(lic.get(off.id), clock.now())).toBe('expired');
+  });
+
+  it('looks for licenses due a renewal through the half-ttl index, not by reading every live one', () => {
+    store.close();
+    const db = new Database(join(dir, 'a.db'), { readonly: true });
+    try {
+      const plan = db
+        .prepare(`EXPLAIN QUERY PLAN ${USED_AND_DUE_SQL}`)
+        .all({ now: clock.now() })
+        .map((r) => (r as { detail: string }).detail);
+      expect(plan[0]).toMatch(/^SEARCH l USING INDEX licenses_half_ttl/);
+    } finally {
+      db.close();
+      store = new SqliteStore(join(dir, 'a.db'));
+    }
   });
 
   it('does not let use by an identity the license does not cover renew it', () => {
