@@ -115,6 +115,15 @@ function parseKey(file: string, pem: Buffer): KeyObject {
 }
 
 /** Check raw file contents as a whole; throws MaterialProblem naming the culprit file. */
+/**
+ * Read and check a ca/cert/key trio by the rules `TlsMaterialStore.load` applies (the authority's
+ * files too).
+ * @throws MaterialProblem naming the file, its config key and what is wrong.
+ */
+export function checkTlsFiles(files: TlsFiles): TlsMaterial {
+  return check(files, readAll(files), 1);
+}
+
 function check(files: TlsFiles, raw: RawFiles, generation: number): TlsMaterial {
   const roots = parseCerts('ca', files.ca, raw.ca);
   if (!roots.some((c) => c.ca))
