@@ -232,16 +232,16 @@ export function licenseRoutes(d: ApiDeps): Route[] {
   ];
 }
 
-/**
- * GET /v1/licenses: keyset pagination by id. The state filter depends on the clock, so the store
- * is read in chunks and filtered until a page is full; `next` is the last id returned when more
- * may follow.
- */
 /** Rows read per query while filtering by state. */
 const STATE_SCAN_CHUNK = 500;
 /** Rows read at most by one list request filtered by state (see listLicenses). */
 export const STATE_SCAN_ROWS = 5_000;
 
+/**
+ * GET /v1/licenses: keyset pagination by id. The state filter depends on the clock, so the store
+ * is read in chunks and filtered until a page is full or STATE_SCAN_ROWS were read; `next` is the
+ * last id returned (or read) when more may follow.
+ */
 function listLicenses(d: ApiDeps, ctx: RequestContext): Reply {
   const q = ctx.query;
   const limit = q.integer('limit', { min: 1, max: MAX_PAGE, fallback: DEFAULT_PAGE });

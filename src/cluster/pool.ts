@@ -216,7 +216,8 @@ export class WorkerPool {
     s.hung = false;
     s.heard = false;
     s.missed = 0;
-    const w = cluster.fork();
+    // The slot, for the worker's process title: the WORKER column of /status and `status`.
+    const w = cluster.fork({ PORTLICENSE_WORKER_SLOT: String(s.slot) });
     s.worker = w;
     w.on('message', (raw: unknown) => {
       const msg = asToPrimary(raw);

@@ -13,7 +13,8 @@ import type { ToPrimary } from './messages.js';
 import { runWorker } from './worker.js';
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => {});
-process.title = `portlicense sidecar worker ${cluster.worker?.id ?? 0}`;
+// As /status numbers it (slot 1..N, kept across restarts), not node's cluster id.
+process.title = `portlicense sidecar worker ${process.env.PORTLICENSE_WORKER_SLOT ?? cluster.worker?.id ?? 0}`;
 
 const sink = lineAtomicSink();
 runWorker({

@@ -253,6 +253,11 @@ describe('sidecar with workers: 2 (child processes)', () => {
       [1, 'listening', true],
       [2, 'listening', true],
     ]);
+    // ps shows each worker by its slot.
+    for (const w of status.workers)
+      expect(readFileSync(`/proc/${w.pid}/cmdline`, 'utf8').replace(/\0+$/, '')).toBe(
+        `portlicense sidecar worker ${w.slot}`,
+      );
     expect(status.ports.map((p) => p.listen)).toEqual([`127.0.0.1:${ports.http}`, `127.0.0.1:${ports.tcp}`]);
     expect(status.recentDenials[0]).toMatchObject({ identity: ID.intruder, reason: 'no_license' });
   });
