@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { ManualClock } from '../../src/clock.js';
 import { MemorySink, silentLogger } from '../../src/log.js';
 import type { DenyReason, TerminationReason } from '../../src/policy/types.js';
@@ -97,6 +98,20 @@ describe('sidecar metrics over /metrics', () => {
     expect(text).toContain('# TYPE portlicense_decisions_total counter');
     expect(text).toContain('process_cpu_user_seconds_total');
     expect(text).toContain('nodejs_eventloop_lag_seconds');
+  });
+
+  it("registers every one of prom-client's default metrics but the GC histogram (no GC observer)", () => {
+    const all = new Registry();
+    collectDefaultMetrics({ register: all });
+    const names = (r: Registry): string[] =>
+      r
+        .getMetricsAsArray()
+        .map((m) => m.name)
+        .filter((n) => !n.startsWith('portlicense_'))
+        .sort();
+    const { metrics } = setup();
+    expect(names(all)).toContain('nodejs_gc_duration_seconds');
+    expect(names(metrics.registry)).toEqual(names(all).filter((n) => n !== 'nodejs_gc_duration_seconds'));
   });
 
   it('builds independent registries (tests and restarts create many)', () => {
