@@ -4,9 +4,10 @@
  *
  * - The GC histogram is a `PerformanceObserver` on node's `gc` entries: node then times every
  *   collection (incremental marking steps too) and hands each to JavaScript. In same-run A/B
- *   runs of the open loop (2,000 req/s, `npm run bench`), a sidecar without it had 0.79× the p99
- *   (12 rounds), and without any default metrics 0.80× (10 and 12 rounds): the observer was the
- *   part that cost. It is left out; `nodejs_heap_*` still show the heap.
+ *   runs of the open loop (2,000 req/s, `npm run bench`) a sidecar without it had 0.79–0.80× the
+ *   p99 three times and 0.97× once, against an A/A spread of about 1.25×: likely a modest gain.
+ *   A sidecar's operator has little use for GC durations, so it is left out; `nodejs_heap_*` still
+ *   show the heap.
  * - The event-loop delay histogram is a libuv timer that records how late it fires. prom-client
  *   leaves its interval at node's default, 10 ms, and that timer then wakes an idle process 100
  *   times a second, forever: for a sidecar that waits most of the time, that was most of what it
