@@ -39,6 +39,14 @@ export interface UsageReportInput {
 
 export type Defaults = AuthorityConfig['defaults'];
 
+/** A declared license's HTTP rules as stored: an empty list is no rule (null). */
+function rulesOf(spec: DeclarativeLicense): Pick<LicenseRecord, 'methods' | 'paths'> {
+  return {
+    methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
+    paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
+  };
+}
+
 /** Where a license applies, and its HTTP rules: what `checkPort` looks at. */
 type LicenseTarget = Pick<DeclarativeLicense, 'service' | 'port' | 'methods' | 'paths'>;
 
@@ -194,8 +202,7 @@ export class Licensing {
       subject: spec.subject,
       service: spec.service,
       port: spec.port,
-      methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
-      paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
+      ...rulesOf(spec),
       notBefore,
       expiresAt,
       createdAt,
@@ -246,8 +253,7 @@ export class Licensing {
       );
     return {
       ...existing,
-      methods: spec.methods && spec.methods.length > 0 ? [...spec.methods] : null,
-      paths: spec.paths && spec.paths.length > 0 ? [...spec.paths] : null,
+      ...rulesOf(spec),
       notBefore,
       expiresAt,
       ttl,
