@@ -583,12 +583,10 @@ describe('fast lane: upstream responses', () => {
 
       it('the full path keeps it too, with the same margin (undici would drop it at its 2 s default)', async () => {
         raw = await rawUpstream((_n, s) => s.write(KEPT_2S));
-        h = await startHttpHarness({ licenses: [{ id: 'lic_1' }], port: { upstream: raw } });
         // HTTP/1.0 is the full path's (http.Server and undici), and stays there on this connection.
         const old = (path: string): string =>
           `GET ${path} HTTP/1.0\r\nHost: orders\r\nConnection: keep-alive\r\n\r\n`;
-        const rx = await rawRequest(h.address, h.creds, old('/1'));
-        await rx.until((t) => responses(t).length === 1);
+        const rx = await answeredFirst(raw, old('/1'));
         await exchange(rx, old('/2'), 2);
         expect(responses(rx.text).map((r) => r.status)).toEqual([200, 200]);
         expect(raw.accepted()).toBe(1);

@@ -48,6 +48,11 @@ function owner(): UpstreamOwner & { events: string[] } {
   };
 }
 
+/** A pool toward 127.0.0.1:`port` with a 1 s connect timeout. */
+function poolFor(port: number, idleTimeout: number): UpstreamPool {
+  return new UpstreamPool({ host: '127.0.0.1', port }, { connectTimeout: 1_000, idleTimeout });
+}
+
 /** Acquire a connection and wait until it is connected. */
 async function dial(p: UpstreamPool): Promise<UpstreamConn> {
   const o = owner();
@@ -60,10 +65,7 @@ async function dial(p: UpstreamPool): Promise<UpstreamConn> {
 describe('UpstreamPool', () => {
   it('hands a released connection out again while it is fresh, with no socket timer', async () => {
     const up = await upstream();
-    pool = new UpstreamPool(
-      { host: '127.0.0.1', port: up.port },
-      { connectTimeout: 1_000, idleTimeout: 2_000 },
-    );
+    pool = poolFor(up.port, 2_000);
     const first = await dial(pool);
     pool.release(first);
     expect(first.socket.timeout).toBeFalsy();
@@ -76,10 +78,7 @@ describe('UpstreamPool', () => {
 
   it('closes a connection idle past idleTimeout from its sweep, and dials anew afterwards', async () => {
     const up = await upstream();
-    pool = new UpstreamPool(
-      { host: '127.0.0.1', port: up.port },
-      { connectTimeout: 1_000, idleTimeout: 200 },
-    );
+    pool = poolFor(up.port, 200);
     const c = await dial(pool);
     expect(pool.sweeping).toBe(false);
     const released = Date.now();
@@ -101,10 +100,7 @@ describe('UpstreamPool', () => {
 
   it('reads again once released: a connection paused for a slow caller serves its next owner', async () => {
     const up = await upstream();
-    pool = new UpstreamPool(
-      { host: '127.0.0.1', port: up.port },
-      { connectTimeout: 1_000, idleTimeout: 2_000 },
-    );
+    pool = poolFor(up.port, 2_000);
     const c = await dial(pool);
     c.socket.pause(); // what the lane does while the caller cannot take more
     pool.release(c);
@@ -121,10 +117,7 @@ describe('UpstreamPool', () => {
     const up = await upstream();
     // idleTimeout 400 ms: sweeps at 100 ms intervals. Blocking the event loop keeps the sweep from
     // running, so only acquire's own check can refuse the stale connection.
-    pool = new UpstreamPool(
-      { host: '127.0.0.1', port: up.port },
-      { connectTimeout: 1_000, idleTimeout: 400 },
-    );
+    pool = poolFor(up.port, 400);
     const c = await dial(pool);
     pool.release(c);
     const until = Date.now() + 450;
@@ -140,10 +133,7 @@ describe('UpstreamPool', () => {
   it("keeps a connection released with a shorter limit (the upstream's Keep-Alive) only that long", async () => {
     const up = await upstream();
     // idleTimeout 2 s: the sweep runs every 500 ms. `short` may idle 100 ms, `long` the full 2 s.
-    pool = new UpstreamPool(
-      { host: '127.0.0.1', port: up.port },
-      { connectTimeout: 1_000, idleTimeout: 2_000 },
-    );
+    pool = poolFor(up.port, 2_000);
     const long = await dial(pool);
     const short = await dial(pool);
     pool.release(long);
