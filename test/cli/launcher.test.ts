@@ -1,9 +1,9 @@
 /**
  * bin/portlicense, the package's `bin`: a POSIX sh launcher that preloads tcmalloc when the system
- * has it, sets glibc's trim threshold, points node at bin/openssl.cnf (unless OPENSSL_CONF is set)
- * and execs node on dist/cli/main.js. Run for real through `sh`, with a stand-in `node` first on
- * PATH that prints what it was given, and through a symlink the way npm links it into
- * node_modules/.bin.
+ * has it, sets glibc's trim and `rep movsb` thresholds, points node at bin/openssl.cnf (unless
+ * OPENSSL_CONF is set) and execs node on dist/cli/main.js. Run for real through `sh`, with a
+ * stand-in `node` first on PATH that prints what it was given, and through a symlink the way npm
+ * links it into node_modules/.bin.
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -43,7 +43,7 @@ beforeEach(() => {
   writeFileSync(
     join(dir, 'stub', 'node'),
     '#!/bin/sh\nfor a in "$@"; do echo "arg=$a"; done\necho "trim=$MALLOC_TRIM_THRESHOLD_"\n' +
-      'echo "preload=${LD_PRELOAD:-}"\nexit 7\n',
+      'echo "preload=${LD_PRELOAD:-}"\necho "tunables=${GLIBC_TUNABLES:-}"\nexit 7\n',
   );
   chmodSync(join(dir, 'stub', 'node'), 0o755);
   env = { PATH: `${join(dir, 'stub')}:/usr/bin:/bin` };
@@ -68,6 +68,15 @@ describe('bin/portlicense', () => {
     expect((await run(LAUNCHER, [], env)).stdout).toContain('trim=67108864\n');
     const own = await run(LAUNCHER, [], { ...env, MALLOC_TRIM_THRESHOLD_: '1048576' });
     expect(own.stdout).toContain('trim=1048576\n');
+  });
+
+  it("keeps glibc's `rep movsb` out of large copies, after the operator's own tunables and unless they set it", async () => {
+    const off = 'glibc.cpu.x86_rep_movsb_threshold=4294967295';
+    expect((await run(LAUNCHER, [], env)).stdout).toContain(`tunables=${off}\n`);
+    const others = await run(LAUNCHER, [], { ...env, GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' });
+    expect(others.stdout).toContain(`tunables=glibc.malloc.arena_max=2:${off}\n`);
+    const own = await run(LAUNCHER, [], { ...env, GLIBC_TUNABLES: 'glibc.cpu.x86_rep_movsb_threshold=4096' });
+    expect(own.stdout).toContain('tunables=glibc.cpu.x86_rep_movsb_threshold=4096\n');
   });
 
   it("preloads the system's tcmalloc when there is one, unless told not to or given another preload", async () => {
