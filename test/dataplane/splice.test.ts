@@ -5,9 +5,11 @@
  */
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Splice } from '../../src/dataplane/splice.js';
-import { waitFor } from '../helpers/net.js';
+import { tlsConnect, waitFor } from '../helpers/net.js';
+import { sharedCa } from '../helpers/pki.js';
 
 const servers: Server[] = [];
 const sockets: Socket[] = [];
@@ -27,18 +29,35 @@ async function listen(onSocket: (s: Socket) => void): Promise<number> {
   return (server.address() as { port: number }).port;
 }
 
-/**
- * client -> [proxy: down | Splice | up] -> upstream; resolves the four sockets. The splice starts
- * once the upstream connects, or, with `holdStart`, when the caller calls `start`.
- */
-async function splicePair(holdStart = false): Promise<{
-  client: Socket;
+/** A TLS listener on 127.0.0.1 (the shared CA's localhost certificate, no client certificate). */
+async function listenTls(onSocket: (s: TLSSocket) => void): Promise<number> {
+  const leaf = sharedCa().svid('spiffe://example.org/ns/test/sa/proxy');
+  const server = createTlsServer({ cert: leaf.cert, key: leaf.key, allowHalfOpen: true }, (s) => {
+    sockets.push(s);
+    onSocket(s);
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return (server.address() as { port: number }).port;
+}
+
+interface SplicePair<S extends Socket> {
+  client: S;
   upstream: Socket;
-  down: Socket;
+  down: S;
   up: Socket;
   closed: Promise<string>;
   start: () => void;
-}> {
+}
+
+/**
+ * client -> [proxy: down | Splice | up] -> upstream; resolves the four sockets. The splice starts
+ * once the upstream connects, or, with `holdStart`, when the caller calls `start`. With `tls`, the
+ * caller's hop is TLS, as on a tcp port.
+ */
+async function splicePair(holdStart?: boolean): Promise<SplicePair<Socket>>;
+async function splicePair(holdStart: boolean, tls: true): Promise<SplicePair<TLSSocket>>;
+async function splicePair(holdStart = false, tls = false): Promise<SplicePair<Socket>> {
   let upstream!: Socket;
   const upPort = await listen((s) => (upstream = s));
   let down!: Socket;
@@ -46,7 +65,7 @@ async function splicePair(holdStart = false): Promise<{
   let splice!: Splice;
   let connected = false;
   let closed!: Promise<string>;
-  const proxyPort = await listen((s) => {
+  const proxyPort = await (tls ? listenTls : listen)((s) => {
     down = s;
     closed = new Promise((resolve) => {
       splice = new Splice(s, { idleTimeout: 10_000, onClosed: resolve });
@@ -59,13 +78,29 @@ async function splicePair(holdStart = false): Promise<{
       });
     });
   });
-  const client = connect({ host: '127.0.0.1', port: proxyPort, allowHalfOpen: true });
+  const client = tls
+    ? await tlsConnect({ port: proxyPort, ca: sharedCa().cert, allowHalfOpen: true })
+    : connect({ host: '127.0.0.1', port: proxyPort, allowHalfOpen: true });
   sockets.push(client);
   await waitFor(() => upstream !== undefined && down !== undefined && connected);
   return { client, upstream, down, up, closed, start: () => splice.start() };
 }
 
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** The writes the stream layer makes on `socket` from now on: 1 for a write, n for a writev of n chunks. */
+function writesOf(socket: Socket): number[] {
+  const writes: number[] = [];
+  const w = socket as unknown as {
+    _write(c: Buffer, e: BufferEncoding, cb: () => void): void;
+    _writev(cs: { chunk: Buffer }[], cb: () => void): void;
+  };
+  const write = w._write.bind(socket);
+  const writev = w._writev.bind(socket);
+  w._write = (c, e, cb) => (writes.push(1), write(c, e, cb));
+  w._writev = (cs, cb) => (writes.push(cs.length), writev(cs, cb));
+  return writes;
+}
 
 describe('Splice', () => {
   it('stops reading the caller while the upstream does not read, and delivers every byte once it does', async () => {
@@ -126,20 +161,53 @@ describe('Splice', () => {
         what: `chunk ${i + 1} read by the proxy`,
       });
     }
-    const writes: number[] = [];
-    const upWrite = up as unknown as {
-      _write(c: Buffer, e: BufferEncoding, cb: () => void): void;
-      _writev(cs: { chunk: Buffer }[], cb: () => void): void;
-    };
-    const write = upWrite._write.bind(up);
-    const writev = upWrite._writev.bind(up);
-    upWrite._write = (c, e, cb) => (writes.push(1), write(c, e, cb));
-    upWrite._writev = (cs, cb) => (writes.push(cs.length), writev(cs, cb));
+    const writes = writesOf(up);
     const received: Buffer[] = [];
     upstream.on('data', (d: Buffer) => received.push(d));
     start();
     await waitFor(() => Buffer.concat(received).length === 9000, { what: 'all three chunks upstream' });
     expect(writes).toEqual([3]);
     expect(Buffer.concat(received).equals(Buffer.concat(parts))).toBe(true);
+  });
+  it('hands a TLS socket the first chunk of a loop turn at once, without waiting for the turn to end', async () => {
+    const { client, upstream, down, up, start } = await splicePair(true, true);
+    const parts = [Buffer.alloc(3000, 4), Buffer.alloc(3000, 5), Buffer.alloc(3000, 6)];
+    for (let i = 0; i < parts.length; i++) {
+      upstream.write(parts[i]!);
+      await waitFor(() => up.readableLength === 3000 * (i + 1), { what: `chunk ${i + 1} read by the proxy` });
+    }
+    const writes = writesOf(down);
+    const received: Buffer[] = [];
+    client.on('data', (d: Buffer) => received.push(d));
+    start();
+    await waitFor(() => Buffer.concat(received).length === 9000, { what: 'all three chunks at the caller' });
+    // The first chunk goes alone as it is read; node's TLS socket finishes every write a turn later,
+    // so the stream layer joins the chunks that came meanwhile (corking would have joined all three).
+    expect(writes).toEqual([1, 2]);
+    expect(Buffer.concat(received).equals(Buffer.concat(parts))).toBe(true);
+  });
+
+  it('stops reading the upstream while a TLS caller does not read, and delivers every byte once it does', async () => {
+    const { client, upstream, up } = await splicePair(false, true);
+    client.pause();
+    const block = Buffer.alloc(1 << 20, 9);
+    let sent = 0;
+    while (upstream.write(block)) sent += block.length;
+    sent += block.length;
+    for (let i = 0; i < 16; i++) {
+      upstream.write(block);
+      sent += block.length;
+    }
+    // As in the first case: nothing more may happen, so a short wall-clock window.
+    await new Promise((r) => setTimeout(r, 300));
+    const heldBack = up.bytesRead;
+    expect(heldBack).toBeLessThan(sent - 8 * block.length);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(up.bytesRead).toBe(heldBack);
+
+    let received = 0;
+    client.on('data', (d: Buffer) => (received += d.length));
+    client.resume();
+    await waitFor(() => received === sent, { timeoutMs: 20_000, what: 'every byte at the caller' });
   });
 });
