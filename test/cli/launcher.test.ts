@@ -16,6 +16,8 @@ import { removeDir, tempDir } from '../helpers/tmp.js';
 const LAUNCHER = fileURLToPath(new URL('../../bin/portlicense', import.meta.url));
 /** What the launcher hands node: dist/ next to the launcher's real folder, not the symlink's. */
 const MAIN = `${dirname(realpathSync(LAUNCHER))}/../dist/cli/main.js`;
+/** V8 sweeps dead ArrayBuffers' memory on the main thread (TLS records churn it). */
+const GC_FLAG = '--no-concurrent-array-buffer-sweeping';
 /** The OpenSSL settings it passes node (one TLS 1.3 ticket per full handshake). */
 const OPENSSL_FLAG = `--openssl-config=${dirname(realpathSync(LAUNCHER))}/openssl.cnf`;
 
@@ -56,6 +58,7 @@ describe('bin/portlicense', () => {
     const r = await run(LAUNCHER, ['sidecar', '--config', 'a file with spaces.yaml'], env);
     expect(r.code).toBe(7);
     expect(r.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      `arg=${GC_FLAG}`,
       `arg=${OPENSSL_FLAG}`,
       `arg=${MAIN}`,
       'arg=sidecar',
@@ -88,13 +91,14 @@ describe('bin/portlicense', () => {
     expect(own.stdout).toContain('preload=/opt/lib/libjemalloc.so.2\n');
   });
 
-  it('puts the flags of PORTLICENSE_NODE_ARGS first, split on spaces only', async () => {
+  it('puts the flags of PORTLICENSE_NODE_ARGS after its own (so they can undo them), split on spaces only', async () => {
     const r = await run(LAUNCHER, ['--version'], {
       ...env,
       // `/bi*` would glob to /bin in a shell that globbed.
       PORTLICENSE_NODE_ARGS: ' --single-threaded-gc  --cpu-prof-dir=/tmp /bi* ',
     });
     expect(r.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      `arg=${GC_FLAG}`,
       'arg=--single-threaded-gc',
       'arg=--cpu-prof-dir=/tmp',
       'arg=/bi*',
@@ -108,12 +112,13 @@ describe('bin/portlicense', () => {
     mkdirSync(join(dir, '.bin'));
     symlinkSync(LAUNCHER, join(dir, '.bin', 'portlicense'));
     const r = await run(join(dir, '.bin', 'portlicense'), ['--version'], env);
-    expect(r.stdout).toContain(`arg=${OPENSSL_FLAG}\narg=${MAIN}\narg=--version\n`);
+    expect(r.stdout).toContain(`arg=${GC_FLAG}\narg=${OPENSSL_FLAG}\narg=${MAIN}\narg=--version\n`);
   });
 
   it('passes its OpenSSL config unless the operator set OPENSSL_CONF, whose file then applies', async () => {
     const own = await run(LAUNCHER, ['--version'], { ...env, OPENSSL_CONF: '/etc/ssl/mine.cnf' });
     expect(own.stdout.split('\n').filter((l) => l.startsWith('arg='))).toEqual([
+      `arg=${GC_FLAG}`,
       `arg=${MAIN}`,
       'arg=--version',
     ]);
