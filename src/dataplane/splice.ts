@@ -1,9 +1,9 @@
 /**
  * Two sockets spliced both ways, with half-close and an idle timeout: the byte-moving core shared
  * by `tcp` ports (TLS caller -> plaintext upstream) and outbound listeners (plaintext app -> mTLS
- * target). Chunks read are written to the other side as they are (no copy); toward a plaintext
- * socket those of one event-loop turn go in one write. A side stops reading only when the other has
- * more than SPLICE_BUFFER bytes really queued, so backpressure is the kernel's.
+ * target). Chunks read are written to the other side as they are (no copy), those of one event-loop
+ * turn in one write; a side stops reading only when the other has more than SPLICE_BUFFER bytes
+ * really queued, so backpressure is the kernel's.
  *
  * The owner of a Splice owns the dial: it attaches the upstream socket while that is still
  * connecting, handles the upstream's failures until `start()` (and aborts with its own reason),
@@ -11,7 +11,6 @@
  * here, and the owner learns the outcome once, in `onClosed`, when both sockets have closed.
  */
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 
 export interface SpliceOptions {
   /** Close the flow after this long without a byte either way (ms, real time: a socket timer). */
@@ -36,22 +35,13 @@ export interface SpliceOptions {
 const SPLICE_BUFFER = 64 * 1024;
 
 /**
- * Forward `from` to `to`, pausing `from` while `to` has a backlog; FIN follows FIN.
- *
- * Toward a plaintext socket, a TLS socket hands over one 16 KiB record per 'data' event, several
- * per read from the kernel: `to` is corked at the first chunk of a loop turn and uncorked when the
- * turn's I/O is done (setImmediate), so they leave in one writev, not one write(2) per record
- * (about 1.5x the upload throughput). Nothing waits for more data: the batch is whatever this turn
- * read.
- *
- * Toward a TLS socket, each chunk is written as it is read. Node encrypts a write of several
- * buffers only after copying them into one, and finishes every TLS write a loop turn later, so the
- * chunks read meanwhile are joined by the stream layer anyway; corking would hold the first one
- * back until the turn ends and join it too. Measured on the bench: 1.19x the download throughput
- * (docs/performance.md).
+ * Forward `from` to `to`, pausing `from` while `to` has a backlog; FIN follows FIN. A TLS socket
+ * hands over one 16 KiB record per 'data' event, several per read from the kernel: `to` is corked at
+ * the first chunk of a loop turn and uncorked when the turn's I/O is done (setImmediate), so they
+ * leave in one writev, not one write(2) per record (about 1.5x the upload throughput). Nothing
+ * waits for more data: the batch is whatever this turn read.
  */
 function forward(from: Socket, to: Socket): void {
-  const batch = !(to as Partial<TLSSocket>).encrypted;
   let corked = false;
   const flush = (): void => {
     corked = false;
@@ -59,11 +49,6 @@ function forward(from: Socket, to: Socket): void {
     if (to.writableLength > SPLICE_BUFFER) from.pause();
   };
   from.on('data', (chunk: Buffer) => {
-    if (!batch) {
-      to.write(chunk);
-      if (to.writableLength > SPLICE_BUFFER) from.pause();
-      return;
-    }
     if (!corked) {
       corked = true;
       to.cork();
