@@ -79,7 +79,7 @@ async function splicePair(holdStart = false, tls = false): Promise<SplicePair<So
     });
   });
   const client = tls
-    ? await tlsConnect({ port: proxyPort, ca: sharedCa().cert, allowHalfOpen: true })
+    ? await tlsConnect({ port: proxyPort, ca: sharedCa().cert })
     : connect({ host: '127.0.0.1', port: proxyPort, allowHalfOpen: true });
   sockets.push(client);
   await waitFor(() => upstream !== undefined && down !== undefined && connected);
