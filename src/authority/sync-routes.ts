@@ -84,7 +84,10 @@ function bundleResult(status: number): BundleResult {
 }
 
 export function syncRoutes(d: ApiDeps): Route[] {
-  /** Nodes already warned about holding a version above the authority's. */
+  /**
+   * Nodes warned about holding a version above the authority's, until they next sync at or below
+   * it: one warning per episode, and the set holds only nodes that are ahead now.
+   */
   const warnedAhead = new Set<string>();
   /** Sidecar identities and services already warned about reporting outside their entries. */
   const warnedOutOfScope = new Set<string>();
@@ -138,6 +141,7 @@ async function bundle(d: ApiDeps, ctx: RequestContext, warnedAhead: Set<string>)
         `replaced or restored from an older copy. Restore the current store, or remove the sidecar's cache file and restart it to accept this authority's bundles`,
     );
   }
+  warnedAhead.delete(node);
   if (known !== undefined && known === version) {
     if (waitMs > 0) {
       const outcome = await d.longPoll.wait(known, waitMs, ctx.signal);

@@ -102,6 +102,22 @@ describe('authority API: bundles and long polls', () => {
     expect(ahead.json.detail).toMatch(/store was replaced or restored/);
   });
 
+  it('warns once while a sidecar stays ahead, and again only after it has caught up and gone ahead anew', async () => {
+    const v = (await sidecar.get(BUNDLE)).json.payload.version as number;
+    const warnings = (): number =>
+      t.sink.lines.filter(
+        (l) => l.level === 'warn' && /bundle version above the authority/.test(String(l.msg)),
+      ).length;
+    const ahead = { headers: { 'if-none-match': `"${v + 50}"` } };
+    expect((await sidecar.get(BUNDLE, ahead)).status).toBe(409);
+    expect((await sidecar.get(BUNDLE, ahead)).status).toBe(409);
+    expect(warnings()).toBe(1);
+    // The sidecar's cache file was removed: it syncs from scratch, then (say) a stale copy returns.
+    expect((await sidecar.get(BUNDLE)).status).toBe(200);
+    expect((await sidecar.get(BUNDLE, ahead)).status).toBe(409);
+    expect(warnings()).toBe(2);
+  });
+
   it('holds a long poll and wakes it within ~100 ms of a change made in another request', async () => {
     const v = verifyBundle((await sidecar.get(BUNDLE)).text, t.signingPublicKey).version;
     const other = t.client('spiffe://example.org/node/node-b');
