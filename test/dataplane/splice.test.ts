@@ -169,6 +169,7 @@ describe('Splice', () => {
     expect(writes).toEqual([3]);
     expect(Buffer.concat(received).equals(Buffer.concat(parts))).toBe(true);
   });
+
   it('stops reading the upstream while a TLS caller does not read, and delivers every byte once it does', async () => {
     const { client, upstream, up } = await splicePair(false, true);
     client.pause();
