@@ -46,7 +46,7 @@ VOLUME ["/etc/portlicense/data"]
 EXPOSE 8443 9901
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORTLICENSE_ADMIN_PORT||'9901')+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# The launcher preloads tcmalloc, sets glibc's MALLOC_TRIM_THRESHOLD_ and GLIBC_TUNABLES, V8's
+# The launcher preloads tcmalloc, sets glibc's MALLOC_TRIM_THRESHOLD_ (and GLIBC_TUNABLES on AMD), V8's
 # array-buffer sweeping and OpenSSL's config (see bin/portlicense) and execs node: PID 1 is node.
 ENTRYPOINT ["/app/bin/portlicense"]
 CMD ["sidecar", "--config", "/etc/portlicense/config/sidecar.yaml"]
