@@ -61,6 +61,8 @@ export interface AuthoritySyncDeps {
   log: Logger;
   metrics: SidecarMetrics;
   usage: UsageTracker;
+  /** Retry delays after failed syncs; the default spreads sidecars over up to 30 s. */
+  backoff?: Backoff;
 }
 
 /** How long a stopping sidecar tries to deliver its last usage report. */
@@ -72,7 +74,7 @@ export type SyncFailure =
 export class AuthoritySync {
   private readonly url: URL;
   private agent: Agent;
-  private readonly backoff = new Backoff({ base: 500, max: 30_000, min: 100 });
+  private readonly backoff: Backoff;
   private readonly abort = new AbortController();
   /** Stops usage reports: at close, only once the last report's time is up (FINAL_REPORT_MS). */
   private readonly reportAbort = new AbortController();
@@ -102,6 +104,7 @@ export class AuthoritySync {
   private inForceMatches = false;
 
   constructor(private readonly deps: AuthoritySyncDeps) {
+    this.backoff = deps.backoff ?? new Backoff({ base: 500, max: 30_000, min: 100 });
     this.url = new URL(deps.config.authority.url!);
     this.services = [...new Set(deps.config.ports.map((p) => p.service))].sort();
     this.agent = this.makeAgent();

@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { AuthoritySync, FINAL_REPORT_MS, REPORT_BATCH } from '../../src/control/authority-sync.js';
+import { Backoff } from '../../src/control/backoff.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
 import { loadEd25519PublicKey } from '../../src/policy/bundle.js';
@@ -42,6 +43,7 @@ describe('AuthoritySync and authority.serverId', () => {
     sink?: MemorySink,
     url?: (t: TestAuthority) => string,
     authorityExtra = '',
+    backoff?: Backoff,
   ) => {
     t = await startTestAuthority(authority);
     expect((await t.client(ADMIN).post('/v1/services', ORDERS_SERVICE)).status).toBeLessThan(300);
@@ -72,6 +74,7 @@ admin: { listen: 127.0.0.1:0 }
       log: sink === undefined ? silentLogger : createLogger({ sink, level: 'debug' }),
       metrics,
       usage,
+      backoff,
     });
     sync.start();
     return { policy, sync, usage, metrics };
@@ -251,6 +254,8 @@ admin: { listen: 127.0.0.1:0 }
         sink,
         () => `https://127.0.0.1:${port}`,
         ', maxStaleness: 1500ms',
+        // Retries within 400 ms: the default's full jitter over up to 30 s could outlast the test.
+        new Backoff({ base: 100, max: 400, min: 50 }),
       );
       const said = (msg: string) => sink.lines.filter((l) => l.msg === msg);
       const unready =
@@ -269,7 +274,11 @@ admin: { listen: 127.0.0.1:0 }
         failedFor: expect.any(String),
       });
     } finally {
-      await new Promise((r) => server.close(r));
+      // The recovered sync keeps polling (this stand-in answers at once): close() alone would wait
+      // for its kept connection forever. Stop listening first, then drop the open connections.
+      const closed = new Promise((r) => server.close(r));
+      server.closeAllConnections();
+      await closed;
     }
   });
 
