@@ -68,6 +68,14 @@ export interface AuthoritySyncDeps {
 /** How long a stopping sidecar tries to deliver its last usage report. */
 export const FINAL_REPORT_MS = 2_000;
 
+/**
+ * The least time between two bundle requests that ended in a 304. The authority holds a poll for
+ * at least a second (`wait` and `limits.maxWait` are 1 s or more), so this only ever applies to
+ * something else answering at once (a proxy in between, a stand-in): without it the sync would
+ * spin on the event loop the data path runs on.
+ */
+export const MIN_POLL_INTERVAL_MS = 1_000;
+
 export type SyncFailure =
   'connect' | 'tls' | 'timeout' | 'http_4xx' | 'http_5xx' | 'invalid' | 'signature' | 'rollback';
 
@@ -206,6 +214,7 @@ export class AuthoritySync {
     const { policy, log, metrics, publicKey } = this.deps;
     while (!this.closed) {
       const current = policy.current().version;
+      const asked = this.deps.clock.now();
       try {
         const res = await request(this.bundleUrl(), {
           dispatcher: this.agent,
@@ -218,6 +227,8 @@ export class AuthoritySync {
         if (res.statusCode === 304) {
           await res.body.dump();
           this.succeeded();
+          const early = MIN_POLL_INTERVAL_MS - (this.deps.clock.now() - asked);
+          if (early > 0) await this.sleep(early);
           continue;
         }
         if (res.statusCode !== 200) {

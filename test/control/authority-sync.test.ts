@@ -9,7 +9,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
-import { AuthoritySync, FINAL_REPORT_MS, REPORT_BATCH } from '../../src/control/authority-sync.js';
+import {
+  AuthoritySync,
+  FINAL_REPORT_MS,
+  MIN_POLL_INTERVAL_MS,
+  REPORT_BATCH,
+} from '../../src/control/authority-sync.js';
 import { Backoff } from '../../src/control/backoff.js';
 import { TlsMaterialStore } from '../../src/dataplane/tls-context.js';
 import { createLogger, MemorySink, silentLogger } from '../../src/log.js';
@@ -276,6 +281,35 @@ admin: { listen: 127.0.0.1:0 }
     } finally {
       // The recovered sync keeps polling (this stand-in answers at once): close() alone would wait
       // for its kept connection forever. Stop listening first, then drop the open connections.
+      const closed = new Promise((r) => server.close(r));
+      server.closeAllConnections();
+      await closed;
+    }
+  });
+
+  it('waits between polls that something answers at once with 304, instead of spinning', async () => {
+    let requests = 0;
+    const id = svid('spiffe://example.org/authority');
+    const server = createServer(
+      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
+      (req, res) => {
+        if (req.url?.startsWith('/v1/bundle')) requests++;
+        res.writeHead(304).end();
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      await start('spiffe://example.org/authority', {}, undefined, () => `https://127.0.0.1:${port}`);
+      await waitFor(() => requests > 0, { what: 'the first poll' });
+      const first = Date.now();
+      // What is checked is that little happens, so a wall-clock window it is.
+      await new Promise((r) => setTimeout(r, 2_500));
+      const polls = requests;
+      const seconds = (Date.now() - first) / 1000;
+      expect(polls).toBeGreaterThanOrEqual(2);
+      expect(polls).toBeLessThanOrEqual(Math.ceil(seconds * (1000 / MIN_POLL_INTERVAL_MS)) + 1);
+    } finally {
       const closed = new Promise((r) => server.close(r));
       server.closeAllConnections();
       await closed;
