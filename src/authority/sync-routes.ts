@@ -133,6 +133,8 @@ async function bundle(d: ApiDeps, ctx: RequestContext, warnedAhead: Set<string>)
     // hide every later revoke behind a healthy-looking sync. Refuse loudly instead: the sidecar
     // keeps enforcing what it has, counts the failure, and goes unready after maxStaleness.
     if (!warnedAhead.has(node)) {
+      // Names that never sync again stay: bounded, at the price of a repeated warning after 10,000.
+      if (warnedAhead.size >= 10_000) warnedAhead.clear();
       warnedAhead.add(node);
       warnAhead(d, node, known, version);
     }

@@ -7,11 +7,12 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { X509Certificate } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { Agent, request } from 'undici';
 import { certificateIdentity } from '../dataplane/identity.js';
 import { subjectMatches } from '../policy/spiffe.js';
-import type { Clock, TimerHandle } from '../clock.js';
+import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import type { SidecarConfig } from '../config/types.js';
 import { formatDuration, formatTime } from '../config/duration.js';
 import { errorMessage, PortlicenseError } from '../errors.js';
@@ -70,9 +71,10 @@ export const FINAL_REPORT_MS = 2_000;
 
 /**
  * The least time between two bundle requests that ended in a 304. The authority holds a poll for
- * at least a second (`wait` and `limits.maxWait` are 1 s or more), so this only ever applies to
- * something else answering at once (a proxy in between, a stand-in): without it the sync would
- * spin on the event loop the data path runs on.
+ * at least a second (`wait` and `limits.maxWait` are 1 s or more) and answers one sooner only as
+ * it shuts down, so this applies to something else answering at once (a proxy in between, a
+ * stand-in): without it the sync would spin on the event loop the data path runs on. Measured on
+ * the monotonic clock, paced on the system's timers: I/O pacing, not policy time.
  */
 export const MIN_POLL_INTERVAL_MS = 1_000;
 
@@ -214,7 +216,7 @@ export class AuthoritySync {
     const { policy, log, metrics, publicKey } = this.deps;
     while (!this.closed) {
       const current = policy.current().version;
-      const asked = this.deps.clock.now();
+      const asked = performance.now();
       try {
         const res = await request(this.bundleUrl(), {
           dispatcher: this.agent,
@@ -227,8 +229,8 @@ export class AuthoritySync {
         if (res.statusCode === 304) {
           await res.body.dump();
           this.succeeded();
-          const early = MIN_POLL_INTERVAL_MS - (this.deps.clock.now() - asked);
-          if (early > 0) await this.sleep(early);
+          const elapsed = performance.now() - asked;
+          if (elapsed < MIN_POLL_INTERVAL_MS) await this.sleep(MIN_POLL_INTERVAL_MS - elapsed, systemClock);
           continue;
         }
         if (res.statusCode !== 200) {
@@ -316,10 +318,12 @@ export class AuthoritySync {
     this.deps.metrics.syncSucceeded(now);
   }
 
-  private sleep(ms: number): Promise<void> {
+  /** Wait `ms` on `clock` (the policy clock unless told), or until close(), even one already made. */
+  private sleep(ms: number, clock: Clock = this.deps.clock): Promise<void> {
+    if (this.abort.signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const onAbort = (): void => resolve();
-      this.sleepTimer = this.deps.clock.setTimer(() => {
+      this.sleepTimer = clock.setTimer(() => {
         this.sleepTimer = null;
         this.abort.signal.removeEventListener('abort', onAbort);
         resolve();

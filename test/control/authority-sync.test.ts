@@ -7,7 +7,7 @@ import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { systemClock } from '../../src/clock.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import {
   AuthoritySync,
@@ -48,7 +48,7 @@ describe('AuthoritySync and authority.serverId', () => {
     sink?: MemorySink,
     url?: (t: TestAuthority) => string,
     authorityExtra = '',
-    backoff?: Backoff,
+    opts: { backoff?: Backoff; clock?: Clock } = {},
   ) => {
     t = await startTestAuthority(authority);
     expect((await t.client(ADMIN).post('/v1/services', ORDERS_SERVICE)).status).toBeLessThan(300);
@@ -75,11 +75,11 @@ admin: { listen: 127.0.0.1:0 }
       policy,
       tls: TlsMaterialStore.load(config.tls, silentLogger),
       publicKey: loadEd25519PublicKey(config.authority.signingPublicKey),
-      clock: systemClock,
+      clock: opts.clock ?? systemClock,
       log: sink === undefined ? silentLogger : createLogger({ sink, level: 'debug' }),
       metrics,
       usage,
-      backoff,
+      backoff: opts.backoff,
     });
     sync.start();
     return { policy, sync, usage, metrics };
@@ -260,7 +260,7 @@ admin: { listen: 127.0.0.1:0 }
         () => `https://127.0.0.1:${port}`,
         ', maxStaleness: 1500ms',
         // Retries within 400 ms: the default's full jitter over up to 30 s could outlast the test.
-        new Backoff({ base: 100, max: 400, min: 50 }),
+        { backoff: new Backoff({ base: 100, max: 400, min: 50 }) },
       );
       const said = (msg: string) => sink.lines.filter((l) => l.msg === msg);
       const unready =
@@ -308,7 +308,40 @@ admin: { listen: 127.0.0.1:0 }
       const polls = requests;
       const seconds = (Date.now() - first) / 1000;
       expect(polls).toBeGreaterThanOrEqual(2);
-      expect(polls).toBeLessThanOrEqual(Math.ceil(seconds * (1000 / MIN_POLL_INTERVAL_MS)) + 1);
+      expect(polls).toBeLessThanOrEqual(Math.ceil(seconds * (1000 / MIN_POLL_INTERVAL_MS)) + 2);
+    } finally {
+      const closed = new Promise((r) => server.close(r));
+      server.closeAllConnections();
+      await closed;
+    }
+  });
+
+  it('paces those polls by elapsed time, not by the wall clock: a clock stepped back does not stall them', async () => {
+    // The wall clock steps back 10 s while the first poll is held (an NTP step, a VM resumed).
+    let back = 0;
+    const clock: Clock = { now: () => Date.now() - back, setTimer: (fn, ms) => systemClock.setTimer(fn, ms) };
+    let requests = 0;
+    const id = svid('spiffe://example.org/authority');
+    const server = createServer(
+      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
+      (req, res) => {
+        if (!req.url?.startsWith('/v1/bundle')) return void res.writeHead(503).end();
+        if (++requests > 1) return void res.writeHead(304).end();
+        setTimeout(() => {
+          back = 10_000;
+          res.writeHead(304).end();
+        }, 300);
+      },
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      await start('spiffe://example.org/authority', {}, undefined, () => `https://127.0.0.1:${port}`, '', {
+        clock,
+      });
+      // The second poll is due about 0.7 s after the first answer, not 10 s later.
+      await waitFor(() => requests >= 3, { timeoutMs: 5_000, what: 'polls going on after the step' });
+      expect(back).toBe(10_000);
     } finally {
       const closed = new Promise((r) => server.close(r));
       server.closeAllConnections();
