@@ -154,6 +154,12 @@ drainTimeout: 2s
 `,
   );
   const frontendSidecar = await startSidecar(loadSidecarConfig(frontendFile));
+  // The sidecars serve at once and deny everything until their first bundle is in: wait for the
+  // orders sidecar's (/readyz) so the commands printed below work as soon as they are read.
+  if (!(await readyWithin(adminPort, 10_000)))
+    process.stderr.write(
+      `portlicense dev: the orders sidecar has no bundle from the authority after 10 s; the commands below answer 403 no_license until it does (see http://127.0.0.1:${adminPort}/readyz)\n`,
+    );
 
   const c = (who: string): string =>
     `--cacert ${certs}/ca.pem --cert ${certs}/${who}.pem --key ${certs}/${who}-key.pem`;
@@ -217,4 +223,20 @@ Ctrl-C stops everything.
     },
   });
   return code;
+}
+
+/** Whether the sidecar whose admin port is `adminPort` reports ready within `timeoutMs`. */
+async function readyWithin(adminPort: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+      await res.arrayBuffer();
+      if (res.ok) return true;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
