@@ -53,15 +53,17 @@ const ROLE_LABEL: Record<Role, string> = { ca: 'tls.ca', cert: 'tls.cert', key: 
 
 /** What is wrong with one TLS file: the `cause` of load()'s TLS_MATERIAL_INVALID error. */
 export class MaterialProblem extends Error {
-  /** The config key that names the file: `tls.ca`, `tls.cert` or `tls.key`. */
-  readonly key: string;
   constructor(
     readonly role: Role,
     readonly file: string,
     readonly what: string,
   ) {
     super(`${ROLE_LABEL[role]} (${file}): ${what}`);
-    this.key = ROLE_LABEL[role];
+  }
+
+  /** The config key that names the file: `tls.ca`, `tls.cert` or `tls.key`. */
+  get key(): string {
+    return ROLE_LABEL[this.role];
   }
 }
 
@@ -114,7 +116,6 @@ function parseKey(file: string, pem: Buffer): KeyObject {
   }
 }
 
-/** Check raw file contents as a whole; throws MaterialProblem naming the culprit file. */
 /**
  * Read and check a ca/cert/key trio by the rules `TlsMaterialStore.load` applies (the authority's
  * files too).
@@ -124,6 +125,7 @@ export function checkTlsFiles(files: TlsFiles): TlsMaterial {
   return check(files, readAll(files), 1);
 }
 
+/** Check raw file contents as a whole; throws MaterialProblem naming the culprit file. */
 function check(files: TlsFiles, raw: RawFiles, generation: number): TlsMaterial {
   const roots = parseCerts('ca', files.ca, raw.ca);
   if (!roots.some((c) => c.ca))
