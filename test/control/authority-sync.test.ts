@@ -4,6 +4,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
+import type { RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -37,8 +38,11 @@ import { sharedCa, svid, writeTlsFiles } from '../helpers/pki.js';
 describe('AuthoritySync and authority.serverId', () => {
   let t: TestAuthority | undefined;
   let sync: AuthoritySync | undefined;
+  /** Stand-in authorities of the test (`standIn`), closed after the sync that polls them. */
+  const closers: Array<() => Promise<void>> = [];
   afterEach(async () => {
     await sync?.close();
+    for (const close of closers.splice(0)) await close();
     await t?.close();
   });
 
@@ -83,6 +87,26 @@ admin: { listen: 127.0.0.1:0 }
     });
     sync.start();
     return { policy, sync, usage, metrics };
+  };
+
+  /**
+   * A stand-in authority: the authority identity's certificate, real TLS, `handle` answering. Closed
+   * after the test; close() drops its open connections, since a sync that keeps polling would hold
+   * one forever.
+   */
+  const standIn = async (handle: RequestListener): Promise<string> => {
+    const id = svid('spiffe://example.org/authority');
+    const server = createServer(
+      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
+      handle,
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closers.push(async () => {
+      const closed = new Promise((r) => server.close(r));
+      server.closeAllConnections();
+      await closed;
+    });
+    return `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   };
 
   it('installs bundles from an authority that presents the configured SPIFFE ID', async () => {
@@ -241,79 +265,53 @@ admin: { listen: 127.0.0.1:0 }
 
   it('logs when an outage makes it unready and when syncs come back, beyond the first failure', async () => {
     let up = false;
-    const id = svid('spiffe://example.org/authority');
-    const server = createServer(
-      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
-      (_req, res) => {
-        if (up) res.writeHead(304).end();
-        else res.writeHead(503).end('down for maintenance');
-      },
+    const url = await standIn((_req, res) => {
+      if (up) res.writeHead(304).end();
+      else res.writeHead(503).end('down for maintenance');
+    });
+    const sink = new MemorySink();
+    await start(
+      'spiffe://example.org/authority',
+      {},
+      sink,
+      () => url,
+      ', maxStaleness: 1500ms',
+      // Retries within 400 ms: the default's full jitter over up to 30 s could outlast the test.
+      { backoff: new Backoff({ base: 100, max: 400, min: 50 }) },
     );
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    try {
-      const port = (server.address() as AddressInfo).port;
-      const sink = new MemorySink();
-      await start(
-        'spiffe://example.org/authority',
-        {},
-        sink,
-        () => `https://127.0.0.1:${port}`,
-        ', maxStaleness: 1500ms',
-        // Retries within 400 ms: the default's full jitter over up to 30 s could outlast the test.
-        { backoff: new Backoff({ base: 100, max: 400, min: 50 }) },
-      );
-      const said = (msg: string) => sink.lines.filter((l) => l.msg === msg);
-      const unready =
-        'no bundle sync within maxStaleness: /readyz reports not ready; still enforcing the bundle in force';
-      await waitFor(() => said(unready).length > 0, { timeoutMs: 10_000, what: 'the not-ready warning' });
-      up = true;
-      await waitFor(() => said('bundle sync recovered').length > 0, {
-        timeoutMs: 20_000,
-        what: 'the recovery line',
-      });
-      expect(said(unready)).toHaveLength(1);
-      expect(said(unready)[0]).toMatchObject({ level: 'warn', error: expect.stringMatching(/503/) });
-      expect(said('bundle sync recovered')[0]).toMatchObject({
-        level: 'info',
-        failures: expect.any(Number),
-        failedFor: expect.any(String),
-      });
-    } finally {
-      // The recovered sync keeps polling (this stand-in answers at once): close() alone would wait
-      // for its kept connection forever. Stop listening first, then drop the open connections.
-      const closed = new Promise((r) => server.close(r));
-      server.closeAllConnections();
-      await closed;
-    }
+    const said = (msg: string) => sink.lines.filter((l) => l.msg === msg);
+    const unready =
+      'no bundle sync within maxStaleness: /readyz reports not ready; still enforcing the bundle in force';
+    await waitFor(() => said(unready).length > 0, { timeoutMs: 10_000, what: 'the not-ready warning' });
+    up = true;
+    await waitFor(() => said('bundle sync recovered').length > 0, {
+      timeoutMs: 20_000,
+      what: 'the recovery line',
+    });
+    expect(said(unready)).toHaveLength(1);
+    expect(said(unready)[0]).toMatchObject({ level: 'warn', error: expect.stringMatching(/503/) });
+    expect(said('bundle sync recovered')[0]).toMatchObject({
+      level: 'info',
+      failures: expect.any(Number),
+      failedFor: expect.any(String),
+    });
   });
 
   it('waits between polls that something answers at once with 304, instead of spinning', async () => {
     let requests = 0;
-    const id = svid('spiffe://example.org/authority');
-    const server = createServer(
-      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
-      (req, res) => {
-        if (req.url?.startsWith('/v1/bundle')) requests++;
-        res.writeHead(304).end();
-      },
-    );
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    try {
-      const port = (server.address() as AddressInfo).port;
-      await start('spiffe://example.org/authority', {}, undefined, () => `https://127.0.0.1:${port}`);
-      await waitFor(() => requests > 0, { what: 'the first poll' });
-      const first = Date.now();
-      // What is checked is that little happens, so a wall-clock window it is.
-      await new Promise((r) => setTimeout(r, 2_500));
-      const polls = requests;
-      const seconds = (Date.now() - first) / 1000;
-      expect(polls).toBeGreaterThanOrEqual(2);
-      expect(polls).toBeLessThanOrEqual(Math.ceil(seconds * (1000 / MIN_POLL_INTERVAL_MS)) + 2);
-    } finally {
-      const closed = new Promise((r) => server.close(r));
-      server.closeAllConnections();
-      await closed;
-    }
+    const url = await standIn((req, res) => {
+      if (req.url?.startsWith('/v1/bundle')) requests++;
+      res.writeHead(304).end();
+    });
+    await start('spiffe://example.org/authority', {}, undefined, () => url);
+    await waitFor(() => requests > 0, { what: 'the first poll' });
+    const first = Date.now();
+    // What is checked is that little happens, so a wall-clock window it is.
+    await new Promise((r) => setTimeout(r, 2_500));
+    const polls = requests;
+    const seconds = (Date.now() - first) / 1000;
+    expect(polls).toBeGreaterThanOrEqual(2);
+    expect(polls).toBeLessThanOrEqual(Math.ceil(seconds * (1000 / MIN_POLL_INTERVAL_MS)) + 2);
   });
 
   it('paces those polls by elapsed time, not by the wall clock: a clock stepped back does not stall them', async () => {
@@ -321,76 +319,46 @@ admin: { listen: 127.0.0.1:0 }
     let back = 0;
     const clock: Clock = { now: () => Date.now() - back, setTimer: (fn, ms) => systemClock.setTimer(fn, ms) };
     let requests = 0;
-    const id = svid('spiffe://example.org/authority');
-    const server = createServer(
-      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
-      (req, res) => {
-        if (!req.url?.startsWith('/v1/bundle')) return void res.writeHead(503).end();
-        if (++requests > 1) return void res.writeHead(304).end();
-        setTimeout(() => {
-          back = 10_000;
-          res.writeHead(304).end();
-        }, 300);
-      },
-    );
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    try {
-      const port = (server.address() as AddressInfo).port;
-      await start('spiffe://example.org/authority', {}, undefined, () => `https://127.0.0.1:${port}`, '', {
-        clock,
-      });
-      // The second poll is due about 0.7 s after the first answer, not 10 s later.
-      await waitFor(() => requests >= 3, { timeoutMs: 5_000, what: 'polls going on after the step' });
-      expect(back).toBe(10_000);
-    } finally {
-      const closed = new Promise((r) => server.close(r));
-      server.closeAllConnections();
-      await closed;
-    }
+    const url = await standIn((req, res) => {
+      if (!req.url?.startsWith('/v1/bundle')) return void res.writeHead(503).end();
+      if (++requests > 1) return void res.writeHead(304).end();
+      setTimeout(() => {
+        back = 10_000;
+        res.writeHead(304).end();
+      }, 300);
+    });
+    await start('spiffe://example.org/authority', {}, undefined, () => url, '', { clock });
+    // The second poll is due about 0.7 s after the first answer, not 10 s later.
+    await waitFor(() => requests >= 3, { timeoutMs: 5_000, what: 'polls going on after the step' });
+    expect(back).toBe(10_000);
   });
 
   it('keeps only what was not delivered when a later batch fails, and sends denials once', async () => {
-    // A stand-in authority (its identity's certificate, real TLS) that takes the first batch, fails
-    // the second with 503, then takes everything.
+    // A stand-in that takes the first batch, fails the second with 503, then takes everything.
     const bodies: Array<{ usage: unknown[]; denials: unknown[] }> = [];
     const answers = [200, 503];
-    const id = svid('spiffe://example.org/authority');
-    const server = createServer(
-      { cert: id.cert, key: id.key, ca: sharedCa().cert, requestCert: true },
-      (req, res) => {
-        let body = '';
-        req.on('data', (d: Buffer) => (body += d.toString()));
-        req.on('end', () => {
-          if (req.url !== '/v1/usage') return void res.writeHead(503).end();
-          bodies.push(JSON.parse(body) as { usage: unknown[]; denials: unknown[] });
-          res.writeHead(answers.shift() ?? 200, { 'content-type': 'application/json' }).end('{"renewed":[]}');
-        });
-      },
-    );
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    try {
-      const port = (server.address() as AddressInfo).port;
-      const { sync: s, usage } = await start(
-        'spiffe://example.org/authority',
-        {},
-        undefined,
-        () => `https://127.0.0.1:${port}`,
-      );
-      for (let i = 0; i < REPORT_BATCH + 500; i++) {
-        const e = usage.entry('lic_0123456789abcdef01234567', FRONTEND, `10.4.${i >> 8}.${i & 255}`);
-        e.at = Date.now();
-        e.count = 1;
-      }
-      usage.recordDenial('orders/http', FRONTEND, 'no_license', '10.4.9.9', Date.now());
-      await s.report(); // 1,000 entries and the denial taken; the other 500 fail (503)
-      await s.report(); // those 500 again, nothing else
-      expect(bodies.map((b) => [b.usage.length, b.denials.length])).toEqual([
-        [REPORT_BATCH, 1],
-        [500, 0],
-        [500, 0],
-      ]);
-    } finally {
-      await new Promise((r) => server.close(r));
+    const url = await standIn((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        if (req.url !== '/v1/usage') return void res.writeHead(503).end();
+        bodies.push(JSON.parse(body) as { usage: unknown[]; denials: unknown[] });
+        res.writeHead(answers.shift() ?? 200, { 'content-type': 'application/json' }).end('{"renewed":[]}');
+      });
+    });
+    const { sync: s, usage } = await start('spiffe://example.org/authority', {}, undefined, () => url);
+    for (let i = 0; i < REPORT_BATCH + 500; i++) {
+      const e = usage.entry('lic_0123456789abcdef01234567', FRONTEND, `10.4.${i >> 8}.${i & 255}`);
+      e.at = Date.now();
+      e.count = 1;
     }
+    usage.recordDenial('orders/http', FRONTEND, 'no_license', '10.4.9.9', Date.now());
+    await s.report(); // 1,000 entries and the denial taken; the other 500 fail (503)
+    await s.report(); // those 500 again, nothing else
+    expect(bodies.map((b) => [b.usage.length, b.denials.length])).toEqual([
+      [REPORT_BATCH, 1],
+      [500, 0],
+      [500, 0],
+    ]);
   });
 });
