@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Splice } from '../../src/dataplane/splice.js';
 import { tlsConnect, waitFor } from '../helpers/net.js';
@@ -18,36 +18,22 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
 });
 
-/** A listener on 127.0.0.1 whose accepted sockets go to `onSocket`; resolves its port. */
-async function listen(onSocket: (s: Socket) => void): Promise<number> {
-  const server = createServer({ allowHalfOpen: true }, (s) => {
+/**
+ * A listener on 127.0.0.1 whose accepted sockets go to `onSocket`; resolves its port. With `tls`,
+ * it speaks TLS (the shared CA's localhost certificate, no client certificate).
+ */
+async function listen(onSocket: (s: Socket) => void, tls = false): Promise<number> {
+  const accepted = (s: Socket): void => {
     sockets.push(s);
     onSocket(s);
-  });
+  };
+  const leaf = tls ? sharedCa().svid('spiffe://example.org/ns/test/sa/proxy') : null;
+  const server = leaf
+    ? createTlsServer({ cert: leaf.cert, key: leaf.key, allowHalfOpen: true }, accepted)
+    : createServer({ allowHalfOpen: true }, accepted);
   servers.push(server);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return (server.address() as { port: number }).port;
-}
-
-/** A TLS listener on 127.0.0.1 (the shared CA's localhost certificate, no client certificate). */
-async function listenTls(onSocket: (s: TLSSocket) => void): Promise<number> {
-  const leaf = sharedCa().svid('spiffe://example.org/ns/test/sa/proxy');
-  const server = createTlsServer({ cert: leaf.cert, key: leaf.key, allowHalfOpen: true }, (s) => {
-    sockets.push(s);
-    onSocket(s);
-  });
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as { port: number }).port;
-}
-
-interface SplicePair<S extends Socket> {
-  client: S;
-  upstream: Socket;
-  down: S;
-  up: Socket;
-  closed: Promise<string>;
-  start: () => void;
 }
 
 /**
@@ -55,9 +41,17 @@ interface SplicePair<S extends Socket> {
  * once the upstream connects, or, with `holdStart`, when the caller calls `start`. With `tls`, the
  * caller's hop is TLS, as on a tcp port.
  */
-async function splicePair(holdStart?: boolean): Promise<SplicePair<Socket>>;
-async function splicePair(holdStart: boolean, tls: true): Promise<SplicePair<TLSSocket>>;
-async function splicePair(holdStart = false, tls = false): Promise<SplicePair<Socket>> {
+async function splicePair(
+  holdStart = false,
+  tls = false,
+): Promise<{
+  client: Socket;
+  upstream: Socket;
+  down: Socket;
+  up: Socket;
+  closed: Promise<string>;
+  start: () => void;
+}> {
   let upstream!: Socket;
   const upPort = await listen((s) => (upstream = s));
   let down!: Socket;
@@ -65,7 +59,7 @@ async function splicePair(holdStart = false, tls = false): Promise<SplicePair<So
   let splice!: Splice;
   let connected = false;
   let closed!: Promise<string>;
-  const proxyPort = await (tls ? listenTls : listen)((s) => {
+  const proxyPort = await listen((s) => {
     down = s;
     closed = new Promise((resolve) => {
       splice = new Splice(s, { idleTimeout: 10_000, onClosed: resolve });
@@ -77,7 +71,7 @@ async function splicePair(holdStart = false, tls = false): Promise<SplicePair<So
         if (!holdStart) splice.start();
       });
     });
-  });
+  }, tls);
   const client = tls
     ? await tlsConnect({ port: proxyPort, ca: sharedCa().cert })
     : connect({ host: '127.0.0.1', port: proxyPort, allowHalfOpen: true });
@@ -88,46 +82,41 @@ async function splicePair(holdStart = false, tls = false): Promise<SplicePair<So
 
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** The writes the stream layer makes on `socket` from now on: 1 for a write, n for a writev of n chunks. */
-function writesOf(socket: Socket): number[] {
-  const writes: number[] = [];
-  const w = socket as unknown as {
-    _write(c: Buffer, e: BufferEncoding, cb: () => void): void;
-    _writev(cs: { chunk: Buffer }[], cb: () => void): void;
-  };
-  const write = w._write.bind(socket);
-  const writev = w._writev.bind(socket);
-  w._write = (c, e, cb) => (writes.push(1), write(c, e, cb));
-  w._writev = (cs, cb) => (writes.push(cs.length), writev(cs, cb));
-  return writes;
+/**
+ * `sender` writes far more than the hop can hold while `receiver` does not read: the proxy's reads
+ * (`proxySide`, the socket it reads `sender` from) stop well short of it, then every byte arrives
+ * once `receiver` reads.
+ */
+async function heldBackThenDelivered(sender: Socket, proxySide: Socket, receiver: Socket): Promise<void> {
+  receiver.pause();
+  const block = Buffer.alloc(1 << 20, 7);
+  let sent = 0;
+  // Keep writing until the sender's own socket says the far side is full, then 16 MiB more.
+  while (sender.write(block)) sent += block.length;
+  sent += block.length;
+  for (let i = 0; i < 16; i++) {
+    sender.write(block);
+    sent += block.length;
+  }
+  // The proxy's reads stop well short of what was sent: kernel buffers on both hops plus
+  // SPLICE_BUFFER, not the 20-odd MiB queued. (What is checked is that nothing more happens, so
+  // there is no event to await: a short wall-clock window it is.)
+  await new Promise((r) => setTimeout(r, 300));
+  const heldBack = proxySide.bytesRead;
+  expect(heldBack).toBeLessThan(sent - 8 * block.length);
+  await new Promise((r) => setTimeout(r, 200));
+  expect(proxySide.bytesRead).toBe(heldBack); // not creeping: really paused
+
+  let received = 0;
+  receiver.on('data', (d: Buffer) => (received += d.length));
+  receiver.resume();
+  await waitFor(() => received === sent, { timeoutMs: 20_000, what: 'every byte at the receiver' });
 }
 
 describe('Splice', () => {
   it('stops reading the caller while the upstream does not read, and delivers every byte once it does', async () => {
     const { client, upstream, down } = await splicePair();
-    upstream.pause();
-    const block = Buffer.alloc(1 << 20, 7);
-    let sent = 0;
-    // Keep the caller writing until its own socket says the far side is full.
-    while (client.write(block)) sent += block.length;
-    sent += block.length;
-    for (let i = 0; i < 16; i++) {
-      client.write(block);
-      sent += block.length;
-    }
-    // The proxy's reads from the caller stop well short of what was sent: kernel buffers on both
-    // hops plus SPLICE_BUFFER, not the 20-odd MiB the caller queued. (What is checked is that
-    // nothing more happens, so there is no event to await: a short wall-clock window it is.)
-    await new Promise((r) => setTimeout(r, 300));
-    const heldBack = down.bytesRead;
-    expect(heldBack).toBeLessThan(sent - 8 * block.length);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(down.bytesRead).toBe(heldBack); // not creeping: really paused
-
-    let received = 0;
-    upstream.on('data', (d: Buffer) => (received += d.length));
-    upstream.resume();
-    await waitFor(() => received === sent, { timeoutMs: 20_000, what: 'every byte upstream' });
+    await heldBackThenDelivered(client, down, upstream);
   });
 
   it('carries both directions byte for byte and passes each FIN on', async () => {
@@ -161,7 +150,15 @@ describe('Splice', () => {
         what: `chunk ${i + 1} read by the proxy`,
       });
     }
-    const writes = writesOf(up);
+    const writes: number[] = [];
+    const upWrite = up as unknown as {
+      _write(c: Buffer, e: BufferEncoding, cb: () => void): void;
+      _writev(cs: { chunk: Buffer }[], cb: () => void): void;
+    };
+    const write = upWrite._write.bind(up);
+    const writev = upWrite._writev.bind(up);
+    upWrite._write = (c, e, cb) => (writes.push(1), write(c, e, cb));
+    upWrite._writev = (cs, cb) => (writes.push(cs.length), writev(cs, cb));
     const received: Buffer[] = [];
     upstream.on('data', (d: Buffer) => received.push(d));
     start();
@@ -172,25 +169,6 @@ describe('Splice', () => {
 
   it('stops reading the upstream while a TLS caller does not read, and delivers every byte once it does', async () => {
     const { client, upstream, up } = await splicePair(false, true);
-    client.pause();
-    const block = Buffer.alloc(1 << 20, 9);
-    let sent = 0;
-    while (upstream.write(block)) sent += block.length;
-    sent += block.length;
-    for (let i = 0; i < 16; i++) {
-      upstream.write(block);
-      sent += block.length;
-    }
-    // As in the first case: nothing more may happen, so a short wall-clock window.
-    await new Promise((r) => setTimeout(r, 300));
-    const heldBack = up.bytesRead;
-    expect(heldBack).toBeLessThan(sent - 8 * block.length);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(up.bytesRead).toBe(heldBack);
-
-    let received = 0;
-    client.on('data', (d: Buffer) => (received += d.length));
-    client.resume();
-    await waitFor(() => received === sent, { timeoutMs: 20_000, what: 'every byte at the caller' });
+    await heldBackThenDelivered(upstream, up, client);
   });
 });
